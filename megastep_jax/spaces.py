@@ -1,0 +1,136 @@
+"""Observation and action spaces: shapes and bounds, with sampling and membership.
+
+Spaces are small frozen dataclasses (hashable, so they can be static arguments). A dict of
+spaces is a :class:`~megastep_jax.arrdict.dotdict` of them; :func:`sample` and
+:func:`contains` accept either.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Union
+
+import jax
+import jax.numpy as jnp
+
+from .arrdict import arrdict, dotdict
+
+__all__ = ["MultiDiscrete", "MultiImage", "MultiVector", "Space", "sample", "contains"]
+
+
+def _positive_int(name: str, x: Any) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or x <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {x!r}")
+    return x
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiDiscrete:
+    """One choice out of ``n_actions`` for each of ``n_agents`` agents: int32 (n_agents,)."""
+
+    n_agents: int
+    n_actions: int
+
+    def __post_init__(self):
+        _positive_int("n_agents", self.n_agents)
+        _positive_int("n_actions", self.n_actions)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n_agents,)
+
+    dtype = jnp.int32
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return jax.random.randint(key, self.shape, 0, self.n_actions, dtype=jnp.int32)
+
+    def contains(self, x) -> jax.Array:
+        x = jnp.asarray(x)
+        ok = jnp.issubdtype(x.dtype, jnp.integer) and x.shape[-1:] == self.shape
+        return jnp.asarray(ok) & jnp.all((x >= 0) & (x < self.n_actions))
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiImage:
+    """An image per agent in [0, 1]: float32 (n_agents, channels, height, width)."""
+
+    n_agents: int
+    channels: int
+    height: int
+    width: int
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _positive_int(f.name, getattr(self, f.name))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n_agents, self.channels, self.height, self.width)
+
+    dtype = jnp.float32
+    low, high = 0.0, 1.0
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return jax.random.uniform(key, self.shape, jnp.float32)
+
+    def contains(self, x) -> jax.Array:
+        x = jnp.asarray(x)
+        ok = jnp.issubdtype(x.dtype, jnp.floating) and x.shape[-4:] == self.shape
+        return jnp.asarray(ok) & jnp.all((x >= self.low) & (x <= self.high))
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiVector:
+    """A vector per agent, unbounded unless ``low``/``high`` say: float32 (n_agents, dim)."""
+
+    n_agents: int
+    dim: int
+    low: float = -float("inf")
+    high: float = float("inf")
+
+    def __post_init__(self):
+        _positive_int("n_agents", self.n_agents)
+        _positive_int("dim", self.dim)
+        if not self.low < self.high:
+            raise ValueError(f"low, high: expected low < high, got {self.low}, {self.high}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n_agents, self.dim)
+
+    dtype = jnp.float32
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        lo, hi = max(self.low, -1.0), min(self.high, 1.0)
+        return jax.random.uniform(key, self.shape, jnp.float32, lo, hi)
+
+    def contains(self, x) -> jax.Array:
+        x = jnp.asarray(x)
+        ok = jnp.issubdtype(x.dtype, jnp.floating) and x.shape[-2:] == self.shape
+        return jnp.asarray(ok) & jnp.all((x >= self.low) & (x <= self.high))
+
+
+Space = Union[MultiDiscrete, MultiImage, MultiVector]
+
+
+def sample(space, key: jax.Array):
+    """Draws a member of a space or of a dotdict of spaces (an arrdict then)."""
+    if isinstance(space, dict):
+        keys = jax.random.split(key, len(space))
+        return arrdict({k: sample(s, kk) for (k, s), kk in zip(space.items(), keys)})
+    return space.sample(key)
+
+
+def contains(space, x) -> jax.Array:
+    """Whether ``x`` lies in a space or a dotdict of spaces, as a boolean scalar array."""
+    if isinstance(space, dict):
+        if not isinstance(x, dict) or set(x) != set(space):
+            return jnp.asarray(False)
+        return jnp.all(jnp.stack([contains(s, x[k]) for k, s in space.items()]))
+    return space.contains(x)
+
+
+def is_space_tree(x) -> bool:
+    """True for a space or a dotdict whose leaves are spaces."""
+    if isinstance(x, dotdict):
+        return all(is_space_tree(v) for v in x.values())
+    return isinstance(x, (MultiDiscrete, MultiImage, MultiVector))
