@@ -1,0 +1,86 @@
+"""The pytrees the kernels read and write: Scenery, Agents and Render.
+
+Every array has a leading env axis E. A batch of envs with different geometries is padded
+to common shapes; per-env counts say which entries are real, and kernels loop only over
+those. Field names follow megastep.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class Scenery:
+    """The static and textured world of E envs, as the kernels read it.
+
+    Lines of env e: the first ``n_agents * 8`` are the agents' models (agent a owns lines
+    ``8a .. 8a+7``; their stored coordinates are unused, the kernels draw them from
+    ``model`` and the agents' poses), then its walls, then padding up to L.
+    Texels of line j of env e are ``textures[e, texel_starts[e, j] : + texel_widths[e, j]]``.
+    """
+
+    lines: jax.Array         # (E, L, 2, 2) float32, endpoints in metres
+    n_lines: jax.Array       # (E,) int32, n_agents*8 + walls of env e
+    lights: jax.Array        # (E, NL, 3) float32, (x, y, intensity)
+    n_lights: jax.Array      # (E,) int32
+    textures: jax.Array      # (E, T, 3) float32, gamma-decoded texel colours
+    texel_starts: jax.Array  # (E, L) int32
+    texel_widths: jax.Array  # (E, L) int32, 0 on padding lines
+    baked: jax.Array         # (E, T) float32, static texel lighting (1 on agent texels)
+    model: jax.Array         # (8, 2, 2) float32, agent model lines in the agent frame
+    n_agents: int = struct.field(pytree_node=False, default=1)
+
+    @property
+    def n_envs(self) -> int:
+        return self.lines.shape[-4]
+
+    @property
+    def n_texels(self) -> jax.Array:
+        """(E,) int32: texels in use per env."""
+        return jnp.sum(self.texel_widths, axis=-1)
+
+
+@struct.dataclass
+class Agents:
+    """Poses and motion of the agents of E envs; A agents per env."""
+
+    angles: jax.Array       # (E, A) float32, degrees counter-clockwise from +x, in [-180, 180)
+    positions: jax.Array    # (E, A, 2) float32, metres
+    angvelocity: jax.Array  # (E, A) float32, degrees per second
+    velocity: jax.Array     # (E, A, 2) float32, metres per second, global frame
+
+    @property
+    def n_envs(self) -> int:
+        return self.angles.shape[-2]
+
+    @property
+    def n_agents(self) -> int:
+        return self.angles.shape[-1]
+
+
+@struct.dataclass
+class Render:
+    """What each agent's camera sees, one value per pixel (pixel 0 is the leftmost)."""
+
+    indices: jax.Array    # (E, A, R) int32, line hit, -1 where the ray hits nothing
+    locations: jax.Array  # (E, A, R) float32, fraction t along the line hit
+    dots: jax.Array       # (E, A, R) float32, cosine between ray and line
+    distances: jax.Array  # (E, A, R) float32, metres from the camera to the hit
+    screen: jax.Array     # (E, A, R, 3) float32, gamma-decoded colour, black on no hit
+
+
+def init_agents(n_envs: int, n_agents: int) -> Agents:
+    """Agents at the origin, facing +x, at rest. Move them before rendering.
+
+    Args:
+        n_envs: E, a positive int.
+        n_agents: A, a positive int.
+    """
+    for name, v in (("n_envs", n_envs), ("n_agents", n_agents)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    z = jnp.zeros((n_envs, n_agents), jnp.float32)
+    z2 = jnp.zeros((n_envs, n_agents, 2), jnp.float32)
+    return Agents(angles=z, positions=z2, angvelocity=z, velocity=z2)
