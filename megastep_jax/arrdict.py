@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterable, Sequence
 import jax
 import numpy as np
 
-__all__ = ["dotdict", "arrdict", "mapping", "starmapping", "stack", "cat", "numpyify"]
+__all__ = ["dotdict", "arrdict", "mapping", "starmapping", "stack", "cat", "numpyify", "jaxify",
+           "treestr"]
 
 # dict's own methods must not be shadowed by forwarding.
 _DICT_ATTRS = frozenset(dir(dict))
@@ -71,14 +72,23 @@ class dotdict(dict):
     __str__ = __repr__
 
 
+def _typename(v: Any) -> str:
+    # jax's concrete array class is an implementation detail (ArrayImpl); say Array.
+    if isinstance(v, jax.core.Tracer):
+        return "Tracer"
+    if isinstance(v, jax.Array):
+        return "Array"
+    return type(v).__name__
+
+
 def _leafstr(v: Any) -> str:
-    if hasattr(v, "shape") and hasattr(v, "dtype"):
+    if hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, dotdict):
         if getattr(v, "shape", None) == () and not isinstance(v, jax.core.Tracer):
             try:
-                return f"{type(v).__name__}({v.item()!r}, {v.dtype})"
+                return f"{_typename(v)}({v.item()!r}, {v.dtype})"
             except Exception:  # noqa: BLE001 - printing must never fail
                 pass
-        return f"{type(v).__name__}({tuple(v.shape)}, {v.dtype})"
+        return f"{_typename(v)}({tuple(v.shape)}, {v.dtype})"
     return repr(v)
 
 
@@ -219,8 +229,16 @@ def stack(xs: Sequence, axis: int = 0, **kwargs):
 
 
 def cat(xs: Sequence, axis: int = 0, **kwargs):
-    """Concatenates a sequence of arrays or of arrdicts of one shape along an axis."""
-    return _tree_op(lambda lib, v, **kw: lib.concatenate(v, axis=axis, **kw), xs, **kwargs)
+    """Concatenates a sequence of arrays or of arrdicts of one shape along an axis.
+
+    Scalars are treated as 1-element arrays, so concatenating floats gives a 1D array.
+
+    >>> cat([arrdict(a=1, b=np.array([1, 2]))] * 3).b.shape
+    (6,)
+    """
+    return _tree_op(
+        lambda lib, v, **kw: lib.concatenate([lib.atleast_1d(x) for x in v], axis=axis, **kw),
+        xs, **kwargs)
 
 
 def numpyify(x):
@@ -233,4 +251,20 @@ def numpyify(x):
         return np.asarray(x)
     if hasattr(x, "__dataclass_fields__") and hasattr(x, "replace"):
         return jax.tree_util.tree_map(np.asarray, x)
+    return x
+
+
+def jaxify(x):
+    """Converts every numpy array or numpy scalar leaf of a tree of dotdicts to a jax array.
+
+    Python scalars and other objects are left alone, so a geometry's ``id`` stays an int.
+    """
+    if isinstance(x, dotdict):
+        return type(x)({k: jaxify(v) for k, v in x.items()})
+    if isinstance(x, (list, tuple)):
+        return type(x)(jaxify(v) for v in x)
+    if isinstance(x, (np.ndarray, np.generic)):
+        import jax.numpy as jnp
+
+        return jnp.asarray(x)
     return x
