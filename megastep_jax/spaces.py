@@ -14,7 +14,8 @@ import jax.numpy as jnp
 
 from .arrdict import arrdict, dotdict
 
-__all__ = ["MultiDiscrete", "MultiImage", "MultiVector", "Space", "sample", "contains"]
+__all__ = ["MultiDiscrete", "MultiImage", "MultiVector", "Space", "sample", "contains", "zeros",
+           "is_space_tree", "to_gymnasium"]
 
 
 def _positive_int(name: str, x: Any) -> int:
@@ -40,8 +41,10 @@ class MultiDiscrete:
 
     dtype = jnp.int32
 
-    def sample(self, key: jax.Array) -> jax.Array:
-        return jax.random.randint(key, self.shape, 0, self.n_actions, dtype=jnp.int32)
+    def sample(self, key: jax.Array, batch_shape: tuple[int, ...] = ()) -> jax.Array:
+        """Uniform actions: int32 (*batch_shape, n_agents)."""
+        return jax.random.randint(key, (*batch_shape, *self.shape), 0, self.n_actions,
+                                  dtype=jnp.int32)
 
     def contains(self, x) -> jax.Array:
         x = jnp.asarray(x)
@@ -69,8 +72,9 @@ class MultiImage:
     dtype = jnp.float32
     low, high = 0.0, 1.0
 
-    def sample(self, key: jax.Array) -> jax.Array:
-        return jax.random.uniform(key, self.shape, jnp.float32)
+    def sample(self, key: jax.Array, batch_shape: tuple[int, ...] = ()) -> jax.Array:
+        """Uniform pixels in [0, 1): float32 (*batch_shape, n_agents, channels, height, width)."""
+        return jax.random.uniform(key, (*batch_shape, *self.shape), jnp.float32)
 
     def contains(self, x) -> jax.Array:
         x = jnp.asarray(x)
@@ -99,9 +103,12 @@ class MultiVector:
 
     dtype = jnp.float32
 
-    def sample(self, key: jax.Array) -> jax.Array:
+    def sample(self, key: jax.Array, batch_shape: tuple[int, ...] = ()) -> jax.Array:
+        """Uniform in [low, high] clipped to [-1, 1] where unbounded: (*batch_shape, n_agents, dim)."""
         lo, hi = max(self.low, -1.0), min(self.high, 1.0)
-        return jax.random.uniform(key, self.shape, jnp.float32, lo, hi)
+        if not lo < hi:  # a bound lies outside [-1, 1]: sample just inside it
+            lo, hi = (self.low, self.low + 1.0) if self.low > -float("inf") else (self.high - 1.0, self.high)
+        return jax.random.uniform(key, (*batch_shape, *self.shape), jnp.float32, lo, hi)
 
     def contains(self, x) -> jax.Array:
         x = jnp.asarray(x)
@@ -112,12 +119,25 @@ class MultiVector:
 Space = Union[MultiDiscrete, MultiImage, MultiVector]
 
 
-def sample(space, key: jax.Array):
-    """Draws a member of a space or of a dotdict of spaces (an arrdict then)."""
+def sample(space, key: jax.Array, batch_shape: tuple[int, ...] = ()):
+    """Draws a member of a space or of a dotdict of spaces (an arrdict then).
+
+    Args:
+        space: a space or a (nested) dotdict of spaces.
+        key: a jax PRNG key.
+        batch_shape: leading dims to prepend, e.g. ``(n_envs,)``.
+    """
     if isinstance(space, dict):
         keys = jax.random.split(key, len(space))
-        return arrdict({k: sample(s, kk) for (k, s), kk in zip(space.items(), keys)})
-    return space.sample(key)
+        return arrdict({k: sample(s, kk, batch_shape) for (k, s), kk in zip(space.items(), keys)})
+    return space.sample(key, batch_shape)
+
+
+def zeros(space, batch_shape: tuple[int, ...] = ()):
+    """All-zeros member of a space or dotdict of spaces (an arrdict then), e.g. for init."""
+    if isinstance(space, dict):
+        return arrdict({k: zeros(s, batch_shape) for k, s in space.items()})
+    return jnp.zeros((*batch_shape, *space.shape), space.dtype)
 
 
 def contains(space, x) -> jax.Array:
@@ -134,3 +154,22 @@ def is_space_tree(x) -> bool:
     if isinstance(x, dotdict):
         return all(is_space_tree(v) for v in x.values())
     return isinstance(x, (MultiDiscrete, MultiImage, MultiVector))
+
+
+def to_gymnasium(space):
+    """The matching ``gymnasium.spaces`` object (a Dict for a dotdict of spaces).
+
+    Requires gymnasium (the ``gym`` extra).
+    """
+    import gymnasium
+    import numpy as np
+
+    if isinstance(space, dict):
+        return gymnasium.spaces.Dict({k: to_gymnasium(s) for k, s in space.items()})
+    if isinstance(space, MultiDiscrete):
+        return gymnasium.spaces.MultiDiscrete(np.full(space.shape, space.n_actions))
+    if isinstance(space, MultiImage):
+        return gymnasium.spaces.Box(0.0, 1.0, space.shape, np.float32)
+    if isinstance(space, MultiVector):
+        return gymnasium.spaces.Box(space.low, space.high, space.shape, np.float32)
+    raise ValueError(f"space: expected a megastep_jax space or dotdict of them, got {type(space).__name__}")

@@ -1,0 +1,104 @@
+"""Spaces: shapes, sampling with keys, membership, dicts of spaces."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from megastep_jax import spaces
+from megastep_jax.arrdict import arrdict, dotdict
+
+
+def explorer_like():
+    return dotdict(rgb=spaces.MultiImage(2, 3, 1, 8), d=spaces.MultiImage(2, 1, 1, 8),
+                   imu=spaces.MultiVector(2, 3))
+
+
+def test_shapes_and_dtypes():
+    assert spaces.MultiDiscrete(4, 7).shape == (4,)
+    assert spaces.MultiImage(4, 3, 1, 64).shape == (4, 3, 1, 64)
+    assert spaces.MultiVector(4, 3).shape == (4, 3)
+    assert spaces.MultiDiscrete(1, 7).dtype == jnp.int32
+
+
+@pytest.mark.parametrize("make", [
+    lambda: spaces.MultiDiscrete(0, 7), lambda: spaces.MultiDiscrete(2, 0),
+    lambda: spaces.MultiDiscrete(2.0, 7), lambda: spaces.MultiImage(1, 3, 1, -4),
+    lambda: spaces.MultiVector(True, 3)])
+def test_bad_sizes_raise_naming_the_argument(make):
+    with pytest.raises(ValueError, match="expected a positive int"):
+        make()
+
+
+def test_vector_bounds_validated():
+    with pytest.raises(ValueError, match="low, high"):
+        spaces.MultiVector(1, 2, low=1.0, high=0.0)
+
+
+def test_samples_lie_in_their_spaces_and_depend_on_the_key():
+    space = explorer_like()
+    a = spaces.sample(space, jax.random.PRNGKey(0))
+    b = spaces.sample(space, jax.random.PRNGKey(0))
+    c = spaces.sample(space, jax.random.PRNGKey(1))
+    assert type(a) is arrdict and set(a) == {"rgb", "d", "imu"}
+    assert bool(spaces.contains(space, a))
+    assert all(jnp.array_equal(a[k], b[k]) for k in a)
+    assert not jnp.array_equal(a.rgb, c.rgb)
+    act = spaces.MultiDiscrete(3, 7).sample(jax.random.PRNGKey(2))
+    assert act.dtype == jnp.int32 and act.shape == (3,)
+
+
+def test_batched_sampling_and_membership_with_leading_dims():
+    space = dotdict(movement=spaces.MultiDiscrete(2, 7))
+    x = spaces.sample(space, jax.random.PRNGKey(0), batch_shape=(5, 4))
+    assert x.movement.shape == (5, 4, 2)
+    assert bool(spaces.contains(space, x))
+    ints = np.asarray(spaces.MultiDiscrete(1, 7).sample(jax.random.PRNGKey(3), (1000,)))
+    assert ints.min() == 0 and ints.max() == 6
+
+
+def test_membership_rejects_wrong_values_shapes_dtypes_and_keys():
+    md = spaces.MultiDiscrete(2, 7)
+    assert bool(md.contains(jnp.array([0, 6])))
+    assert not bool(md.contains(jnp.array([0, 7])))
+    assert not bool(md.contains(jnp.array([-1, 0])))
+    assert not bool(md.contains(jnp.array([0.0, 1.0])))
+    assert not bool(md.contains(jnp.array([0, 1, 2])))
+    im = spaces.MultiImage(1, 1, 1, 4)
+    assert bool(im.contains(jnp.zeros((1, 1, 1, 4))))
+    assert not bool(im.contains(jnp.full((1, 1, 1, 4), 1.5)))
+    assert not bool(im.contains(jnp.full((1, 1, 1, 4), jnp.nan)))
+    vec = spaces.MultiVector(1, 3, low=-1.0, high=1.0)
+    assert not bool(vec.contains(jnp.full((1, 3), 2.0)))
+    assert bool(spaces.MultiVector(1, 3).contains(jnp.full((1, 3), 1e6)))
+    space = explorer_like()
+    x = spaces.sample(space, jax.random.PRNGKey(0))
+    assert not bool(spaces.contains(space, arrdict(rgb=x.rgb, d=x.d)))
+
+
+def test_membership_under_jit():
+    space = explorer_like()
+    x = spaces.zeros(space)
+    assert bool(jax.jit(lambda x: spaces.contains(space, x))(x))
+
+
+def test_bounded_vector_sampling_respects_bounds_outside_unit_interval():
+    vec = spaces.MultiVector(1, 2, low=5.0)
+    x = vec.sample(jax.random.PRNGKey(0), (100,))
+    assert bool(vec.contains(x)) and float(x.min()) >= 5.0
+
+
+def test_spaces_are_hashable_static_config():
+    assert hash(spaces.MultiDiscrete(1, 7)) == hash(spaces.MultiDiscrete(1, 7))
+    assert spaces.is_space_tree(explorer_like())
+    assert not spaces.is_space_tree(dotdict(a=1))
+
+
+def test_to_gymnasium():
+    gym = pytest.importorskip("gymnasium")
+    g = spaces.to_gymnasium(dotdict(movement=spaces.MultiDiscrete(2, 7),
+                                    rgb=spaces.MultiImage(2, 3, 1, 4)))
+    assert isinstance(g, gym.spaces.Dict)
+    assert g["movement"].nvec.tolist() == [7, 7]
+    assert g["rgb"].shape == (2, 3, 1, 4)
+    with pytest.raises(ValueError, match="space"):
+        spaces.to_gymnasium(3)
