@@ -1,0 +1,422 @@
+"""Real apartment floorplans from the Cubicasa5k dataset.
+
+`Cubicasa5k <https://zenodo.org/record/2613548>`_ (Kalervo et al., 2019) is a set of
+about 5,000 annotated floorplans, each a ``model.svg`` with polygons for walls, doors,
+windows and rooms ("spaces"). :func:`geometry_from_svg` turns one of those files into a
+geometry the way megastep did:
+
+- the wall polygons, minus the door polygons (dilated by 5 cm, since doors are often
+  drawn slightly off their walls), give the solid parts of the plan; the outline of
+  what remains becomes the wall segments, so every wall has two faces;
+- zero-length and duplicate segments are dropped;
+- each space polygon becomes a room, with a light at its centroid;
+- SVG coordinates (about 1 cm per unit, y pointing down) become metres with y pointing
+  up, the plan's lower-left corner at (MARGIN, MARGIN).
+
+:func:`sample` reads the whole dataset (its zip or the unpacked folder) once, caches the
+parsed geometries in a compressed file, and draws plans with megastep's seeded 90/10
+training/test split. The dataset is **CC BY-NC 4.0**: non-commercial use only. For a
+default that needs no download and no licence, use :func:`megastep_jax.floorplans.sample`.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import shapely
+
+from . import geometry as geom
+from .arrdict import dotdict
+
+__all__ = ["geometry_from_svg", "sample", "cache_path", "SCALE", "DOOR_DILATION"]
+
+SCALE = 100.0
+"""SVG units per metre (Cubicasa5k's units are roughly centimetres)."""
+DOOR_DILATION = 5.0
+"""SVG units by which door polygons grow before they are cut out of the walls."""
+CLOSING_TOLERANCE = 1.0
+"""SVG units: parts of the plan's boundary this close to a wall count as covered."""
+FOOTPRINT_BRIDGE = 30.0
+"""SVG units: gaps between spaces and walls up to twice this wide count as inside the plan."""
+CRACK_WIDTH = 6.0
+"""SVG units: gaps between wall polygons narrower than this are sealed."""
+ZERO_LENGTH = 1e-6
+"""Segments shorter than this (in metres) are dropped."""
+
+CACHE_ENV = "MEGASTEP_JAX_CACHE"
+"""Environment variable naming the folder for the parsed-geometry cache."""
+SOURCE_ENV = "MEGASTEP_JAX_CUBICASA"
+"""Environment variable naming the Cubicasa5k zip or folder, used when ``source`` is None."""
+
+LICENCE = (
+    "Cubicasa5k floorplans (Kalervo et al. 2019, https://zenodo.org/record/2613548) are "
+    "licensed CC BY-NC 4.0: attribution, non-commercial use only."
+)
+_HOW_TO_GET = (
+    "Download cubicasa5k.zip (about 5 GB) from https://zenodo.org/record/2613548 and pass "
+    f"it (or the folder it unpacks to) as source=..., or set ${SOURCE_ENV}. "
+    "For plans that need no download and no licence, use megastep_jax.floorplans.sample."
+)
+
+_licence_shown = False
+_loaded: dict[str, dict[str, dotdict]] = {}
+
+
+# --------------------------------------------------------------------------- SVG parsing
+
+
+def _has_class(element: ET.Element, name: str) -> bool:
+    return name in element.get("class", "").split()
+
+
+def _points(polygon: ET.Element) -> np.ndarray:
+    """(V, 2) float64 corners of an SVG ``<polygon points=...>``."""
+    numbers = re.split(r"[\s,]+", polygon.get("points", "").strip())
+    values = np.array([float(v) for v in numbers if v], dtype=np.float64)
+    if len(values) % 2:
+        values = values[:-1]
+    return values.reshape(-1, 2)
+
+
+def _child_polygons(root: ET.Element, cls: str) -> list[np.ndarray]:
+    """Corners of every ``<polygon>`` that is a direct child of an element of class ``cls``."""
+    out = []
+    for element in root.iter():
+        if _has_class(element, cls):
+            for child in element:
+                if child.tag.rsplit("}", 1)[-1] == "polygon":
+                    pts = _points(child)
+                    if len(pts) >= 3:
+                        out.append(pts)
+    return out
+
+
+def _polygon(points: np.ndarray) -> shapely.Geometry:
+    """A valid shapely polygon (or multipolygon) from possibly self-intersecting corners."""
+    return shapely.make_valid(shapely.Polygon(points))
+
+
+def _rings(region: shapely.Geometry) -> list[np.ndarray]:
+    """Every exterior and interior ring of the polygons in ``region``, as (V, 2) closed arrays."""
+    rings = []
+    for poly in shapely.get_parts(region):
+        if poly.geom_type != "Polygon" or poly.is_empty:
+            continue
+        rings.append(np.asarray(poly.exterior.coords))
+        rings.extend(np.asarray(r.coords) for r in poly.interiors)
+    return rings
+
+
+def unique_walls(walls: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+    """Drops zero-length walls and walls that repeat an earlier one (in either direction).
+
+    Args:
+        walls: (M, 2, 2) wall endpoints.
+        tol: endpoints closer than this are the same point.
+
+    Returns:
+        (M', 2, 2) walls, first occurrences kept in their original order.
+    """
+    walls = np.asarray(walls, dtype=np.float64).reshape(-1, 2, 2)
+    walls = walls[np.linalg.norm(walls[:, 0] - walls[:, 1], axis=-1) > tol]
+    # Orientation-free key: endpoints sorted lexicographically, rounded to the tolerance.
+    key = np.round(walls / tol).astype(np.int64)
+    swap = (key[:, 0, 0] > key[:, 1, 0]) | ((key[:, 0, 0] == key[:, 1, 0]) & (key[:, 0, 1] > key[:, 1, 1]))
+    key[swap] = key[swap][:, ::-1]
+    _, first = np.unique(key.reshape(len(key), 4), axis=0, return_index=True)
+    return walls[np.sort(first)]
+
+
+def _read_svg(svg_text_or_path) -> tuple[str, int | None]:
+    """The SVG text, and the plan id if it can be read from the path's folder name."""
+    if isinstance(svg_text_or_path, bytes):
+        return svg_text_or_path.decode("utf-8"), None
+    if isinstance(svg_text_or_path, str) and svg_text_or_path.lstrip().startswith("<"):
+        return svg_text_or_path, None
+    if not isinstance(svg_text_or_path, (str, os.PathLike)):
+        raise ValueError(
+            f"svg_text_or_path: expected SVG text or a path to a model.svg, got "
+            f"{type(svg_text_or_path).__name__}"
+        )
+    path = Path(svg_text_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"svg_text_or_path: no SVG file at {str(path)!r}")
+    # Cubicasa5k stores plans as <subset>/<id>/model.svg; loose files may be <id>.svg.
+    name = path.parent.name if path.stem == "model" else path.stem
+    return path.read_text(encoding="utf-8"), int(name) if name.isdigit() else None
+
+
+def _closing_walls(walls_whole, solid, spaces) -> list[np.ndarray]:
+    """Segments across the gaps in a plan's outer boundary (entrance doors, open balconies).
+
+    The plan's footprint is the union of its uncut walls and its spaces; the parts of the
+    footprint's outer boundary that no wall covers are the openings to the outside.
+
+    Returns:
+        A list of (K, 2, 2) arrays of segments, in SVG units.
+    """
+    footprint = shapely.union_all([walls_whole, *spaces])
+    # Spaces are often drawn a little short of their walls; bridge those slivers so the
+    # footprint's boundary runs round the outside and not into the slivers.
+    footprint = shapely.buffer(shapely.buffer(footprint, FOOTPRINT_BRIDGE, join_style="mitre"),
+                               -FOOTPRINT_BRIDGE, join_style="mitre")
+    boundary = shapely.union_all([shapely.LinearRing(p.exterior.coords) for p in shapely.get_parts(footprint)
+                                  if p.geom_type == "Polygon"])
+    gaps = shapely.difference(boundary, shapely.buffer(solid, CLOSING_TOLERANCE))
+    out = []
+    for line in shapely.get_parts(shapely.line_merge(gaps) if not gaps.is_empty else gaps):
+        coords = shapely.get_coordinates(line)
+        if len(coords) < 2:
+            continue
+        # The gap stops CLOSING_TOLERANCE short of the walls; reach back into them so no crack is left.
+        for end, inner in ((0, 1), (-1, -2)):
+            step = coords[end] - coords[inner]
+            coords[end] = coords[end] + 2 * CLOSING_TOLERANCE * step / max(np.linalg.norm(step), 1e-12)
+        out.append(np.stack([coords[:-1], coords[1:]], 1))
+    return out
+
+
+def geometry_from_svg(svg_text_or_path, id: int | None = None, res: float = geom.MASK_RES,
+                      closed: bool = True) -> dotdict:
+    """Builds a geometry from a Cubicasa5k ``model.svg``.
+
+    Args:
+        svg_text_or_path: the SVG as text (or bytes), or a path to the file.
+        id: the plan's id; by default read from the path (``.../<id>/model.svg`` or
+            ``<id>.svg``), else 0.
+        res: mask resolution in metres.
+        closed: if True, add walls across the openings in the plan's outer boundary
+            (entrance doors, the open sides of balconies and terraces), so no ray or
+            agent can leave the plan. megastep left them open; ``closed=False`` does too.
+
+    Returns:
+        A geometry dotdict (see :mod:`megastep_jax.geometry`) with walls (M, 2, 2),
+        lights (N, 2) at the N room centroids, masks (H, W) with rooms 1..N, res and id.
+
+    Raises:
+        FileNotFoundError: if given a path that does not exist.
+        ValueError: if the SVG is malformed or has no walls or no spaces.
+    """
+    text, path_id = _read_svg(svg_text_or_path)
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as e:
+        raise ValueError(f"svg_text_or_path: not a well-formed SVG ({e})") from None
+
+    wall_polys = _child_polygons(root, "Wall")
+    if not wall_polys:
+        raise ValueError('svg_text_or_path: the SVG has no walls (no <polygon> under class="Wall")')
+    space_polys = _child_polygons(root, "Space")
+    if not space_polys:
+        raise ValueError('svg_text_or_path: the SVG has no spaces (no <polygon> under class="Space")')
+    door_polys = _child_polygons(root, "Door")
+
+    walls_whole = shapely.union_all([_polygon(p) for p in wall_polys])
+    if CRACK_WIDTH > 0:
+        # A morphological closing seals hairline cracks between wall polygons that rays slip through.
+        walls_whole = shapely.buffer(shapely.buffer(walls_whole, CRACK_WIDTH / 2, join_style="mitre"),
+                                     -CRACK_WIDTH / 2, join_style="mitre")
+    solid = walls_whole
+    if door_polys:
+        doors = shapely.union_all([_polygon(p) for p in door_polys])
+        solid = shapely.difference(solid, shapely.buffer(doors, DOOR_DILATION))
+    rings = _rings(solid)
+    if not rings:
+        raise ValueError("svg_text_or_path: the SVG's walls are all inside doorways; nothing is left")
+    walls = [np.stack([r[:-1], r[1:]], 1) for r in rings]
+    if closed:
+        spaces_svg = [_polygon(p) for p in space_polys]
+        walls.extend(_closing_walls(walls_whole, solid, spaces_svg))
+    walls = np.concatenate(walls)
+
+    # SVG: units from the top-left corner, y down. Geometry: metres from the bottom-left, y up.
+    corners = np.concatenate([walls.reshape(-1, 2), *space_polys])
+    left, bottom = corners[:, 0].min(), corners[:, 1].max()
+
+    def to_metres(xy: np.ndarray) -> np.ndarray:
+        return np.stack([xy[..., 0] - left, bottom - xy[..., 1]], -1) / SCALE + geom.MARGIN
+
+    walls = unique_walls(to_metres(walls), ZERO_LENGTH)
+    spaces = [_polygon(to_metres(p)) for p in space_polys]
+    spaces = [s for s in spaces if s.area > 0]
+    if not spaces:
+        raise ValueError("svg_text_or_path: every space polygon in the SVG has zero area")
+    lights = shapely.get_coordinates(shapely.centroid(spaces))
+    masks = geom.masks(walls, spaces, res)
+    return geom.geometry(walls, lights, masks, res, id=path_id if id is None else id)
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+def cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where :func:`sample` keeps its parsed geometries.
+
+    Args:
+        cache_dir: a folder; by default ``$MEGASTEP_JAX_CACHE``, else
+            ``$XDG_CACHE_HOME/megastep_jax``, else ``~/.cache/megastep_jax``.
+
+    Returns:
+        The path of the compressed cache file in that folder.
+    """
+    if cache_dir is None:
+        cache_dir = os.environ.get(CACHE_ENV)
+    if cache_dir is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        cache_dir = os.path.join(base, "megastep_jax")
+    return Path(cache_dir) / "cubicasa-geometries.npz"
+
+
+_SVG_NAME = re.compile(r"(?:^|/)(?P<id>\d+)/model\.svg$")
+
+
+def _svg_sources(source: Path) -> Iterator[tuple[int, bytes]]:
+    """(id, SVG bytes) for every ``<id>/model.svg`` in a Cubicasa5k zip or folder."""
+    if source.is_dir():
+        paths = sorted(source.rglob("model.svg"))
+        items = [(p, _SVG_NAME.search(p.as_posix())) for p in paths]
+        items = [(p, m) for p, m in items if m]
+        from tqdm.auto import tqdm
+
+        for p, m in tqdm(items, desc="cubicasa: parsing SVGs", unit="plan"):
+            yield int(m["id"]), p.read_bytes()
+        return
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"source: {str(source)!r} is not a readable Cubicasa5k zip ({e})") from None
+    with archive:
+        names = [(n, _SVG_NAME.search(n)) for n in sorted(archive.namelist())]
+        names = [(n, m) for n, m in names if m]
+        from tqdm.auto import tqdm
+
+        for n, m in tqdm(names, desc="cubicasa: parsing SVGs", unit="plan"):
+            try:
+                data = archive.read(n)
+            except (zipfile.BadZipFile, OSError, EOFError) as e:
+                raise ValueError(f"source: {str(source)!r} is a corrupt zip; reading {n} failed ({e})") from None
+            yield int(m["id"]), data
+
+
+def _parse_all(source: Path) -> dict[str, dotdict]:
+    geometries, seen = {}, 0
+    for id, svg in _svg_sources(source):
+        seen += 1
+        try:
+            g = geometry_from_svg(svg, id=id)
+        except ValueError:
+            continue  # megastep also loses a handful of plans that have no spaces
+        # Some plans appear in more than one subset; the first copy wins.
+        geometries.setdefault(str(id), g)
+    if not seen:
+        raise ValueError(f"source: found no <id>/model.svg files in {str(source)!r}; is it Cubicasa5k?")
+    if not geometries:
+        raise ValueError(f"source: none of the {seen} SVGs in {str(source)!r} gave a geometry")
+    return geometries
+
+
+def _save(path: Path, geometries: dict[str, dotdict]) -> None:
+    arrays = {}
+    for k, g in geometries.items():
+        arrays[f"{k}/walls"] = g.walls
+        arrays[f"{k}/lights"] = g.lights
+        arrays[f"{k}/masks"] = g.masks.astype(np.int16)
+        arrays[f"{k}/res"] = np.float64(g.res)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> dict[str, dotdict]:
+    try:
+        with np.load(path) as data:
+            fields: dict[str, dict] = {}
+            for name in data.files:
+                k, field = name.split("/")
+                fields.setdefault(k, {})[field] = data[name]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise ValueError(f"cache_dir: the cache {str(path)!r} is unreadable ({e}); delete it to rebuild") from None
+    return {
+        k: geom.geometry(f["walls"], f["lights"], f["masks"], float(f["res"]), id=int(k))
+        for k, f in fields.items()
+    }
+
+
+def _show_licence() -> None:
+    global _licence_shown
+    if not _licence_shown:
+        print(LICENCE)
+        _licence_shown = True
+
+
+def load(source=None, cache_dir=None) -> dict[str, dotdict]:
+    """All Cubicasa5k geometries by id, parsing the dataset on first use and caching the result.
+
+    Args:
+        source: the Cubicasa5k zip or its unpacked folder; by default ``$MEGASTEP_JAX_CUBICASA``.
+            Only needed while the cache does not exist.
+        cache_dir: see :func:`cache_path`.
+
+    Returns:
+        A dict from id (a string) to geometry.
+
+    Raises:
+        ValueError: if there is no cache and no source, or the source is unusable.
+        FileNotFoundError: if ``source`` names a path that does not exist.
+    """
+    path = cache_path(cache_dir)
+    if str(path) in _loaded:
+        return _loaded[str(path)]
+    if source is None:
+        source = os.environ.get(SOURCE_ENV)
+    if path.exists():
+        geometries = _load(path)
+    else:
+        if source is None:
+            raise ValueError(f"source: no Cubicasa5k source given and no cache at {str(path)!r}. {_HOW_TO_GET}")
+        source = Path(source)
+        if not source.exists():
+            raise FileNotFoundError(f"source: no Cubicasa5k zip or folder at {str(source)!r}. {_HOW_TO_GET}")
+        geometries = _parse_all(source)
+        _save(path, geometries)
+    _loaded[str(path)] = geometries
+    return geometries
+
+
+def sample(n: int, split: str = "training", seed: int = 1, source=None, cache_dir=None) -> list[dotdict]:
+    """Returns ``n`` Cubicasa5k geometries; the same arguments give the same list.
+
+    As in megastep, the ids are shuffled with ``seed`` and cut 90/10 into a training and a
+    test split; the list cycles through the chosen split's shuffled ids, so it repeats
+    plans once ``n`` exceeds the split's size.
+
+    Args:
+        n: number of geometries, >= 0.
+        split: ``'training'``, ``'test'`` or ``'all'``.
+        seed: seeds the shuffle that assigns plans to the splits.
+        source: the Cubicasa5k zip or unpacked folder (read once, then cached); by default
+            ``$MEGASTEP_JAX_CUBICASA``.
+        cache_dir: folder of the parsed-geometry cache; see :func:`cache_path`.
+
+    Returns:
+        A list of ``n`` geometry dotdicts.
+    """
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n: expected a non-negative int, got {n!r}")
+    if split not in ("training", "test", "all"):
+        raise ValueError(f"split: expected 'training', 'test' or 'all', got {split!r}")
+    geometries = load(source, cache_dir)
+    _show_licence()
+    ids = np.random.RandomState(seed).permutation(sorted(geometries))
+    cutoff = int(0.9 * len(ids))
+    ids = {"training": ids[:cutoff], "test": ids[cutoff:], "all": ids}[split]
+    if n and not len(ids):
+        raise ValueError(f"split: the {split!r} split is empty ({len(geometries)} plans in all)")
+    return [geometries[ids[i % len(ids)]] for i in range(n)]
