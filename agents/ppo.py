@@ -1,0 +1,495 @@
+"""Proximal policy optimisation, compiled end to end.
+
+Read top to bottom: the config, the runner state, then :func:`make_trainer`, whose
+``update`` is one PPO iteration (rollout with ``lax.scan``, GAE, minibatch epochs of
+clipped policy and value losses with an entropy bonus) and whose ``train`` runs
+``config.n_updates`` of them inside one ``jax.jit``::
+
+    train = ppo.make_train(ppo.PPOConfig(n_envs=64), env)
+    runner, metrics = train(jax.random.PRNGKey(0), env.default_params)
+
+    # several seeds (or env-param settings) at once
+    runners, metrics = jax.vmap(train, in_axes=(0, None))(jax.random.split(key, 4), params)
+
+Streams: each (env, agent) pair is one stream of experience; agents of one env share the
+network's parameters. Envs are sharded over ``jax.devices()`` along their leading axis
+(``jax.sharding``), so more devices, or hosts joined with ``jax.distributed``, add
+throughput with no new code.
+
+For a command line that shows progress and checkpoints, ``trainer.run(runner, params, n)``
+does ``n`` updates per compiled call; the runner holds everything (parameters, optimiser,
+env states, recurrent carries, PRNG key), so running 2 x 5 updates, with a save and load
+between, gives bit for bit the result of 10 (see :func:`save` and :func:`load`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from . import heads
+from .networks import ActorCritic
+
+__all__ = ["PPOConfig", "Runner", "Transition", "Trainer", "make_trainer", "make_train",
+           "gae", "save", "load"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """Every setting of a PPO run. Frozen and hashable, so it can be a static argument.
+
+    Attributes:
+        n_envs: envs stepped in parallel (each with the env's A agents).
+        n_steps: steps per env in each rollout.
+        n_updates: PPO iterations that ``train`` runs (and over which ``anneal_lr`` decays).
+        n_epochs: passes over each rollout.
+        n_minibatches: minibatches per epoch; they split the n_envs * A streams.
+        lr: Adam learning rate.
+        anneal_lr: decay the learning rate linearly to 0 over ``n_updates``.
+        adam_eps: Adam's epsilon.
+        max_grad_norm: gradients are clipped to this global norm.
+        gamma: discount.
+        gae_lambda: GAE's lambda.
+        clip_eps: PPO's ratio clip (also the value clip when ``clip_value``).
+        clip_value: clip the value loss around the rollout's values, as PPO2 does.
+        vf_coef: weight of the value loss.
+        ent_coef: weight of the entropy bonus.
+        normalize_advantages: standardise advantages per minibatch.
+        bootstrap_truncated: at a truncation, bootstrap from the value of
+            ``info["final_observation"]`` (one more network call per step) instead of
+            treating the truncation as the end of the return.
+        width: features of the network's layers.
+        core: ``"lstm"`` or ``"mlp"``.
+        image_kwargs: (name, value) pairs for the image intakes, e.g. smaller convolutions.
+        shard: shard the envs over ``jax.devices()`` (needs n_envs divisible by their count).
+    """
+
+    n_envs: int = 64
+    n_steps: int = 32
+    n_updates: int = 100
+    n_epochs: int = 4
+    n_minibatches: int = 4
+    lr: float = 3e-4
+    anneal_lr: bool = False
+    adam_eps: float = 1e-5
+    max_grad_norm: float = 0.5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    clip_value: bool = True
+    vf_coef: float = 0.5
+    ent_coef: float = 0.01
+    normalize_advantages: bool = True
+    bootstrap_truncated: bool = False
+    width: int = 128
+    core: str = "lstm"
+    image_kwargs: tuple = ()
+    shard: bool = True
+
+    def __post_init__(self):
+        for name in ("n_envs", "n_steps", "n_updates", "n_epochs", "n_minibatches", "width"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        for name in ("lr", "adam_eps", "max_grad_norm", "clip_eps"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0 and np.isfinite(v)):
+                raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
+        for name in ("gamma", "gae_lambda"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v <= 1):
+                raise ValueError(f"{name}: expected a number in [0, 1], got {v!r}")
+        for name in ("vf_coef", "ent_coef"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v >= 0):
+                raise ValueError(f"{name}: expected a number >= 0, got {v!r}")
+        if self.core not in ("lstm", "mlp"):
+            raise ValueError(f"core: expected 'lstm' or 'mlp', got {self.core!r}")
+        if not isinstance(self.image_kwargs, tuple):
+            raise ValueError(f"image_kwargs: expected a tuple of (name, value) pairs, "
+                             f"got {type(self.image_kwargs).__name__}")
+
+    @property
+    def steps_per_update(self) -> int:
+        """Env steps (of all agents together) per PPO iteration."""
+        return self.n_envs * self.n_steps
+
+
+@struct.dataclass
+class Runner:
+    """Everything a training run carries between updates; E envs, A agents each."""
+
+    params: Any                   # network parameters
+    opt_state: Any                # optax state
+    env_state: Any                # env states, leading axis E
+    obs: Any                      # arrdict of (E, A, ...), the latest observations
+    first: jax.Array              # (E,) bool, obs starts an episode
+    carry: Any                    # core carry, (E, A, width) leaves or ()
+    episode_return: jax.Array     # (E, A) float32, return so far of each running episode
+    episode_length: jax.Array     # (E,) int32, steps so far of each running episode
+    key: jax.Array                # PRNG key
+    update: jax.Array             # () int32, updates done
+
+
+class Transition(NamedTuple):
+    """One rollout step of every stream; leaves gain a leading T axis in the rollout."""
+
+    obs: Any                # arrdict of (E, A, ...)
+    first: jax.Array        # (E, A) bool, obs starts an episode
+    action: Any             # tree of (E, A) int32
+    log_prob: jax.Array     # (E, A) float32, under the acting policy
+    value: jax.Array        # (E, A) float32, of obs
+    reward: jax.Array       # (E, A) float32
+    done: jax.Array         # (E, A) bool, the episode ended on this step
+    next_value: jax.Array   # (E, A) float32, value to bootstrap from where done (0 or V(final obs))
+
+
+def gae(value, reward, done, next_value, last_value, gamma: float, lam: float):
+    """Generalised advantage estimates over a rollout.
+
+    Args:
+        value: (T, ...) values of the observations acted on.
+        reward: (T, ...) rewards received.
+        done: (T, ...) bool, the episode ended with step t.
+        next_value: (T, ...) the value to bootstrap from where done (0 at a termination).
+        last_value: (...) value of the observation after the last step.
+        gamma, lam: discount and GAE lambda.
+
+    Returns:
+        (advantages (T, ...), returns (T, ...)) with returns = advantages + value.
+    """
+    following = jnp.concatenate([value[1:], last_value[None]], axis=0)
+    bootstrap = jnp.where(done, next_value, following)
+    delta = reward + gamma * bootstrap - value
+    keep = gamma * lam * (1.0 - done.astype(jnp.float32))
+
+    def backwards(acc, x):
+        d, k = x
+        acc = d + k * acc
+        return acc, acc
+
+    _, adv = jax.lax.scan(backwards, jnp.zeros_like(last_value), (delta, keep), reverse=True)
+    return adv, adv + value
+
+
+class Trainer(NamedTuple):
+    """The pieces of a PPO run, all pure functions of their arguments.
+
+    Attributes:
+        config: the :class:`PPOConfig`.
+        env: the environment.
+        network: the :class:`~agents.networks.ActorCritic`.
+        optimizer: the optax transformation.
+        init: ``(key, env_params) -> Runner``, fresh parameters and envs (jitted).
+        update: ``(runner, env_params) -> (runner, metrics)``, one PPO iteration (not jitted).
+        run: ``(runner, env_params, n) -> (runner, metrics)``: ``n`` iterations in one
+            jitted call; metrics leaves gain a leading (n,) axis.
+        train: ``(key, env_params) -> (runner, metrics)``: init and ``config.n_updates``
+            iterations, in one jitted call.
+        place: puts a runner (e.g. a loaded one) on the devices as ``run`` expects it.
+    """
+
+    config: PPOConfig
+    env: Any
+    network: ActorCritic
+    optimizer: optax.GradientTransformation
+    init: Callable
+    update: Callable
+    run: Callable
+    train: Callable
+    place: Callable
+
+
+def _mesh(config: PPOConfig) -> Mesh | None:
+    devices = jax.devices()
+    if not config.shard or len(devices) == 1:
+        return None
+    if config.n_envs % len(devices):
+        raise ValueError(f"n_envs: expected a multiple of the {len(devices)} devices to shard "
+                         f"over, got {config.n_envs} (or set shard=False)")
+    return Mesh(np.array(devices), ("envs",))
+
+
+def _info_means(info) -> dict:
+    """Mean over envs of every numeric leaf of an env's info, keyed 'info/<path>'."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(info)[0]:
+        name = "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
+        if name.startswith("final_observation"):
+            continue
+        leaf = jnp.asarray(leaf)
+        if jnp.issubdtype(leaf.dtype, jnp.number) or leaf.dtype == jnp.bool_:
+            out["info/" + name] = jnp.mean(leaf.astype(jnp.float32))
+    return out
+
+
+def make_trainer(config: PPOConfig, env) -> Trainer:
+    """Builds the PPO functions for ``env`` (a gymnax-style env with dict spaces).
+
+    Raises:
+        ValueError: for a config that cannot split the env's streams into minibatches, or
+            n_envs not divisible by the devices to shard over.
+    """
+    if not isinstance(config, PPOConfig):
+        raise ValueError(f"config: expected a PPOConfig, got {type(config).__name__}")
+    params0 = env.default_params
+    obs_space, action_space = env.observation_space(params0), env.action_space(params0)
+    n_agents = env.n_agents
+    n_streams = config.n_envs * n_agents
+    if n_streams % config.n_minibatches:
+        raise ValueError(f"n_minibatches: expected a divisor of the {n_streams} streams "
+                         f"(n_envs x {n_agents} agents), got {config.n_minibatches}")
+    mesh = _mesh(config)
+
+    network = ActorCritic.from_spaces(obs_space, action_space, width=config.width,
+                                      core=config.core, image_kwargs=config.image_kwargs)
+    grad_steps = config.n_updates * config.n_epochs * config.n_minibatches
+    lr = (optax.linear_schedule(config.lr, 0.0, grad_steps) if config.anneal_lr
+          else optax.constant_schedule(config.lr))
+    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
+                            optax.adam(lr, eps=config.adam_eps))
+
+    env_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    env_reset = jax.vmap(env.reset, in_axes=(0, None))
+
+    # Sharding: every leaf with a leading env axis is split over the 'envs' mesh axis;
+    # everything else (parameters, optimiser, key) is replicated.
+    def shard_envs(tree):
+        if mesh is None:
+            return tree
+        spec = lambda x: NamedSharding(mesh, PartitionSpec("envs", *([None] * (x.ndim - 1))))
+        return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, spec(x)), tree)
+
+    def constrain(runner: Runner) -> Runner:
+        return runner.replace(**shard_envs(dict(
+            env_state=runner.env_state, obs=runner.obs, first=runner.first, carry=runner.carry,
+            episode_return=runner.episode_return, episode_length=runner.episode_length)))
+
+    def init(key, env_params) -> Runner:
+        key, k_net, k_env = jax.random.split(key, 3)
+        keys = jax.random.split(k_env, config.n_envs)
+        obs, env_state = env_reset(keys, env_params)
+        carry = network.initial_carry((config.n_envs, n_agents))
+        first = jnp.ones((config.n_envs,), bool)
+        # Parameters depend on feature shapes only: init on one step of one env.
+        one = jax.tree_util.tree_map(lambda x: x[None, :1], obs)
+        params = network.init(k_net, network.initial_carry((1, n_agents)), one,
+                              jnp.ones((1, 1, n_agents), bool))
+        return constrain(Runner(
+            params=params, opt_state=optimizer.init(params), env_state=env_state, obs=obs,
+            first=first, carry=carry,
+            episode_return=jnp.zeros((config.n_envs, n_agents), jnp.float32),
+            episode_length=jnp.zeros((config.n_envs,), jnp.int32),
+            key=key, update=jnp.zeros((), jnp.int32)))
+
+    def per_agent(x):
+        """(E,) -> (E, A)."""
+        return jnp.broadcast_to(x[:, None], (x.shape[0], n_agents))
+
+    def policy(params, carry, obs, first):
+        """One step of every stream: obs (E, A, ...), first (E,) -> (carry, logits, value)."""
+        carry, logits, value = network.apply(
+            params, carry, jax.tree_util.tree_map(lambda x: x[None], obs), per_agent(first)[None])
+        return carry, jax.tree_util.tree_map(lambda x: x[0], logits), value[0]
+
+    def rollout(runner: Runner, env_params):
+        def step(carry_, _):
+            r, stats = carry_
+            key, k_act, k_env = jax.random.split(r.key, 3)
+            carry, logits, value = policy(r.params, r.carry, r.obs, r.first)
+            action = heads.sample(k_act, logits)
+            obs, env_state, reward, terminated, truncated, info = env_step(
+                jax.random.split(k_env, config.n_envs), r.env_state, action, env_params)
+            done = jnp.logical_or(terminated, truncated)
+            if config.bootstrap_truncated:
+                # The value of the last observation of a truncated episode, seen with the
+                # carry that observation would have met; a termination bootstraps from 0.
+                _, _, final_value = policy(r.params, carry, info["final_observation"],
+                                           jnp.zeros_like(done))
+                next_value = jnp.where(per_agent(terminated), 0.0, final_value)
+            else:
+                next_value = jnp.zeros_like(value)
+            reward = reward.astype(jnp.float32)
+            transition = Transition(obs=r.obs, first=per_agent(r.first), action=action,
+                                    log_prob=heads.log_prob(logits, action), value=value,
+                                    reward=reward, done=per_agent(done), next_value=next_value)
+
+            episode_return = r.episode_return + reward
+            episode_length = r.episode_length + 1
+            stats = dict(
+                episodes=stats["episodes"] + jnp.sum(done),
+                return_sum=stats["return_sum"] + jnp.sum(jnp.where(per_agent(done), episode_return, 0.0)),
+                length_sum=stats["length_sum"] + jnp.sum(jnp.where(done, episode_length, 0)),
+                info={k: stats["info"][k] + v for k, v in _info_means(info).items()})
+            r = r.replace(
+                env_state=env_state, obs=obs, first=done, carry=carry, key=key,
+                episode_return=jnp.where(per_agent(done), 0.0, episode_return),
+                episode_length=jnp.where(done, 0, episode_length))
+            return (constrain(r), stats), transition
+
+        info_shape = jax.eval_shape(lambda: _info_means(env_step(
+            jax.random.split(runner.key, config.n_envs), runner.env_state,
+            heads.mode(policy(runner.params, runner.carry, runner.obs, runner.first)[1]),
+            env_params)[-1]))
+        stats0 = dict(episodes=jnp.zeros((), jnp.int32), return_sum=jnp.zeros((), jnp.float32),
+                      length_sum=jnp.zeros((), jnp.int32),
+                      info={k: jnp.zeros((), jnp.float32) for k in info_shape})
+        (runner, stats), traj = jax.lax.scan(step, (runner, stats0), None, config.n_steps)
+        return runner, traj, stats
+
+    def loss_fn(params, carry0, batch, advantages, returns):
+        """PPO's loss on a minibatch of whole sequences: leaves (T, B, ...), carry0 (B, ...)."""
+        _, logits, value = network.apply(params, carry0, batch.obs, batch.first)
+        log_prob = heads.log_prob(logits, batch.action)
+        ratio = jnp.exp(log_prob - batch.log_prob)
+        if config.normalize_advantages:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        clipped_ratio = jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps)
+        policy_loss = -jnp.mean(jnp.minimum(ratio * advantages, clipped_ratio * advantages))
+
+        value_loss = jnp.square(value - returns)
+        if config.clip_value:
+            clipped = batch.value + jnp.clip(value - batch.value, -config.clip_eps, config.clip_eps)
+            value_loss = jnp.maximum(value_loss, jnp.square(clipped - returns))
+        value_loss = 0.5 * jnp.mean(value_loss)
+
+        entropy = jnp.mean(heads.entropy(logits))
+        loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+        aux = dict(policy_loss=policy_loss, value_loss=value_loss, entropy=entropy,
+                   approx_kl=jnp.mean((ratio - 1.0) - jnp.log(ratio)),
+                   clip_frac=jnp.mean((jnp.abs(ratio - 1.0) > config.clip_eps).astype(jnp.float32)))
+        return loss, aux
+
+    def update(runner: Runner, env_params):
+        carry0 = runner.carry
+        runner, traj, stats = rollout(runner, env_params)
+        _, _, last_value = policy(runner.params, runner.carry, runner.obs, runner.first)
+        advantages, returns = gae(traj.value, traj.reward, traj.done, traj.next_value,
+                                  last_value, config.gamma, config.gae_lambda)
+
+        # Streams: (T, E, A, ...) -> (T, E*A, ...); carries (E, A, ...) -> (E*A, ...).
+        flat_t = lambda x: x.reshape((x.shape[0], n_streams, *x.shape[3:]))
+        flat = lambda x: x.reshape((n_streams, *x.shape[2:]))
+        data = jax.tree_util.tree_map(flat_t, (traj, advantages, returns))
+        carry0 = jax.tree_util.tree_map(flat, carry0)
+
+        def epoch(state, key):
+            params, opt_state = state
+            order = jax.random.permutation(key, n_streams)
+            split = lambda x, axis: jnp.moveaxis(
+                jnp.take(x, order, axis=axis).reshape(
+                    (*x.shape[:axis], config.n_minibatches, -1, *x.shape[axis + 1:])), axis, 0)
+            mb_data = jax.tree_util.tree_map(lambda x: split(x, 1), data)
+            mb_carry = jax.tree_util.tree_map(lambda x: split(x, 0), carry0)
+
+            def minibatch(state, mb):
+                params, opt_state = state
+                (batch, adv, ret), carry = mb
+                grads, aux = jax.grad(loss_fn, has_aux=True)(params, carry, batch, adv, ret)
+                updates, opt_state = optimizer.update(grads, opt_state, params)
+                aux["grad_norm"] = optax.global_norm(grads)
+                return (optax.apply_updates(params, updates), opt_state), aux
+
+            return jax.lax.scan(minibatch, (params, opt_state), (mb_data, mb_carry))
+
+        key, k_epochs = jax.random.split(runner.key)
+        (params, opt_state), aux = jax.lax.scan(
+            epoch, (runner.params, runner.opt_state), jax.random.split(k_epochs, config.n_epochs))
+        runner = runner.replace(params=params, opt_state=opt_state, key=key,
+                                update=runner.update + 1)
+
+        episodes = stats["episodes"]
+        residual = jnp.var(returns - traj.value)
+        metrics = dict(
+            update=runner.update,
+            episodes=episodes,
+            # NaN when no episode ended during this rollout.
+            episode_return=stats["return_sum"] / (episodes * n_agents),
+            episode_length=stats["length_sum"] / episodes,
+            reward=jnp.mean(traj.reward),
+            lr=lr(runner.update * config.n_epochs * config.n_minibatches),
+            explained_variance=1.0 - residual / (jnp.var(returns) + 1e-8),
+            **jax.tree_util.tree_map(jnp.mean, aux),
+            **{k: v / config.n_steps for k, v in stats["info"].items()})
+        return runner, metrics
+
+    init_jit = jax.jit(init)
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def run_jit(runner, env_params, n: int):
+        return jax.lax.scan(lambda r, _: update(r, env_params), constrain(runner), None, n)
+
+    def place(runner: Runner) -> Runner:
+        """Commits a runner to the devices: env-axis leaves sharded, the rest replicated."""
+        if mesh is None:
+            return jax.device_put(runner, jax.devices()[0])
+        env_leaves = ("env_state", "obs", "first", "carry", "episode_return", "episode_length")
+        envs = lambda x: NamedSharding(mesh, PartitionSpec("envs", *([None] * (np.ndim(x) - 1))))
+        replicated = lambda x: NamedSharding(mesh, PartitionSpec())
+        shardings = runner.replace(**{
+            f.name: jax.tree_util.tree_map(envs if f.name in env_leaves else replicated,
+                                           getattr(runner, f.name))
+            for f in dataclasses.fields(runner)})
+        return jax.device_put(runner, shardings)
+
+    def run(runner: Runner, env_params, n: int):
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ValueError(f"n: expected a positive int, got {n!r}")
+        return run_jit(place(runner), env_params, n)
+
+    @jax.jit
+    def train(key, env_params):
+        runner = init(key, env_params)
+        return jax.lax.scan(lambda r, _: update(r, env_params), runner, None, config.n_updates)
+
+    return Trainer(config=config, env=env, network=network, optimizer=optimizer,
+                   init=init_jit, update=update, run=run, train=train, place=place)
+
+
+def make_train(config: PPOConfig, env) -> Callable:
+    """``train(key, env_params) -> (runner, metrics)``: a whole PPO run as one jitted call.
+
+    ``metrics`` is a dict of (n_updates,) arrays (see :func:`make_trainer`). ``vmap`` it
+    over keys or env params to train several runs at once.
+    """
+    return make_trainer(config, env).train
+
+
+# Checkpoints: the whole runner, PRNG keys included, as flax msgpack bytes.
+
+def _to_raw_keys(tree):
+    return jax.tree_util.tree_map(
+        lambda x: jax.random.key_data(x) if jnp.issubdtype(getattr(x, "dtype", None) or np.float32,
+                                                           jax.dtypes.prng_key) else x, tree)
+
+
+def save(path, runner: Runner) -> None:
+    """Writes a runner to ``path`` (atomically: a partial write never replaces a checkpoint)."""
+    import os
+    data = flax.serialization.to_bytes(jax.device_get(_to_raw_keys(runner)))
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def load(path, template: Runner) -> Runner:
+    """Reads a runner saved by :func:`save`; ``template`` (e.g. ``trainer.init(...)``) gives
+    the structure. Typed PRNG keys in the template are restored as typed keys."""
+    with open(path, "rb") as f:
+        raw = flax.serialization.from_bytes(jax.device_get(_to_raw_keys(template)), f.read())
+
+    def restore(t, x):
+        if jnp.issubdtype(getattr(t, "dtype", None) or np.float32, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(x, impl=jax.random.key_impl(t))
+        return x
+
+    return jax.tree_util.tree_map(restore, template, raw)
