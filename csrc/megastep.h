@@ -1,0 +1,368 @@
+// The maths of megastep's three kernels (bake, physics, render), written once.
+//
+// Everything here is an inline function that compiles both as C++ and as CUDA device
+// code. cpu_kernels.cc and cuda_kernels.cu only loop or launch over batch members, envs,
+// agents, pixels and texels, and call these functions, so the CPU tests exercise exactly
+// the code that runs on a GPU. ../megastep_jax/reference.py is the same maths in jax.numpy
+// and the specification the tests compare against; ../../shared/SPEC.md gives the
+// behaviour in prose.
+//
+// Bounds: every function that indexes an env's arrays takes the padded sizes too and
+// never reads outside them, whatever the counts, texel offsets or geometry say.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define MS_FN __host__ __device__ inline
+#else
+#define MS_FN inline
+#endif
+
+namespace megastep {
+
+constexpr float kAmbient = 0.1f;
+constexpr float kLuminance = 2.0f;
+constexpr float kShadowReach = 0.999f;  // keeps a wall from shadowing its own texels
+constexpr float kParallel = 1e-3f;      // |u x (B-A)| below this: ray parallel to line
+constexpr float kTieBreak = 1e-4f;      // nearer of two coincident lines wins only by this
+constexpr float kDotEps = 1e-6f;
+constexpr float kFilterEps = 1e-3f;
+constexpr float kContactScale = 1.001f;  // discs collide slightly before they touch
+constexpr float kBackoff = 0.99f;        // stop a little short of the contact
+constexpr int kModelLines = 8;
+constexpr float kPi = 3.14159265358979323846f;
+
+enum Collision : int32_t { kStop = 0, kSlide = 1, kBounce = 2 };
+
+struct Vec {
+  float x, y;
+};
+MS_FN Vec operator+(Vec a, Vec b) { return {a.x + b.x, a.y + b.y}; }
+MS_FN Vec operator-(Vec a, Vec b) { return {a.x - b.x, a.y - b.y}; }
+MS_FN Vec operator*(float k, Vec a) { return {k * a.x, k * a.y}; }
+MS_FN float dot(Vec a, Vec b) { return a.x * b.x + a.y * b.y; }
+MS_FN float cross(Vec a, Vec b) { return a.x * b.y - a.y * b.x; }
+MS_FN float norm(Vec a) { return sqrtf(dot(a, a)); }
+
+struct Line {
+  Vec a, b;
+};
+MS_FN Line load_line(const float* lines, int j) {
+  const float* p = lines + 4 * j;
+  return {{p[0], p[1]}, {p[2], p[3]}};
+}
+MS_FN void store_line(float* lines, int j, Line l) {
+  float* p = lines + 4 * j;
+  p[0] = l.a.x; p[1] = l.a.y; p[2] = l.b.x; p[3] = l.b.y;
+}
+MS_FN int clampi(int x, int lo, int hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+// ---------------------------------------------------------------------------------------
+// One env's data, as pointers into the padded batch arrays (see megastep_jax/state.py).
+struct Env {
+  const float* lines;         // (L, 2, 2); the first n_agent_lines are replaced by drawn
+  const float* agent_lines;   // (n_agent_lines, 2, 2), the agents' models as drawn this step
+  int n_lines;                // real lines, clamped to [n_agent_lines, L]
+  int n_agent_lines;          // n_agents * 8
+  const float* lights;        // (NL, 3)
+  int n_lights;               // clamped to [0, NL]
+  const float* textures;      // (T, 3)
+  const int32_t* texel_starts;  // (L,)
+  const int32_t* texel_widths;  // (L,)
+  const float* baked;         // (T,)
+  int n_texel_capacity;       // T
+};
+
+MS_FN Line env_line(const Env& env, int j) {
+  return j < env.n_agent_lines ? load_line(env.agent_lines, j) : load_line(env.lines, j);
+}
+
+// Agent model line k placed at the agent's pose; c, s are cos and sin of its angle.
+MS_FN Line draw_model_line(const float* model, int k, Vec pos, float c, float s) {
+  Line m = load_line(model, k);
+  Vec a = {c * m.a.x - s * m.a.y + pos.x, s * m.a.x + c * m.a.y + pos.y};
+  Vec b = {c * m.b.x - s * m.b.y + pos.x, s * m.b.x + c * m.b.y + pos.y};
+  return {a, b};
+}
+
+// Draws every agent's model into out (n_agents*8 lines).
+MS_FN void draw_agents(const float* model, const float* positions, const float* angles,
+                       int n_agents, float* out) {
+  for (int a = 0; a < n_agents; ++a) {
+    float rad = angles[a] * (kPi / 180.0f);
+    float c = cosf(rad), s = sinf(rad);
+    Vec pos = {positions[2 * a], positions[2 * a + 1]};
+    for (int k = 0; k < kModelLines; ++k)
+      store_line(out, a * kModelLines + k, draw_model_line(model, k, pos, c, s));
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Lighting
+
+// Whether the segment light -> c crosses line l (0 < t < 1, 0 < s < kShadowReach).
+// Parallel lines give inf/NaN fractions, for which the comparisons are false.
+MS_FN bool obstructs(Vec light, Vec c, Line l) {
+  Vec d = l.b - l.a, v = c - light, w = l.a - light;
+  float denom = cross(v, d);
+  float s = cross(w, d) / denom;
+  float t = cross(w, v) / denom;
+  return (t > 0.f) && (t < 1.f) && (s > 0.f) && (s < kShadowReach);
+}
+
+// Intensity at point c: ambient plus every light not blocked by a static line.
+MS_FN float intensity_at(const Env& env, Vec c) {
+  float total = kAmbient;
+  for (int i = 0; i < env.n_lights; ++i) {
+    const float* li = env.lights + 3 * i;
+    Vec light = {li[0], li[1]};
+    bool blocked = false;
+    for (int j = env.n_agent_lines; j < env.n_lines && !blocked; ++j)
+      blocked = obstructs(light, c, load_line(env.lines, j));
+    if (!blocked) {
+      Vec r = light - c;
+      total += kLuminance * li[2] / fmaxf(dot(r, r), 1.f);
+    }
+  }
+  return fminf(total, 1.f);
+}
+
+// Baked intensity of texel k (0-based) of static line j with w texels.
+MS_FN float bake_texel(const Env& env, int j, int k, int w) {
+  Line l = load_line(env.lines, j);
+  float f = (k + 0.5f) / (float)w;
+  return intensity_at(env, l.a + f * (l.b - l.a));
+}
+
+// ---------------------------------------------------------------------------------------
+// Render
+
+// Ray direction of pixel r of R in the agent frame, before rotation: (1, v).
+MS_FN float pixel_slope(int r, int R, float tan_half_fov) {
+  return (float)(R - 2 * r - 1) / (float)R * tan_half_fov;
+}
+
+struct Hit {
+  int index;      // line index, -1 for none
+  float s;        // ray parameter
+  float t;        // fraction along the line
+};
+
+// Casts the ray p + s*u against every real line of the env; keeps the nearest hit.
+MS_FN Hit cast(const Env& env, Vec p, Vec u, float near_s) {
+  Hit best = {-1, INFINITY, 0.f};
+  for (int j = 0; j < env.n_lines; ++j) {
+    Line l = env_line(env, j);
+    Vec d = l.b - l.a, w = l.a - p;
+    float denom = cross(u, d);
+    if (!(fabsf(denom) >= kParallel)) continue;
+    float s = cross(w, d) / denom;
+    float t = cross(w, u) / denom;
+    if (t >= 0.f && t <= 1.f && s > near_s && s < best.s - kTieBreak) best = {j, s, t};
+  }
+  return best;
+}
+
+// megastep's two-texel filter at fraction t of a line with w >= 1 texels.
+struct Filter {
+  int left, right;
+  float wl, wr;
+};
+MS_FN Filter texture_filter(float t, int w) {
+  float y = fminf(t * (float)(w + 1), (float)(w - 1));
+  int left = (int)fmaxf(y - 1.f, 0.f);
+  int right = (int)fminf(y, (float)(w - 1));
+  float dl = fabsf(y - (float)(left + 1)) + kFilterEps;
+  float dr = fabsf(y - (float)(right + 1)) + kFilterEps;
+  return {clampi(left, 0, w - 1), clampi(right, 0, w - 1), dr / (dl + dr), dl / (dl + dr)};
+}
+
+struct Pixel {
+  int index;
+  float location, dot, distance;
+  float rgb[3];
+};
+
+// Everything about one pixel of one agent's camera. u is the rotated ray direction.
+MS_FN Pixel render_pixel(const Env& env, Vec p, Vec u, float radius) {
+  float ulen = norm(u);
+  Hit h = cast(env, p, u, radius / ulen);
+  Pixel px = {-1, 0.f, 0.f, INFINITY, {0.f, 0.f, 0.f}};
+  if (h.index < 0) return px;
+  Line l = env_line(env, h.index);
+  Vec d = l.b - l.a;
+  px.index = h.index;
+  px.location = h.t;
+  px.dot = dot(u, d) / (ulen * norm(d) + kDotEps);
+  px.distance = h.s * ulen;
+
+  int w = env.texel_widths[h.index];
+  int start = env.texel_starts[h.index];
+  // A line whose texels fall outside the texture buffer is drawn black, never read.
+  if (w < 1 || start < 0 || start > env.n_texel_capacity - w) return px;
+  Filter f = texture_filter(h.t, w);
+  float light;
+  if (h.index < env.n_agent_lines) {
+    light = intensity_at(env, l.a + h.t * d);
+  } else {
+    light = f.wl * env.baked[start + f.left] + f.wr * env.baked[start + f.right];
+  }
+  float shade = (1.f - px.dot * px.dot) * light;
+  const float* tl = env.textures + 3 * (start + f.left);
+  const float* tr = env.textures + 3 * (start + f.right);
+  for (int c = 0; c < 3; ++c) px.rgb[c] = shade * (f.wl * tl[c] + f.wr * tr[c]);
+  return px;
+}
+
+// ---------------------------------------------------------------------------------------
+// Physics
+
+// 0 for NaN, else 0.99*p clamped to [0, 1].
+MS_FN float sensibilise(float p) {
+  if (p != p) return 0.f;
+  return fminf(fmaxf(kBackoff * p, 0.f), 1.f);
+}
+
+// Progress fraction at which a point moving by m from p first comes within r of q,
+// or +inf if it does not approach within r. Used for disc-disc and disc-endpoint.
+MS_FN float approach(Vec p, Vec m, Vec q, float r) {
+  float mm = dot(m, m);
+  float s = dot(q - p, m) / mm;
+  Vec closest = p + s * m;
+  Vec off = closest - q;
+  float d2 = dot(off, off);
+  if (s > 0.f && d2 < r * r) return s - sqrtf(r * r - d2) / sqrtf(mm);
+  return INFINITY;
+}
+
+struct Contact {
+  float progress;  // sensibilised, 1 if no contact
+  Vec normal;      // unit normal pointing from the obstacle towards the agent
+  int other;       // index of the agent hit, -1 for a wall or none
+};
+
+MS_FN void consider(Contact& c, float candidate, Vec normal, int other) {
+  if (candidate == INFINITY) return;
+  float p = sensibilise(candidate);
+  if (p < c.progress) c = {p, normal, other};
+}
+
+MS_FN Vec unit(Vec v) {
+  float n = norm(v);
+  return n > 0.f ? (1.f / n) * v : Vec{0.f, 0.f};
+}
+
+// Earliest contact of agent `self` with the other agents' discs and the static lines.
+MS_FN Contact first_contact(const Env& env, const float* positions, const float* motions,
+                            int n_agents, int self, float radius) {
+  Contact c = {1.f, {0.f, 0.f}, -1};
+  Vec p = {positions[2 * self], positions[2 * self + 1]};
+  Vec m = {motions[2 * self], motions[2 * self + 1]};
+
+  float r2 = kContactScale * 2.f * radius;
+  for (int o = 0; o < n_agents; ++o) {
+    if (o == self) continue;
+    Vec q = {positions[2 * o], positions[2 * o + 1]};
+    Vec rel = m - Vec{motions[2 * o], motions[2 * o + 1]};
+    float cand = approach(p, rel, q, r2);
+    consider(c, cand, unit(p + fminf(fmaxf(cand, 0.f), 1.f) * rel - q), o);
+  }
+
+  float r = kContactScale * radius;
+  float mlen = norm(m);
+  for (int j = env.n_agent_lines; j < env.n_lines; ++j) {
+    Line l = load_line(env.lines, j);
+    Vec d = l.b - l.a;
+    float dd = dot(d, d);
+    float dlen = sqrtf(dd);
+    float dp = fabsf(cross(p - l.a, d)) / dlen;  // distance of p to the infinite line
+    // normal of the line, on the side of p
+    Vec n = unit(Vec{-d.y, d.x});
+    if (dot(p - l.a, n) < 0.f) n = -1.f * n;
+
+    // crossing the line
+    float denom = cross(m, d);
+    float s = cross(l.a - p, d) / denom;
+    float t = cross(l.a - p, m) / denom;
+    if (s > 0.f && s < 1.f && t > 0.f && t < 1.f) consider(c, (1.f - r / dp) * s, n, -1);
+
+    // touching an endpoint
+    if (mlen > 0.f) {
+      float ca = approach(p, m, l.a, r);
+      consider(c, ca, unit(p + fminf(fmaxf(ca, 0.f), 1.f) * m - l.a), -1);
+      float cb = approach(p, m, l.b, r);
+      consider(c, cb, unit(p + fminf(fmaxf(cb, 0.f), 1.f) * m - l.b), -1);
+    }
+
+    // ending the step within r of the line's side
+    Vec q = p + m;
+    float tq = dot(q - l.a, d) / dd;
+    if (tq > 0.f && tq < 1.f) {
+      Vec foot = l.a + tq * d;
+      float dq = norm(q - foot);
+      if (dq < r) consider(c, (dp - r) / (dp - dq), n, -1);
+    }
+  }
+  return c;
+}
+
+// Wraps degrees into [-180, 180).
+MS_FN float wrap_degrees(float a) {
+  float w = fmodf(a + 180.f, 360.f);
+  if (w < 0.f) w += 360.f;
+  return w - 180.f;
+}
+
+struct AgentMotion {
+  Vec position, velocity;
+  float angle, angvelocity, progress;
+};
+
+// One physics step of agent `self`. motions are velocity/fps for every agent.
+// collision: kStop zeroes the velocity on contact (megastep); kSlide removes its
+// component into the contact normal; kBounce reflects it, scaled by restitution.
+MS_FN AgentMotion step_agent(const Env& env, const float* positions, const float* motions,
+                             const float* velocities, const float* angles,
+                             const float* angvelocities, int n_agents, int self, float fps,
+                             float radius, int collision, float restitution) {
+  Contact c = first_contact(env, positions, motions, n_agents, self, radius);
+  float x = c.progress;
+  Vec p = {positions[2 * self], positions[2 * self + 1]};
+  Vec m = {motions[2 * self], motions[2 * self + 1]};
+  Vec v = {velocities[2 * self], velocities[2 * self + 1]};
+  float w = angvelocities[self];
+  AgentMotion out;
+  out.position = p + x * m;
+  out.progress = x;
+  if (collision == kStop) {
+    out.angle = wrap_degrees(angles[self] + x * w / fps);
+    bool hit = x < 1.f;
+    out.velocity = hit ? Vec{0.f, 0.f} : v;
+    out.angvelocity = hit ? 0.f : w;
+    return out;
+  }
+  // Turning is not obstructed by a disc, so slide and bounce keep the full turn.
+  out.angle = wrap_degrees(angles[self] + w / fps);
+  out.angvelocity = w;
+  out.velocity = v;
+  if (x < 1.f) {
+    Vec n = c.normal;
+    // For a disc-disc contact use the relative velocity; equal masses share the impulse.
+    Vec vrel = v;
+    float share = 1.f;
+    if (c.other >= 0) {
+      vrel = v - Vec{velocities[2 * c.other], velocities[2 * c.other + 1]};
+      share = 0.5f;
+    }
+    float vn = dot(vrel, n);
+    if (vn < 0.f) {
+      float k = collision == kBounce ? (1.f + restitution) : 1.f;
+      out.velocity = v - (share * k * vn) * n;
+    }
+  }
+  return out;
+}
+
+}  // namespace megastep

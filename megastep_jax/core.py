@@ -1,0 +1,267 @@
+"""The public core: constants, gamma, agent state and the three kernel entry points.
+
+``render``, ``physics`` and ``bake`` validate their inputs in Python, then call either the
+compiled kernels (``backend="kernel"``, the default) or their pure-jnp twins
+(``backend="reference"``). They work under ``jit``, ``vmap`` (nested too, and over fov,
+fps, radius or restitution with the scenery unbatched) and ``lax.scan``.
+
+Validation of values (finite, positive coordinates, fov in (0, 180), ...) runs where the
+values are concrete; under ``jit`` only shapes and dtypes can be checked, and a kernel
+given an fov outside (0, 180) returns NaN outputs rather than clipping it.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import reference
+from .state import Agents, Render, Scenery, init_agents
+
+AGENT_WIDTH = 0.15
+"""Width of an agent's model in metres."""
+AGENT_RADIUS = AGENT_WIDTH / math.sqrt(2)
+"""Radius of the collision disc and of the camera's near plane, in metres."""
+TEXEL_SIZE = 0.05
+"""Length of a texel in metres."""
+AMBIENT = reference.AMBIENT
+LUMINANCE = reference.LUMINANCE
+MAX_RES = 4096
+"""Largest horizontal resolution accepted by render."""
+DEFAULT_RES, DEFAULT_FOV, DEFAULT_FPS = 64, 130.0, 10.0
+BACKENDS = ("kernel", "reference")
+COLLISIONS = tuple(reference.COLLISIONS)
+
+__all__ = ["AGENT_WIDTH", "AGENT_RADIUS", "TEXEL_SIZE", "AMBIENT", "LUMINANCE", "gamma_encode",
+           "gamma_decode", "init_agents", "render", "physics", "bake", "Agents", "Render",
+           "Scenery"]
+
+
+def gamma_encode(x):
+    """Converts linear RGB to viewable values: ``x ** (1/2.2)``."""
+    return x ** (1 / 2.2)
+
+
+def gamma_decode(x):
+    """Converts viewable RGB to linear, interpolatable values: ``x ** 2.2``."""
+    return x ** 2.2
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _check_array(name: str, x, kind: str, rank: int | None = None):
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        raise ValueError(f"{name}: expected an array, got {type(x).__name__}")
+    ok = {"f": jnp.issubdtype(x.dtype, jnp.floating), "i": jnp.issubdtype(x.dtype, jnp.integer)}[kind]
+    if not ok:
+        want = "a floating" if kind == "f" else "an integer"
+        raise ValueError(f"{name}: expected {want} dtype, got {x.dtype}")
+    if rank is not None and x.ndim != rank:
+        raise ValueError(f"{name}: expected {rank} dimensions, got shape {tuple(x.shape)}")
+
+
+def _check_finite_positive(name: str, x) -> None:
+    if _is_concrete(x):
+        v = np.asarray(x)
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{name}: expected finite values, found NaN or inf")
+        if np.any(v <= 0):
+            raise ValueError(f"{name}: expected strictly positive coordinates, smallest is {v.min():g}")
+
+
+def _check_scalar(name: str, x, lo: float, hi: float, lo_open=True, hi_open=True) -> None:
+    """Checks a scalar operand's shape, and its range where it is concrete."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.ndarray, jax.Array)):
+        raise ValueError(f"{name}: expected a real number, got {type(x).__name__}")
+    if hasattr(x, "shape") and np.shape(x) != ():
+        raise ValueError(f"{name}: expected a scalar (vmap to sweep values), got shape {np.shape(x)}")
+    if _is_concrete(x):
+        v = float(np.asarray(x))
+        bad = (not math.isfinite(v) or (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi))
+        if bad:
+            lb, rb = ("(" if lo_open else "["), (")" if hi_open else "]")
+            raise ValueError(f"{name}: expected a value in {lb}{lo:g}, {hi:g}{rb}, got {v!r}")
+
+
+def validate_scenery(scenery: Any) -> None:
+    """Checks a Scenery's shapes and dtypes are consistent; raises ValueError otherwise."""
+    if not isinstance(scenery, Scenery):
+        raise ValueError(f"scenery: expected a megastep_jax Scenery, got {type(scenery).__name__}")
+    s = scenery
+    _check_array("scenery.lines", s.lines, "f", 4)
+    E, L = s.lines.shape[:2]
+    if s.lines.shape[2:] != (2, 2):
+        raise ValueError(f"scenery.lines: expected shape (E, L, 2, 2), got {tuple(s.lines.shape)}")
+    _check_array("scenery.lights", s.lights, "f", 3)
+    _check_array("scenery.textures", s.textures, "f", 3)
+    _check_array("scenery.baked", s.baked, "f", 2)
+    _check_array("scenery.model", s.model, "f", 3)
+    for name in ("n_lines", "n_lights"):
+        _check_array(f"scenery.{name}", getattr(s, name), "i", 1)
+    for name in ("texel_starts", "texel_widths"):
+        _check_array(f"scenery.{name}", getattr(s, name), "i", 2)
+    T = s.textures.shape[1]
+    expected = {
+        "n_lines": (E,), "n_lights": (E,), "lights": (E, s.lights.shape[1], 3),
+        "textures": (E, T, 3), "baked": (E, T), "texel_starts": (E, L), "texel_widths": (E, L),
+        "model": (8, 2, 2),
+    }
+    for name, shape in expected.items():
+        got = tuple(getattr(s, name).shape)
+        if got != shape:
+            raise ValueError(f"scenery.{name}: expected shape {shape}, got {got}")
+    if L < 8 * s.n_agents:
+        raise ValueError(f"scenery.lines: expected at least {8 * s.n_agents} lines for "
+                         f"{s.n_agents} agents' models, got {L}")
+    if _is_concrete(s.n_lines) and _is_concrete(s.n_lights):
+        n_lines, n_lights = np.asarray(s.n_lines), np.asarray(s.n_lights)
+        if np.any(n_lines < 8 * s.n_agents) or np.any(n_lines > L):
+            raise ValueError(f"scenery.n_lines: expected counts in [{8 * s.n_agents}, {L}]")
+        if np.any(n_lights < 0) or np.any(n_lights > s.lights.shape[1]):
+            raise ValueError(f"scenery.n_lights: expected counts in [0, {s.lights.shape[1]}]")
+
+
+def validate_agents(agents: Any, scenery: Scenery, check_positions: bool = True) -> None:
+    """Checks agents match the scenery's envs and agents; positions finite and positive."""
+    if not isinstance(agents, Agents):
+        raise ValueError(f"agents: expected a megastep_jax Agents, got {type(agents).__name__}")
+    _check_array("agents.angles", agents.angles, "f", 2)
+    E, A = agents.angles.shape
+    want = {"positions": (E, A, 2), "velocity": (E, A, 2), "angvelocity": (E, A)}
+    for name, shape in want.items():
+        x = getattr(agents, name)
+        _check_array(f"agents.{name}", x, "f")
+        if tuple(x.shape) != shape:
+            raise ValueError(f"agents.{name}: expected shape {shape}, got {tuple(x.shape)}")
+    if E != scenery.n_envs:
+        raise ValueError(f"agents: {E} envs where the scenery has {scenery.n_envs}")
+    if A != scenery.n_agents:
+        raise ValueError(f"agents: {A} agents per env where the scenery was built for {scenery.n_agents}")
+    if check_positions:
+        _check_finite_positive("agents.positions", agents.positions)
+    for name in ("angles", "velocity", "angvelocity"):
+        x = getattr(agents, name)
+        if _is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
+            raise ValueError(f"agents.{name}: expected finite values, found NaN or inf")
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    if backend == "kernel":
+        from . import kernels
+
+        kernels.require()
+
+
+def _as_f32(scenery: Scenery) -> Scenery:
+    return scenery.replace(
+        lines=jnp.asarray(scenery.lines, jnp.float32), lights=jnp.asarray(scenery.lights, jnp.float32),
+        textures=jnp.asarray(scenery.textures, jnp.float32), baked=jnp.asarray(scenery.baked, jnp.float32),
+        model=jnp.asarray(scenery.model, jnp.float32), n_lines=jnp.asarray(scenery.n_lines, jnp.int32),
+        n_lights=jnp.asarray(scenery.n_lights, jnp.int32),
+        texel_starts=jnp.asarray(scenery.texel_starts, jnp.int32),
+        texel_widths=jnp.asarray(scenery.texel_widths, jnp.int32))
+
+
+def _agents_f32(agents: Agents) -> Agents:
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), agents)
+
+
+# ---------------------------------------------------------------------------------------
+# Entry points
+
+def render(scenery: Scenery, agents: Agents, res: int = DEFAULT_RES, fov=DEFAULT_FOV,
+           radius=AGENT_RADIUS, backend: str = "kernel") -> Render:
+    """Renders the scenery onto every agent's camera.
+
+    The agents' models are drawn at their poses inside the call. Rays are cast through
+    ``res`` pixels spread over ``fov`` degrees, pixel 0 leftmost; the near plane is at
+    ``radius``.
+
+    Args:
+        scenery: Scenery of E envs built for A agents.
+        agents: Agents with (E, A) poses, positions strictly positive.
+        res: horizontal resolution R, a static int in [1, MAX_RES].
+        fov: field of view in degrees, in (0, 180); an array operand, so vmappable.
+        radius: near-plane distance in metres, >= 0; an array operand.
+        backend: "kernel" (compiled) or "reference" (pure jnp).
+
+    Returns:
+        Render with indices, locations, dots, distances (E, A, R) and screen (E, A, R, 3).
+        Where a ray hits nothing: index -1, location and dot 0, distance inf, black.
+    """
+    if isinstance(res, bool) or not isinstance(res, numbers.Integral) or not 1 <= res <= MAX_RES:
+        raise ValueError(f"res: expected a static int in [1, {MAX_RES}], got {res!r}")
+    _check_scalar("fov", fov, 0.0, 180.0)
+    _check_scalar("radius", radius, 0.0, 1e3, lo_open=False)
+    validate_scenery(scenery)
+    validate_agents(agents, scenery)
+    _check_backend(backend)
+    scenery, agents = _as_f32(scenery), _agents_f32(agents)
+    if backend == "reference":
+        return reference.render(scenery, agents, int(res), fov, radius)
+    from . import kernels
+
+    return kernels.render(scenery, agents, int(res), fov, radius)
+
+
+def physics(scenery: Scenery, agents: Agents, fps=DEFAULT_FPS, radius=AGENT_RADIUS,
+            collision: str = "stop", restitution=1.0, backend: str = "kernel"):
+    """Moves every agent by velocity/fps, stopping short of walls and other agents.
+
+    Agents are discs of ``radius``; see SPEC.md (Physics) for the collision candidates.
+
+    Args:
+        scenery: Scenery of E envs built for A agents.
+        agents: Agents with (E, A) poses and velocities.
+        fps: steps per second, > 0; an array operand, so vmappable.
+        radius: agent disc radius in metres, >= 0.
+        collision: "stop" (megastep: all velocity zeroed on contact), "slide" (only the
+            component into the contact normal removed) or "bounce" (reflected, times
+            ``restitution``). Under slide and bounce turning is not obstructed.
+        restitution: in [0, 1], used by "bounce".
+        backend: "kernel" or "reference".
+
+    Returns:
+        (agents, progress): the moved agents and (E, A) float32 progress in [0, 1], the
+        fraction of the intended motion made; < 1 means a collision.
+    """
+    _check_scalar("fps", fps, 0.0, 1e6)
+    _check_scalar("radius", radius, 0.0, 1e3, lo_open=False)
+    _check_scalar("restitution", restitution, 0.0, 1.0, lo_open=False, hi_open=False)
+    if collision not in COLLISIONS:
+        raise ValueError(f"collision: expected one of {COLLISIONS}, got {collision!r}")
+    validate_scenery(scenery)
+    validate_agents(agents, scenery)
+    _check_backend(backend)
+    scenery, agents = _as_f32(scenery), _agents_f32(agents)
+    if backend == "reference":
+        return reference.physics(scenery, agents, fps, radius, collision, restitution)
+    from . import kernels
+
+    return kernels.physics(scenery, agents, fps, radius, collision, restitution)
+
+
+def bake(scenery: Scenery, backend: str = "kernel") -> Scenery:
+    """Pre-computes the lighting of every static texel into ``scenery.baked``.
+
+    Agent texels and padding get 1; agent texels are lit per hit at render time.
+    """
+    validate_scenery(scenery)
+    _check_backend(backend)
+    scenery = _as_f32(scenery)
+    if backend == "reference":
+        return reference.bake(scenery)
+    from . import kernels
+
+    return kernels.bake(scenery)

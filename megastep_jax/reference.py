@@ -1,0 +1,343 @@
+"""The three kernels in plain jax.numpy: the specification in code.
+
+Same signatures and outputs as :mod:`megastep_jax.kernels`, and the same maths as
+``csrc/megastep.h``, operation for operation, so the two agree to float rounding. Every
+kernel test compares against these; users without a compiler can select them with
+``backend="reference"`` in :mod:`megastep_jax.core`.
+
+Loops over lines are ``lax.scan``s that mirror the kernels' sequential rules (the nearer
+of two coincident lines must be nearer by 1e-4 to replace the first one found).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .state import Agents, Render, Scenery
+
+AMBIENT = 0.1
+LUMINANCE = 2.0
+SHADOW_REACH = 0.999
+PARALLEL = 1e-3
+TIE_BREAK = 1e-4
+DOT_EPS = 1e-6
+FILTER_EPS = 1e-3
+CONTACT_SCALE = 1.001
+BACKOFF = 0.99
+MODEL_LINES = 8
+COLLISIONS = {"stop": 0, "slide": 1, "bounce": 2}
+
+__all__ = ["render", "physics", "bake"]
+
+
+def _cross(a, b):
+    return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+
+
+def _dot(a, b):
+    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1]
+
+
+def _norm(a):
+    return jnp.sqrt(_dot(a, a))
+
+
+def _unit(v):
+    n = _norm(v)
+    safe = jnp.where(n > 0, n, 1.0)
+    return jnp.where((n > 0)[..., None], (1.0 / safe)[..., None] * v, 0.0)
+
+
+def draw_agents(model, positions, angles):
+    """Places the model at every agent's pose.
+
+    Args:
+        model: (8, 2, 2) model lines in the agent frame.
+        positions: (..., A, 2).
+        angles: (..., A) degrees.
+
+    Returns:
+        (..., A*8, 2, 2) lines.
+    """
+    rad = angles * (jnp.pi / 180.0)
+    c, s = jnp.cos(rad)[..., None, None], jnp.sin(rad)[..., None, None]
+    x, y = model[..., 0], model[..., 1]
+    px, py = positions[..., 0][..., None, None], positions[..., 1][..., None, None]
+    drawn = jnp.stack([c * x - s * y + px, s * x + c * y + py], -1)
+    return drawn.reshape(*drawn.shape[:-4], -1, 2, 2)
+
+
+def _intensity(points, lines, first_static, n_lines, lights, n_lights):
+    """Lighting at points: ambient + unobstructed lights, capped at 1.
+
+    Args:
+        points: (P, 2) for one env.
+        lines: (L, 2, 2); lines [first_static, n_lines) cast shadows.
+        lights: (NL, 3); the first n_lights are real.
+
+    Returns:
+        (P,) intensities.
+    """
+    light_xy = lights[:, :2]  # (NL, 2)
+    v = points[:, None, :] - light_xy[None]  # (P, NL, 2): light -> point
+    w0 = -light_xy  # a - light, with a added per line
+
+    def body(blocked, j):
+        a, b = lines[j, 0], lines[j, 1]
+        d = b - a
+        w = a + w0  # (NL, 2)
+        denom = _cross(v, d)
+        s = _cross(w[None], d) / denom
+        t = _cross(w[None], v) / denom
+        hit = (t > 0) & (t < 1) & (s > 0) & (s < SHADOW_REACH)
+        real = (j >= first_static) & (j < n_lines)
+        return blocked | (hit & real), None
+
+    blocked0 = jnp.zeros(v.shape[:2], bool)
+    blocked, _ = jax.lax.scan(body, blocked0, jnp.arange(lines.shape[0]))
+    r = light_xy[None] - points[:, None, :]
+    contrib = LUMINANCE * lights[None, :, 2] / jnp.maximum(_dot(r, r), 1.0)
+    real_light = jnp.arange(lights.shape[0]) < n_lights
+    contrib = jnp.where(~blocked & real_light[None], contrib, 0.0)
+    return jnp.minimum(AMBIENT + jnp.sum(contrib, -1), 1.0)
+
+
+def _texture_filter(t, w):
+    wf = w.astype(jnp.float32)
+    y = jnp.minimum(t * (wf + 1), wf - 1)
+    left = jnp.maximum(y - 1, 0.0).astype(jnp.int32)
+    right = jnp.minimum(y, wf - 1).astype(jnp.int32)
+    dl = jnp.abs(y - (left + 1).astype(jnp.float32)) + FILTER_EPS
+    dr = jnp.abs(y - (right + 1).astype(jnp.float32)) + FILTER_EPS
+    hi = jnp.maximum(w - 1, 0)
+    return jnp.clip(left, 0, hi), jnp.clip(right, 0, hi), dr / (dl + dr), dl / (dl + dr)
+
+
+def _cast_env(lines, n_lines, positions, u, near):
+    """Nearest hit of every ray of one env: (A, R) index, s and t."""
+    p = positions[:, None, :]
+
+    def body(best, j):
+        best_s, best_i, best_t = best
+        a, b = lines[j, 0], lines[j, 1]
+        d = b - a
+        w = a - p
+        denom = _cross(u, d)
+        s = _cross(w, d) / denom
+        t = _cross(w, u) / denom
+        hit = ((jnp.abs(denom) >= PARALLEL) & (t >= 0) & (t <= 1) & (s > near)
+               & (s < best_s - TIE_BREAK) & (j < n_lines))
+        return (jnp.where(hit, s, best_s), jnp.where(hit, j, best_i), jnp.where(hit, t, best_t)), None
+
+    shape = u.shape[:-1]
+    init = (jnp.full(shape, jnp.inf, jnp.float32), jnp.full(shape, -1, jnp.int32),
+            jnp.zeros(shape, jnp.float32))
+    (s, i, t), _ = jax.lax.scan(body, init, jnp.arange(lines.shape[0]))
+    return i, s, t
+
+
+def render(scenery: Scenery, agents: Agents, res: int, fov, radius) -> Render:
+    """Renders every agent's view; see :func:`megastep_jax.core.render`."""
+    A = agents.angles.shape[-1]
+    n_agent_lines = A * MODEL_LINES
+    drawn = draw_agents(scenery.model, agents.positions, agents.angles)
+    lines = scenery.lines.at[:, :n_agent_lines].set(drawn)
+    n_lines = jnp.clip(scenery.n_lines, n_agent_lines, lines.shape[1])
+    fov = jnp.asarray(fov, jnp.float32)
+    radius = jnp.asarray(radius, jnp.float32)
+
+    R = res
+    tan_half = jnp.tan(fov * (jnp.pi / 360.0))
+    slope = (R - 2 * jnp.arange(R, dtype=jnp.float32) - 1) / jnp.float32(R) * tan_half  # (R,)
+    rad = agents.angles * (jnp.pi / 180.0)
+    c, sn = jnp.cos(rad)[..., None], jnp.sin(rad)[..., None]
+    u = jnp.stack([c - sn * slope, sn + c * slope], -1)  # (E, A, R, 2)
+    ulen = _norm(u)
+    near = radius / ulen
+
+    idx, s, t = jax.vmap(_cast_env)(lines, n_lines, agents.positions, u, near)
+    hit = idx >= 0
+    j = jnp.maximum(idx, 0)
+    line = jnp.take_along_axis(lines, j.reshape(j.shape[0], -1)[..., None, None], 1).reshape(*j.shape, 2, 2)
+    d = line[..., 1, :] - line[..., 0, :]
+    dots = _dot(u, d) / (ulen * _norm(d) + DOT_EPS)
+    distances = s * ulen
+
+    take = lambda x: jnp.take_along_axis(x, j.reshape(j.shape[0], -1), 1).reshape(j.shape)
+    w, start = take(scenery.texel_widths), take(scenery.texel_starts)
+    T = scenery.textures.shape[1]
+    textured = hit & (w >= 1) & (start >= 0) & (start <= T - w)
+    left, right, wl, wr = _texture_filter(t, w)
+    li = jnp.clip(start + left, 0, T - 1)
+    ri = jnp.clip(start + right, 0, T - 1)
+    gather = lambda x, i: jnp.take_along_axis(x, i.reshape(i.shape[0], -1), 1).reshape(i.shape)
+    static_light = wl * gather(scenery.baked, li) + wr * gather(scenery.baked, ri)
+
+    on_agent = hit & (idx < n_agent_lines)
+    hit_points = line[..., 0, :] + t[..., None] * d
+
+    def dynamic(_):
+        flat = hit_points.reshape(hit_points.shape[0], -1, 2)
+        out = jax.vmap(lambda pts, ls, nl, lt, nlt: _intensity(pts, ls, n_agent_lines, nl, lt, nlt))(
+            flat, lines, n_lines, scenery.lights, scenery.n_lights)
+        return out.reshape(t.shape)
+
+    # Agent texels are lit per hit; skip that work when no pixel sees an agent.
+    agent_light = jax.lax.cond(jnp.any(on_agent), dynamic, lambda _: jnp.zeros_like(t), None)
+    light = jnp.where(on_agent, agent_light, static_light)
+    shade = (1.0 - dots * dots) * light
+    tex = lambda i: jnp.take_along_axis(
+        scenery.textures, i.reshape(i.shape[0], -1)[..., None], 1).reshape(*i.shape, 3)
+    rgb = shade[..., None] * (wl[..., None] * tex(li) + wr[..., None] * tex(ri))
+
+    valid = (fov > 0) & (fov < 180) & (radius >= 0)
+    nan = jnp.float32(jnp.nan)
+    screen = jnp.where(textured[..., None], rgb, 0.0)
+    return Render(
+        indices=jnp.where(valid, idx, -1).astype(jnp.int32),
+        locations=jnp.where(valid, jnp.where(hit, t, 0.0), nan),
+        dots=jnp.where(valid, jnp.where(hit, dots, 0.0), nan),
+        distances=jnp.where(valid, jnp.where(hit, distances, jnp.inf), nan),
+        screen=jnp.where(valid, screen, nan),
+    )
+
+
+def bake(scenery: Scenery) -> Scenery:
+    """Fills ``baked`` with the lighting of every static texel; see core.bake."""
+    n_agent_lines = scenery.n_agents * MODEL_LINES
+
+    def one(lines, n_lines, lights, n_lights, starts, widths):
+        L, T = lines.shape[0], scenery.textures.shape[1]
+        n_lines = jnp.clip(n_lines, n_agent_lines, L)
+        k = jnp.arange(T)
+        j = jnp.arange(L)
+        ok = (j >= n_agent_lines) & (j < n_lines) & (widths >= 1) & (starts >= 0) & (starts <= T - widths)
+        owns = ok[None] & (k[:, None] >= starts[None]) & (k[:, None] < (starts + widths)[None])  # (T, L)
+        owned = jnp.any(owns, 1)
+        owner = jnp.argmax(owns, 1)
+        a, b = lines[owner, 0], lines[owner, 1]
+        f = ((k - starts[owner]).astype(jnp.float32) + 0.5) / widths[owner].astype(jnp.float32)
+        centres = a + f[:, None] * (b - a)
+        lit = _intensity(centres, lines, n_agent_lines, n_lines, lights, n_lights)
+        return jnp.where(owned, lit, 1.0)
+
+    baked = jax.vmap(one)(scenery.lines, scenery.n_lines, scenery.lights, scenery.n_lights,
+                          scenery.texel_starts, scenery.texel_widths)
+    return scenery.replace(baked=baked.astype(jnp.float32))
+
+
+def _sensibilise(p):
+    return jnp.where(jnp.isnan(p), 0.0, jnp.clip(BACKOFF * p, 0.0, 1.0))
+
+
+def _approach(p, m, q, r):
+    """Progress at which p + x*m first comes within r of q; inf if it never does."""
+    mm = _dot(m, m)
+    s = _dot(q - p, m) / mm
+    off = p + s[..., None] * m - q
+    d2 = _dot(off, off)
+    cand = s - jnp.sqrt(r * r - d2) / jnp.sqrt(mm)
+    return jnp.where((s > 0) & (d2 < r * r), cand, jnp.inf)
+
+
+def _clip01(x):
+    return jnp.minimum(jnp.maximum(x, 0.0), 1.0)
+
+
+def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, radius,
+                 restitution, collision):
+    A = angles.shape[0]
+    L = lines.shape[0]
+    n_agent_lines = A * MODEL_LINES
+    n_lines = jnp.clip(n_lines, n_agent_lines, L)
+    m = velocity / fps  # (A, 2)
+    p = positions
+
+    # Candidates in the kernel's order: other agents, then per line crossing, both
+    # endpoints and the side. argmin keeps the first minimum, as the kernel's strict '<'.
+    r2 = CONTACT_SCALE * 2.0 * radius
+    rel = m[:, None, :] - m[None, :, :]  # (A, A, 2), self minus other
+    q = p[None, :, :]
+    agent_raw = _approach(p[:, None, :], rel, q, r2)
+    agent_raw = jnp.where(jnp.eye(A, dtype=bool), jnp.inf, agent_raw)
+    agent_normal = _unit(p[:, None, :] + _clip01(agent_raw)[..., None] * rel - q)
+
+    r = CONTACT_SCALE * radius
+    a, b = lines[None, :, 0], lines[None, :, 1]  # (1, L, 2)
+    d = b - a
+    dd = _dot(d, d)
+    dlen = jnp.sqrt(dd)
+    P = p[:, None, :]
+    M = m[:, None, :]
+    dp = jnp.abs(_cross(P - a, d)) / dlen
+    n = _unit(jnp.stack([-d[..., 1], d[..., 0]], -1))
+    n = jnp.broadcast_to(n, (A, L, 2))
+    n = jnp.where((_dot(P - a, n) < 0)[..., None], -1.0 * n, n)
+
+    denom = _cross(M, d)
+    s = _cross(a - P, d) / denom
+    t = _cross(a - P, M) / denom
+    crossing = jnp.where((s > 0) & (s < 1) & (t > 0) & (t < 1), (1 - r / dp) * s, jnp.inf)
+
+    moving = (_norm(m) > 0)[:, None]
+    end_a = jnp.where(moving, _approach(P, M, a, r), jnp.inf)
+    end_b = jnp.where(moving, _approach(P, M, b, r), jnp.inf)
+    normal_a = _unit(P + _clip01(end_a)[..., None] * M - a)
+    normal_b = _unit(P + _clip01(end_b)[..., None] * M - b)
+
+    Q = P + M
+    tq = _dot(Q - a, d) / dd
+    foot = a + tq[..., None] * d
+    dq = _norm(Q - foot)
+    side = jnp.where((tq > 0) & (tq < 1) & (dq < r), (dp - r) / (dp - dq), jnp.inf)
+
+    static = (jnp.arange(L) >= n_agent_lines) & (jnp.arange(L) < n_lines)
+    per_line = jnp.stack([crossing, end_a, end_b, side], -1)  # (A, L, 4)
+    per_line = jnp.where(static[None, :, None], per_line, jnp.inf)
+    line_normals = jnp.stack([n, normal_a, normal_b, n], -2)  # (A, L, 4, 2)
+
+    raw = jnp.concatenate([jnp.ones((A, 1)), agent_raw, per_line.reshape(A, -1)], 1)
+    normals = jnp.concatenate([jnp.zeros((A, 1, 2)), agent_normal, line_normals.reshape(A, -1, 2)], 1)
+    others = jnp.concatenate([jnp.full((A, 1), -1), jnp.broadcast_to(jnp.arange(A), (A, A)),
+                              jnp.full((A, 4 * L), -1)], 1)
+    cand = jnp.where(raw == jnp.inf, 1.0, _sensibilise(raw)).at[:, 0].set(1.0)
+    first = jnp.argmin(cand, 1)
+    x = jnp.take_along_axis(cand, first[:, None], 1)[:, 0]
+    normal = jnp.take_along_axis(normals, first[:, None, None], 1)[:, 0]
+    other = jnp.take_along_axis(others, first[:, None], 1)[:, 0]
+
+    new_positions = p + x[:, None] * m
+    hit = x < 1
+    if collision == 0:
+        angles_out = _wrap(angles + x * angvelocity / fps)
+        return (new_positions, jnp.where(hit[:, None], 0.0, velocity),
+                angles_out, jnp.where(hit, 0.0, angvelocity), x)
+    angles_out = _wrap(angles + angvelocity / fps)
+    other_v = velocity[jnp.maximum(other, 0)]
+    vrel = jnp.where((other >= 0)[:, None], velocity - other_v, velocity)
+    share = jnp.where(other >= 0, 0.5, 1.0)
+    vn = _dot(vrel, normal)
+    k = (1.0 + restitution) if collision == 2 else 1.0
+    bounced = velocity - (share * k * vn)[:, None] * normal
+    vel_out = jnp.where((hit & (vn < 0))[:, None], bounced, velocity)
+    return new_positions, vel_out, angles_out, angvelocity, x
+
+
+def _wrap(a):
+    w = jnp.fmod(a + 180.0, 360.0)
+    w = jnp.where(w < 0, w + 360.0, w)
+    return w - 180.0
+
+
+def physics(scenery: Scenery, agents: Agents, fps, radius, collision: str = "stop",
+            restitution=1.0):
+    """One physics step of every agent; see :func:`megastep_jax.core.physics`."""
+    mode = COLLISIONS[collision]
+    fps = jnp.asarray(fps, jnp.float32)
+    radius = jnp.asarray(radius, jnp.float32)
+    restitution = jnp.asarray(restitution, jnp.float32)
+    pos, vel, ang, angv, progress = jax.vmap(
+        lambda *xs: _physics_env(*xs, fps, radius, restitution, mode))(
+        scenery.lines, scenery.n_lines, agents.positions, agents.velocity, agents.angles,
+        agents.angvelocity)
+    return Agents(angles=ang, positions=pos, angvelocity=angv, velocity=vel), progress

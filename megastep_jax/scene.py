@@ -1,0 +1,142 @@
+"""Scenery: geometries made into textured, lit, padded device arrays for the kernels.
+
+``scenery(geometries, n_agents, key)`` gives each env its agents' model lines and its
+walls, colours every line, patterns the wall texels, draws light intensities, pads the
+batch to common shapes with per-env counts, and bakes the static lighting.
+
+Host-side randomness is drawn from a numpy Generator seeded by the key's data, so the
+same key gives the same scenery bit for bit.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import core, geometry as geom
+from .state import Scenery
+
+MODEL_CORNERS = np.array(
+    [[-.5, -1], [.5, -1], [1, -.5], [1, .5], [.5, 1], [-.5, 1], [-1, .5], [-1, -.5]], np.float32)
+"""Corners of the octagonal agent model, in units of half the agent width."""
+
+_GREY, _GREEN, _RED = (.25, .25, .25), (0., 1., 0.), (1., 0., 0.)
+MODEL_COLORS = np.array([_GREY, _GREEN, _GREY, _RED, _GREY, _RED, _GREY, _GREEN], np.float32)
+"""Colour of each model line: green on the agent's right, red on its left."""
+
+WALL_PALETTE = np.array(
+    [[int(h[i:i + 2], 16) / 255 for i in (1, 3, 5)] for h in
+     ["#c185ae", "#73a171", "#5666a4", "#9f7c4a", "#809cd5", "#566e40", "#8e537b", "#4f9fa4",
+      "#b56d66", "#5a728c"]], np.float32)
+"""Muted wall colours, cycled by wall index."""
+
+LIGHT_INTENSITY = (0.5, 2.0)
+PATTERN_STEP = 0.5
+"""Mean distance in metres between jumps in the wall pattern."""
+
+
+def agent_model(width: float = core.AGENT_WIDTH) -> np.ndarray:
+    """The (8, 2, 2) model lines, in the agent frame, facing +x."""
+    return geom.cyclic_pairs(MODEL_CORNERS * (width / 2)).astype(np.float32)
+
+
+def rng_from_key(key: jax.Array) -> np.random.Generator:
+    """A numpy Generator seeded by a jax PRNG key's data, for host-side draws."""
+    if not isinstance(key, jax.Array):
+        raise ValueError(f"key: expected a jax PRNG key, got {type(key).__name__}")
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        data = jax.random.key_data(key)
+    elif key.dtype == jnp.uint32 and key.shape == (2,):
+        data = key
+    else:
+        raise ValueError(f"key: expected a jax PRNG key (jax.random.key or PRNGKey), got "
+                         f"dtype {key.dtype} shape {key.shape}")
+    return np.random.default_rng(np.asarray(data, np.uint32).ravel().tolist())
+
+
+def texel_counts(lines: np.ndarray) -> np.ndarray:
+    """Texels per line: ceil(length / TEXEL_SIZE); 0 for a zero-length line."""
+    lengths = np.linalg.norm(lines[:, 1] - lines[:, 0], axis=-1)
+    return np.ceil(lengths / core.TEXEL_SIZE - 1e-6).clip(0).astype(np.int32)
+
+
+def wall_pattern(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A (n,) texel pattern in [0.5, 1): random jumps along the wall, for depth cues."""
+    jumps = rng.binomial(1, core.TEXEL_SIZE / PATTERN_STEP, n) * rng.standard_normal(n)
+    return (0.5 + 0.5 * np.mod(np.cumsum(jumps), 1.0)).astype(np.float32)
+
+
+def _env_arrays(g, n_agents: int, rng: np.random.Generator):
+    model = agent_model()
+    walls = np.asarray(g.walls, np.float32).reshape(-1, 2, 2)
+    lines = np.concatenate([np.tile(model, (n_agents, 1, 1)), walls])
+    widths = texel_counts(lines)
+    n_agent_texels = int(widths[:8 * n_agents].sum())
+    colours = np.concatenate([np.tile(MODEL_COLORS, (n_agents, 1)),
+                              WALL_PALETTE[np.arange(len(walls)) % len(WALL_PALETTE)]])
+    texels = np.repeat(core.gamma_decode(colours), widths, axis=0)
+    pattern = np.concatenate([np.ones(n_agent_texels, np.float32),
+                              wall_pattern(len(texels) - n_agent_texels, rng)])
+    textures = texels * pattern[:, None]
+    lights = np.asarray(g.lights, np.float32).reshape(-1, 2)
+    intensity = rng.uniform(*LIGHT_INTENSITY, len(lights)).astype(np.float32)
+    return lines, widths, textures, np.concatenate([lights, intensity[:, None]], 1)
+
+
+def _pad(xs: Sequence[np.ndarray], length: int, fill=0) -> np.ndarray:
+    out = np.full((len(xs), length) + xs[0].shape[1:], fill, xs[0].dtype)
+    for i, x in enumerate(xs):
+        out[i, :len(x)] = x
+    return out
+
+
+def scenery(geometries: Sequence, n_agents: int = 1, key: jax.Array | None = None,
+            backend: str = "kernel") -> Scenery:
+    """Builds the scenery of one env per geometry, textured, lit and baked.
+
+    Args:
+        geometries: a non-empty sequence of geometries (see :mod:`megastep_jax.geometry`).
+        n_agents: agents per env, a positive int.
+        key: a jax PRNG key for the textures and light intensities.
+        backend: "kernel" or "reference", for the bake.
+
+    Returns:
+        Scenery with E = len(geometries) envs, padded to the largest.
+
+    Raises:
+        ValueError: on an empty or malformed geometry list, a bad n_agents or key.
+    """
+    if key is None:
+        raise ValueError("key: expected a jax PRNG key, e.g. jax.random.key(0); got None")
+    if isinstance(geometries, dict) or not isinstance(geometries, Sequence) or len(geometries) == 0:
+        raise ValueError("geometries: expected a non-empty list of geometries")
+    if isinstance(n_agents, bool) or not isinstance(n_agents, int) or n_agents <= 0:
+        raise ValueError(f"n_agents: expected a positive int, got {n_agents!r}")
+    rng = rng_from_key(key)
+    per_env = []
+    for i, g in enumerate(geometries):
+        try:
+            g = geom.validate(g)
+        except ValueError as e:
+            raise ValueError(f"geometries[{i}]: {e}") from None
+        per_env.append(_env_arrays(g, n_agents, rng))
+    lines, widths, textures, lights = zip(*per_env)
+    L = max(len(x) for x in lines)
+    T = max(max(len(x) for x in textures), 1)
+    NL = max(max(len(x) for x in lights), 1)
+    starts = [np.concatenate([[0], np.cumsum(w)[:-1]]).astype(np.int32) for w in widths]
+    s = Scenery(
+        lines=jnp.asarray(_pad(lines, L)),
+        n_lines=jnp.asarray([len(x) for x in lines], jnp.int32),
+        lights=jnp.asarray(_pad(lights, NL)),
+        n_lights=jnp.asarray([len(x) for x in lights], jnp.int32),
+        textures=jnp.asarray(_pad([t if len(t) else np.zeros((0, 3), np.float32) for t in textures], T)),
+        texel_starts=jnp.asarray(_pad(starts, L)),
+        texel_widths=jnp.asarray(_pad(widths, L)),
+        baked=jnp.ones((len(lines), T), jnp.float32),
+        model=jnp.asarray(agent_model()),
+        n_agents=n_agents,
+    )
+    return core.bake(s, backend=backend)
