@@ -168,3 +168,49 @@ def validate(g) -> dotdict:
         raise ValueError(f"geometry: missing keys {missing}")
     extra = {k: v for k, v in g.items() if k not in ("walls", "lights", "masks", "res", "id")}
     return geometry(g["walls"], g["lights"], g["masks"], g["res"], g.get("id", 0), **extra)
+
+
+def display(g, ax=None, title: str | None = None):
+    """Draws a geometry with matplotlib: the masks coloured by room, walls in white, lights in yellow.
+
+    A colour bar names the mask values: -1 for cells touching a wall, 0 for free space
+    outside any room, and k for room k.
+
+    Args:
+        g: a geometry dotdict (walls (M, 2, 2), lights (N, 2), masks (H, W), res, id).
+        ax: matplotlib axes to draw on; by default a new figure.
+        title: the axes' title; by default the geometry's id.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    g = validate(g)
+    if ax is None:
+        h, w = g.masks.shape
+        fig, ax = plt.subplots(figsize=(min(12.0, 2.0 + 6.0 * w / max(h, w)), min(10.0, 1.0 + 6.0 * h / max(h, w))))
+    fig = ax.figure
+
+    # One colour per mask value, cycling through tab20 past 20 values; -1 and 0 keep
+    # tab20's first two colours as in megastep's pictures.
+    top = max(int(g.masks.max()), 1)
+    palette = plt.get_cmap("tab20").colors
+    cmap = ListedColormap([palette[i % len(palette)] for i in range(top + 2)])
+    norm = BoundaryNorm(np.arange(-1.5, top + 1.0), cmap.N)
+    height, width = g.res * np.array(g.masks.shape)
+    image = ax.imshow(g.masks, extent=(0, width, 0, height), cmap=cmap, norm=norm, interpolation="nearest")
+    ticks = np.arange(-1, top + 1)
+    bar = fig.colorbar(image, ax=ax, ticks=ticks if len(ticks) <= 25 else None)
+    bar.set_label("mask: -1 wall, 0 free, k room k")
+
+    ax.add_collection(LineCollection(g.walls, colors="w", linewidths=2))
+    if len(g.lights):
+        ax.scatter(g.lights[:, 0], g.lights[:, 1], c="yellow", s=30, zorder=3)
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
+    ax.set_aspect("equal")
+    ax.set_title(str(g.get("id", 0)) if title is None else title)
+    return fig
