@@ -5,7 +5,7 @@ import numpy as np
 
 from . import geometry as geom
 
-__all__ = ["box", "column"]
+__all__ = ["box", "column", "maze"]
 
 
 def _rectangle(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
@@ -58,3 +58,72 @@ def column(width: float = 5.0, height: float = 5.0, side: float = 1.0, res: floa
 
     room = shapely.Polygon(outer, holes=[inner])
     return geom.geometry(walls, lights, geom.masks(walls, [room], res), res, id=1)
+
+
+def _merge_runs(edges: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive True entries in a 1D bool array, as (start, stop) pairs."""
+    padded = np.concatenate([[False], edges, [False]]).astype(np.int8)
+    change = np.flatnonzero(np.diff(padded))
+    return list(zip(change[::2].tolist(), change[1::2].tolist()))
+
+
+def maze(key, size=8, cell: float = 1.0, res: float = geom.MASK_RES):
+    """A perfect maze: a grid of cells joined by exactly one path between any two cells.
+
+    The passages are carved by a randomised depth-first search (a random spanning tree of
+    the grid). Walls are single segments, collinear neighbours merged; the outer wall is
+    closed. The whole maze is one room, with a light in the middle of every cell.
+
+    Args:
+        key: a ``jax.random`` key or a non-negative int seed; the same key gives the same maze.
+        size: cells per side, an int in [1, 64], or a (rows, columns) pair.
+        cell: side of a cell in metres, >= 0.5 (three agent widths fit through).
+        res: mask resolution in metres.
+
+    Returns:
+        A geometry dotdict whose id is derived from the key.
+    """
+    from .floorplans import _seed
+
+    id = _seed(key)
+    rows, cols = (size, size) if np.ndim(size) == 0 else tuple(size)
+    if not all(isinstance(n, (int, np.integer)) and 1 <= n <= 64 for n in (rows, cols)):
+        raise ValueError(f"size: expected an int or (rows, columns) of ints in [1, 64], got {size!r}")
+    if not cell >= 0.5:
+        raise ValueError(f"cell: expected a cell side of at least 0.5 m, got {cell!r}")
+    rng = np.random.default_rng([id, 0x6D617A65])
+
+    # right[r, c]: wall between (r, c) and (r, c+1); up[r, c]: between (r, c) and (r+1, c).
+    right = np.ones((rows, cols - 1), bool)
+    up = np.ones((rows - 1, cols), bool)
+    visited = np.zeros((rows, cols), bool)
+    stack = [(int(rng.integers(rows)), int(rng.integers(cols)))]
+    visited[stack[0]] = True
+    while stack:
+        r, c = stack[-1]
+        options = [(r + dr, c + dc) for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))
+                   if 0 <= r + dr < rows and 0 <= c + dc < cols and not visited[r + dr, c + dc]]
+        if not options:
+            stack.pop()
+            continue
+        nr, nc = options[int(rng.integers(len(options)))]
+        if nr == r:
+            right[r, min(c, nc)] = False
+        else:
+            up[min(r, nr), c] = False
+        visited[nr, nc] = True
+        stack.append((nr, nc))
+
+    m = geom.MARGIN
+    walls = []
+    for c in range(cols - 1):  # vertical walls at x = m + (c+1)*cell
+        walls += [[[m + (c + 1) * cell, m + a * cell], [m + (c + 1) * cell, m + b * cell]]
+                  for a, b in _merge_runs(right[:, c])]
+    for r in range(rows - 1):  # horizontal walls at y = m + (r+1)*cell
+        walls += [[[m + a * cell, m + (r + 1) * cell], [m + b * cell, m + (r + 1) * cell]]
+                  for a, b in _merge_runs(up[r, :])]
+    corners = _rectangle(m, m, m + cols * cell, m + rows * cell)
+    walls = np.concatenate([geom.cyclic_pairs(corners), np.array(walls, np.float32).reshape(-1, 2, 2)])
+
+    centres = (np.stack(np.meshgrid(np.arange(cols), np.arange(rows)), -1).reshape(-1, 2) + 0.5) * cell + m
+    return geom.geometry(walls, centres, geom.masks(walls, [corners], res), res, id=id)
