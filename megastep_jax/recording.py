@@ -377,18 +377,19 @@ def rollout(env, params, policy: Callable, key, length: int):
     return dotdict(state=states, obs=obss, reward=reward, terminated=terminated, truncated=truncated)
 
 
-def _default_plot_state(env) -> tuple[Callable, Callable]:
+def _default_plot_state(env, params) -> tuple[Callable, Callable]:
     from . import plotting
+    from .arrdict import numpyify
 
-    if not hasattr(env, "state"):
-        raise ValueError("env: expected a `state(env_state)` method returning a numpy plot state, "
-                         "or pass state_fn=")
     plot = getattr(type(env), "plot_state", plotting.plot_state)
 
     def state_fn(state, obs):
-        s = env.state(state)
+        try:
+            s = env.state(state, params)
+        except (AttributeError, NotImplementedError) as e:
+            raise ValueError("env: expected a `state(env_state, params)` method returning a numpy plot "
+                             "state (see megastep_jax.plotting), or pass state_fn=") from e
         if "obs" not in s:
-            from .arrdict import numpyify
             s["obs"] = numpyify(obs)
         return s
 
@@ -405,7 +406,7 @@ def record(env, params, policy: Callable, key, length: int, path: str = "video.m
     there are at least two) the figures are drawn in worker processes.
 
     Args:
-        env: the env; by default its ``state(env_state)`` method gives the numpy plot
+        env: the env; by default its ``state(env_state, params)`` method gives the numpy plot
             state (``obs`` is added when missing) and its ``plot_state`` (else
             :func:`megastep_jax.plotting.plot_state`) draws it.
         params: env params, None for the defaults.
@@ -428,7 +429,8 @@ def record(env, params, policy: Callable, key, length: int, path: str = "video.m
     fmt = os.path.splitext(path)[1].lstrip(".")
     if fmt not in FORMATS:
         raise ValueError(f"path: expected a .mp4 or .gif file name, got {path!r}")
-    default_state, default_plot = (None, None) if state_fn and plot_fn else _default_plot_state(env)
+    params = env.default_params if params is None else params
+    default_state, default_plot = _default_plot_state(env, params)
     state_fn = state_fn or default_state
     plot_fn = plot_fn or default_plot
     out = rollout(env, params, policy, key, length)

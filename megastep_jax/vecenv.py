@@ -291,7 +291,7 @@ class Slots:
             fo = info["final_observation"]
             final = self.to_slots(dict(fo) if isinstance(fo, dict) else fo)
         self.obs = self.to_slots(dict(obs) if isinstance(obs, dict) else obs)
-        rewards = np.asarray(reward, np.float32).reshape(self.num_envs)
+        rewards = np.array(reward, np.float32).reshape(self.num_envs)  # writable: learners edit it
         return self.obs, rewards, terminated, truncated, final
 
     def slot_obs(self, obs, i: int):

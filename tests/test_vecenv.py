@@ -93,6 +93,9 @@ def test_step_shapes_slots_and_rewards():
     # slot i is agent i % 2 of env i // 2: its position moved by its own action
     np.testing.assert_allclose(obs2["imu"][:, 0] - obs["imu"][:, 0], [1, -1, 0, 1, -1, 0], atol=1e-6)
     assert rewards.dtype == np.float32 and dones.dtype == bool
+    rewards += 1.0  # learners (SB3's timeout bootstrap) edit rewards in place
+    obs2["imu"][:] = 0  # and may scribble on observations without touching ours
+    assert venv.get_images()[0].shape[-1] == 3
     assert len(infos) == 6 and infos[0] == {}
 
 
