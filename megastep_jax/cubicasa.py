@@ -25,6 +25,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -249,7 +250,9 @@ def geometry_from_svg(svg_text_or_path, id: int | None = None, res: float = geom
         raise ValueError("svg_text_or_path: every space polygon in the SVG has zero area")
     lights = shapely.get_coordinates(shapely.centroid(spaces))
     masks = geom.masks(walls, spaces, res)
-    return geom.geometry(walls, lights, masks, res, id=path_id if id is None else id)
+    if id is None:
+        id = path_id if path_id is not None else 0
+    return geom.geometry(walls, lights, masks, res, id=id)
 
 
 # --------------------------------------------------------------------------- the dataset
@@ -299,7 +302,7 @@ def _svg_sources(source: Path) -> Iterator[tuple[int, bytes]]:
         for n, m in tqdm(names, desc="cubicasa: parsing SVGs", unit="plan"):
             try:
                 data = archive.read(n)
-            except (zipfile.BadZipFile, OSError, EOFError) as e:
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
                 raise ValueError(f"source: {str(source)!r} is a corrupt zip; reading {n} failed ({e})") from None
             yield int(m["id"]), data
 
