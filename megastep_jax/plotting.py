@@ -252,7 +252,7 @@ def plot_plan(state, ax=None, zoom: Optional[int] = None, wedge_radius: float = 
         rgba[:, :3] = gamma_encode(textures[idx])
         if state.get("seen") is not None:
             seen = np.asarray(state["seen"], bool)[idx]
-            rgba[~seen, 3] = 0.15
+            rgba[~seen, 3] = 0.25
         ax.scatter(xy[:, 0], xy[:, 1], s=marker_size, c=rgba, marker="o", linewidths=0, zorder=2)
 
     lights = np.asarray(sc["lights"], np.float32).reshape(-1, 3)
