@@ -72,7 +72,7 @@ def _seed(key_or_seed) -> int:
 
         data = np.asarray(jax.random.key_data(key_or_seed)) if jax.dtypes.issubdtype(
             getattr(key_or_seed, "dtype", None), jax.dtypes.prng_key) else np.asarray(key_or_seed)
-    except (TypeError, ValueError):
+    except Exception:  # anything that is not a key
         data = None
     if data is None or data.dtype != np.uint32 or data.ndim != 1:
         raise ValueError(
@@ -393,6 +393,11 @@ def sample(n: int, split: str = "training", seed: int = 1, **kwargs) -> list[dot
         raise ValueError(f"split: expected 'training', 'test' or 'all', got {split!r}")
     if not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    return [generate(id, **kwargs) for id in _sample_ids(n, split, seed)]
+
+
+def _sample_ids(n: int, split: str, seed: int) -> list[int]:
+    """The ``n`` distinct plan ids :func:`sample` generates, in order."""
     rng = np.random.default_rng([int(seed), 0x73706C74])
     ids: list[int] = []
     seen: set[int] = set()
@@ -401,4 +406,4 @@ def sample(n: int, split: str = "training", seed: int = 1, **kwargs) -> list[dot
             if id not in seen and (split == "all" or split_of(id) == split) and len(ids) < n:
                 seen.add(id)
                 ids.append(id)
-    return [generate(id, **kwargs) for id in ids]
+    return ids
