@@ -85,7 +85,10 @@ def maze(key, size=8, cell: float = 1.0, res: float = geom.MASK_RES):
     """
     from .floorplans import _seed
 
-    id = _seed(key)
+    try:
+        id = _seed(key)
+    except ValueError:
+        raise ValueError(f"key: expected a jax.random key or a non-negative int seed, got {key!r}") from None
     rows, cols = (size, size) if np.ndim(size) == 0 else tuple(size)
     if not all(isinstance(n, (int, np.integer)) and 1 <= n <= 64 for n in (rows, cols)):
         raise ValueError(f"size: expected an int or (rows, columns) of ints in [1, 64], got {size!r}")
