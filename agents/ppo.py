@@ -463,18 +463,20 @@ def make_train(config: PPOConfig, env) -> Callable:
     return make_trainer(config, env).train
 
 
-# Checkpoints: the whole runner, PRNG keys included, as flax msgpack bytes.
+# Checkpoints: the whole runner, PRNG keys included, as flax msgpack bytes. The leaves are
+# stored in tree order (env states and arrdicts are arbitrary pytrees that msgpack cannot
+# name), and a template of the same structure puts them back.
 
-def _to_raw_keys(tree):
-    return jax.tree_util.tree_map(
-        lambda x: jax.random.key_data(x) if jnp.issubdtype(getattr(x, "dtype", None) or np.float32,
-                                                           jax.dtypes.prng_key) else x, tree)
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def save(path, runner: Runner) -> None:
     """Writes a runner to ``path`` (atomically: a partial write never replaces a checkpoint)."""
     import os
-    data = flax.serialization.to_bytes(jax.device_get(_to_raw_keys(runner)))
+    leaves = [np.asarray(jax.random.key_data(x) if _is_key(x) else x)
+              for x in jax.tree_util.tree_leaves(jax.device_get(runner))]
+    data = flax.serialization.msgpack_serialize({"leaves": {str(i): x for i, x in enumerate(leaves)}})
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
         f.write(data)
@@ -482,14 +484,28 @@ def save(path, runner: Runner) -> None:
 
 
 def load(path, template: Runner) -> Runner:
-    """Reads a runner saved by :func:`save`; ``template`` (e.g. ``trainer.init(...)``) gives
-    the structure. Typed PRNG keys in the template are restored as typed keys."""
+    """Reads a runner saved by :func:`save`.
+
+    Args:
+        path: the checkpoint file.
+        template: a runner of the same run's structure, e.g. ``trainer.init(key, params)``.
+
+    Raises:
+        ValueError: if the checkpoint's leaves do not match the template's in number,
+            shapes or dtypes (a checkpoint of another config or env).
+    """
     with open(path, "rb") as f:
-        raw = flax.serialization.from_bytes(jax.device_get(_to_raw_keys(template)), f.read())
-
-    def restore(t, x):
-        if jnp.issubdtype(getattr(t, "dtype", None) or np.float32, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(x, impl=jax.random.key_impl(t))
-        return x
-
-    return jax.tree_util.tree_map(restore, template, raw)
+        stored = flax.serialization.msgpack_restore(f.read())["leaves"]
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    if len(stored) != len(leaves):
+        raise ValueError(f"path: checkpoint has {len(stored)} arrays, the template {len(leaves)}: "
+                         "was it saved by another config or env?")
+    out = []
+    for i, t in enumerate(leaves):
+        x = stored[str(i)]
+        want = jax.random.key_data(t) if _is_key(t) else t
+        if x.shape != want.shape or x.dtype != want.dtype:
+            raise ValueError(f"path: checkpoint array {i} is {x.dtype}{x.shape}, the template's "
+                             f"{want.dtype}{want.shape}: was it saved by another config or env?")
+        out.append(jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x)
+    return jax.tree_util.tree_unflatten(treedef, out)
