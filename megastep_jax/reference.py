@@ -10,6 +10,8 @@ of two coincident lines must be nearer by 1e-4 to replace the first one found).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -136,6 +138,7 @@ def _cast_env(lines, n_lines, positions, u, near):
     return i, s, t
 
 
+@functools.partial(jax.jit, static_argnums=(2,))
 def render(scenery: Scenery, agents: Agents, res: int, fov, radius) -> Render:
     """Renders every agent's view; see :func:`megastep_jax.core.render`."""
     A = agents.angles.shape[-1]
@@ -202,6 +205,7 @@ def render(scenery: Scenery, agents: Agents, res: int, fov, radius) -> Render:
     )
 
 
+@jax.jit
 def bake(scenery: Scenery) -> Scenery:
     """Fills ``baked`` with the lighting of every static texel; see core.bake."""
     n_agent_lines = scenery.n_agents * MODEL_LINES
@@ -329,6 +333,7 @@ def _wrap(a):
     return w - 180.0
 
 
+@functools.partial(jax.jit, static_argnums=(4,))
 def physics(scenery: Scenery, agents: Agents, fps, radius, collision: str = "stop",
             restitution=1.0):
     """One physics step of every agent; see :func:`megastep_jax.core.physics`."""

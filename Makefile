@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BUILD_DEPS := scikit-build-core==0.11.6 pybind11==3.0.1 jax==0.10.2 jaxlib==0.10.2 cmake ninja
+DEMO_MINUTES ?= 10
+
+.PHONY: install test test-fast demo bench cuda-check sanitize clean
+
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(BUILD_DEPS)
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The whole suite, slow extras included.
+test: install
+	$(VENV)/bin/pytest -q -ra
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow"
+
+# The main job: train an agent on Explorer with procedural floorplans, on the CPU.
+demo: install
+	$(PY) -m agents.train --env explorer --minutes $(DEMO_MINUTES) --out runs/demo
+
+bench: install
+	$(PY) benchmarks/kernels.py
+
+# Compile-only check of the CUDA kernels (there is no GPU on our machines).
+cuda-check: install
+	nvcc -std=c++17 --expt-relaxed-constexpr -Xcompiler -fPIC -c csrc/cuda_kernels.cu -o /tmp/megastep_cuda_check.o \
+	  -Icsrc -I$$($(PY) -c "import jax; print(jax.ffi.include_dir())") \
+	  $$($(PY) -m pybind11 --includes)
+
+clean:
+	rm -rf $(VENV) build

@@ -1,0 +1,190 @@
+"""The compiled kernels against the jnp reference, SPEC.md's golden case, and batching."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from megastep_jax import core, scene, toys
+
+from conftest import random_geometry
+
+
+@pytest.fixture(scope="module")
+def box_scene():
+    s = scene.scenery([toys.box()], n_agents=1, key=jax.random.key(0))
+    agents = core.init_agents(1, 1).replace(positions=jnp.full((1, 1, 2), 3.0))
+    return s, agents
+
+
+@pytest.mark.parametrize("backend", ["kernel", "reference"])
+def test_golden_physics_step(box_scene, backend):
+    # SPEC.md: box toy, agent at (3, 3), velocity (1000, 0), fps 10 -> (5.8649, 3.0)
+    s, agents = box_scene
+    agents = agents.replace(velocity=jnp.array([[[1000.0, 0.0]]]))
+    moved, progress = core.physics(s, agents, fps=10.0, backend=backend)
+    np.testing.assert_allclose(moved.positions[0, 0], [5.8649, 3.0], atol=1e-4)
+    assert progress[0, 0] < 1
+    # megastep's stop: a collision zeroes all velocity
+    np.testing.assert_array_equal(moved.velocity, 0.0)
+
+
+def test_free_motion_and_turn(box_scene):
+    s, agents = box_scene
+    agents = agents.replace(velocity=jnp.array([[[1.0, 0.5]]]), angvelocity=jnp.array([[90.0]]),
+                            angles=jnp.array([[175.0]]))
+    moved, progress = core.physics(s, agents, fps=10.0)
+    np.testing.assert_allclose(moved.positions[0, 0], [3.1, 3.05], atol=1e-6)
+    np.testing.assert_allclose(moved.angles[0, 0], -176.0, atol=1e-4)  # wrapped into [-180, 180)
+    assert progress[0, 0] == 1.0
+    np.testing.assert_allclose(moved.velocity, agents.velocity)
+
+
+def _compare_render(rk, rr):
+    agree = np.asarray(rk.indices == rr.indices)
+    assert agree.mean() >= 0.999, agree.mean()
+    # where they disagree the two hits must be near-ties in distance
+    dk, dr = np.asarray(rk.distances), np.asarray(rr.distances)
+    if not agree.all():
+        np.testing.assert_allclose(dk[~agree], dr[~agree], atol=2e-3)
+    np.testing.assert_allclose(dk[agree], dr[agree], atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(rk.screen)[agree], np.asarray(rr.screen)[agree], atol=1e-4)
+    np.testing.assert_allclose(np.asarray(rk.dots)[agree], np.asarray(rr.dots)[agree], atol=1e-4)
+    np.testing.assert_allclose(np.asarray(rk.locations)[agree], np.asarray(rr.locations)[agree], atol=1e-4)
+
+
+render_kernel = jax.jit(lambda s, a, fov: core.render(s, a, res=48, fov=fov), static_argnums=())
+render_reference = jax.jit(lambda s, a, fov: core.render(s, a, res=48, fov=fov, backend="reference"))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_render_matches_reference_on_random_scenes(seed):
+    rng = np.random.default_rng(seed)
+    geoms = [random_geometry(rng, n, id=i) for i, n in enumerate(rng.integers(0, 30, 4))]
+    s = scene.scenery(geoms, n_agents=2, key=jax.random.key(seed))
+    agents = core.init_agents(4, 2).replace(
+        positions=rng.uniform(1.3, 8.7, (4, 2, 2)).astype(np.float32),
+        angles=rng.uniform(-180, 180, (4, 2)).astype(np.float32))
+    rk, rr = render_kernel(s, agents, 100.0), render_reference(s, agents, 100.0)
+    _compare_render(rk, rr)
+    assert np.all(np.asarray(rk.indices) < np.asarray(s.n_lines)[:, None, None])
+    hit = np.asarray(rk.indices) >= 0
+    assert np.isfinite(np.asarray(rk.distances)[hit]).all()
+    assert np.asarray(rk.screen).min() >= 0 and np.asarray(rk.screen).max() <= 1
+
+
+def test_bake_matches_reference(random_scene):
+    s, _ = random_scene
+    np.testing.assert_allclose(core.bake(s).baked, core.bake(s, backend="reference").baked, atol=1e-5)
+    # static texels are lit in [ambient, 1]; agent texels and padding are 1
+    baked = np.asarray(s.baked)
+    assert baked.min() >= core.AMBIENT - 1e-6 and baked.max() <= 1.0
+
+
+@pytest.mark.parametrize("collision", ["stop", "slide", "bounce"])
+def test_physics_matches_reference(random_scene, collision):
+    s, agents = random_scene
+    for scale in [1.0, 30.0, 1000.0]:
+        a = agents.replace(velocity=agents.velocity * scale)
+        mk, pk = core.physics(s, a, fps=10.0, collision=collision, restitution=0.7)
+        mr, pr = core.physics(s, a, fps=10.0, collision=collision, restitution=0.7, backend="reference")
+        np.testing.assert_allclose(pk, pr, atol=1e-4)
+        assert np.all((np.asarray(pk) >= 0) & (np.asarray(pk) <= 1))
+        for name in ("positions", "velocity", "angles", "angvelocity"):
+            np.testing.assert_allclose(getattr(mk, name), getattr(mr, name), atol=1e-3, err_msg=name)
+
+
+def test_agent_sees_another_agent():
+    s = scene.scenery([toys.box()], n_agents=2, key=jax.random.key(1))
+    # agent 0 at (2, 3) faces +x towards agent 1 at (4, 3)
+    agents = core.init_agents(1, 2).replace(positions=jnp.array([[[2.0, 3.0], [4.0, 3.0]]]))
+    for backend in ("kernel", "reference"):
+        r = core.render(s, agents, res=9, fov=30.0, backend=backend)
+        middle = int(r.indices[0, 0, 4])
+        assert 8 <= middle < 16, middle  # one of agent 1's model lines
+        # facing agent 1's back (line 6 of its model, grey) at distance ~2 - 0.075
+        assert middle == 8 + 6
+        np.testing.assert_allclose(r.distances[0, 0, 4], 2 - 0.075, atol=1e-4)
+        assert np.all(np.asarray(r.screen[0, 0, 4]) > 0)  # lit dynamically
+        # agent 0 never sees its own model: it is inside the near plane
+        assert not np.any((np.asarray(r.indices[0]) >= 0) & (np.asarray(r.indices[0]) < 8))
+
+
+def test_vmap_over_fov_and_fps_with_shared_scenery(random_scene):
+    s, agents = random_scene
+    fovs = jnp.array([60.0, 90.0, 150.0])
+    f = lambda fov: core.render(s, agents, res=16, fov=fov)
+    out = jax.jit(jax.vmap(f))(fovs)
+    assert out.indices.shape == (3, 3, 3, 16)
+    for i, fov in enumerate(fovs):
+        single = core.render(s, agents, res=16, fov=float(fov))
+        np.testing.assert_array_equal(out.indices[i], single.indices)
+        np.testing.assert_allclose(out.distances[i], single.distances, rtol=1e-6)
+    fps = jnp.array([5.0, 10.0, 40.0])
+    g = lambda fp: core.physics(s, agents, fps=fp)[1]
+    nested = jax.jit(jax.vmap(jax.vmap(lambda fov, fp: (f(fov).distances, g(fp)), (None, 0)), (0, None)))
+    d, p = nested(fovs, fps)
+    assert d.shape == (3, 3, 3, 3, 16) and p.shape == (3, 3, 3, 3)
+    np.testing.assert_allclose(p[0, 2], core.physics(s, agents, fps=40.0)[1])
+    np.testing.assert_allclose(d[2, 1], f(150.0).distances, rtol=1e-6)
+
+
+def test_vmap_over_batched_scenery_matches_unbatched(random_scene):
+    s, agents = random_scene
+    # split the 3 envs into a vmapped batch of 3 single-env calls
+    split = jax.tree_util.tree_map(lambda x: x[:, None], s.replace(model=jnp.broadcast_to(s.model, (3, 8, 2, 2))))
+    split = split.replace(model=s.model)
+    per_agents = jax.tree_util.tree_map(lambda x: x[:, None], agents)
+    r = jax.vmap(lambda sc, ag: core.render(sc, ag, res=16), in_axes=(Scenery_axes(split), 0))(split, per_agents)
+    whole = core.render(s, agents, res=16)
+    np.testing.assert_array_equal(r.indices[:, 0], whole.indices)
+    np.testing.assert_allclose(r.screen[:, 0], whole.screen, atol=1e-6)
+
+
+def Scenery_axes(s):
+    """vmap axes for a Scenery batched on every field but the shared model."""
+    return s.replace(**{f: 0 for f in ("lines", "n_lines", "lights", "n_lights", "textures",
+                                       "texel_starts", "texel_widths", "baked")}, model=None)
+
+
+def test_scan_of_render_and_physics(random_scene):
+    s, agents = random_scene
+
+    def step(ag, _):
+        ag, progress = core.physics(s, ag, fps=10.0)
+        return ag, (progress, core.render(s, ag, res=8).distances)
+
+    run = lambda backend: jax.lax.scan(step, agents, None, length=4)
+    final, (progress, dist) = jax.jit(lambda: run("kernel"))()
+    assert progress.shape == (4, 3, 3) and dist.shape == (4, 3, 3, 8)
+    assert np.all(np.isfinite(np.asarray(final.positions)))
+
+
+def test_degenerate_scenes_stay_in_bounds():
+    from megastep_jax import geometry
+
+    # no walls at all, no lights: rays hit nothing, agents move freely
+    g = geometry.geometry(np.zeros((0, 2, 2)), np.zeros((0, 2)), np.zeros((5, 5), np.int32))
+    s = scene.scenery([g], n_agents=1, key=jax.random.key(0))
+    a = core.init_agents(1, 1).replace(positions=jnp.full((1, 1, 2), 2.0), velocity=jnp.ones((1, 1, 2)))
+    for backend in ("kernel", "reference"):
+        r = core.render(s, a, res=8, backend=backend)
+        np.testing.assert_array_equal(r.indices, -1)
+        assert np.all(np.isinf(np.asarray(r.distances)))
+        np.testing.assert_array_equal(r.screen, 0.0)
+        moved, progress = core.physics(s, a, backend=backend)
+        np.testing.assert_allclose(moved.positions, 2.1)
+    # texel offsets pointing outside the texture buffer are drawn black, never read
+    s2 = scene.scenery([toys.box()], n_agents=1, key=jax.random.key(0))
+    s2 = s2.replace(texel_starts=s2.texel_starts.at[:, 8:].set(10**6))
+    a2 = a.replace(positions=jnp.full((1, 1, 2), 3.0))
+    for backend in ("kernel", "reference"):
+        r = core.render(s2, a2, res=8, backend=backend)
+        assert np.all(np.asarray(r.indices) >= 8)
+        np.testing.assert_array_equal(r.screen, 0.0)
+
+
+def test_traced_fov_out_of_range_gives_nan_not_clipping(box_scene):
+    s, agents = box_scene
+    f = jax.jit(lambda fov: core.render(s, agents, res=4, fov=fov))
+    r = f(190.0)
+    assert np.all(np.isnan(np.asarray(r.distances))) and np.all(np.asarray(r.indices) == -1)
