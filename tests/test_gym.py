@@ -52,3 +52,11 @@ def test_vector_env_seeding_is_reproducible():
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(run(12)[0], a[0])
+
+
+def test_checkers_pass_on_minimal():
+    from megastep_jax.envs.minimal import Minimal, MinimalParams
+
+    env = GymnasiumEnv(Minimal(res=8), params=MinimalParams(max_steps=5), render_mode="rgb_array")
+    check_env(env, skip_render_check=False)
+    assert env.render().shape == (600, 1200, 3)   # the env's plot_state figure

@@ -32,7 +32,7 @@ def test_sb3_adapter_is_an_sb3_vecenv():
     assert venv.render(mode="rgb_array").ndim == 3
 
 
-def test_ppo_runs_on_our_vecenv_through_sb3_checks():
+def test_ppo_runs_on_toy_vecenv_through_sb3_checks():
     venv = VecCheckNan(to_sb3(VecEnv(TOY2, n_envs=2, seed=0)), raise_exception=True)
     model = sb3.PPO("MultiInputPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0,
                     device="cpu", policy_kwargs=dict(net_arch=[16]))
@@ -45,3 +45,16 @@ def test_ppo_runs_on_our_vecenv_through_sb3_checks():
     actions, _ = model.predict(obs, deterministic=True)
     assert actions.shape == (4,)
     venv.close()
+
+
+def test_ppo_runs_on_minimal():
+    from megastep_jax.envs.minimal import Minimal, MinimalParams
+
+    venv = VecCheckNan(to_sb3(VecEnv(Minimal(res=8), n_envs=4, params=MinimalParams(max_steps=20))),
+                       raise_exception=True)
+    check_env(GymnasiumEnv(Minimal(res=8)), warn=True)
+    model = sb3.PPO("MultiInputPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu",
+                    policy_kwargs=dict(net_arch=[16]))
+    model.learn(total_timesteps=256)
+    assert model.num_timesteps >= 256
+    assert [info["l"] for info in model.ep_info_buffer][:4] == [20] * 4

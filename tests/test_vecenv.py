@@ -202,3 +202,27 @@ def test_observation_wrapper():
     np.testing.assert_array_equal(wrapped.reset()["imu"], 2 * base.reset()["imu"])
     np.testing.assert_array_equal(wrapped.step(np.ones(2, int))[0]["imu"], 2 * base.step(np.ones(2, int))[0]["imu"])
     assert wrapped.num_envs == 2 and wrapped.n_agents == 1 and wrapped.unwrapped is not wrapped
+
+
+@pytest.fixture(scope="module")
+def minimal():
+    from megastep_jax.envs.minimal import Minimal
+
+    return Minimal(res=8)
+
+
+def test_minimal_vecenv_steps_and_truncates(minimal):
+    from megastep_jax.envs.minimal import MinimalParams
+
+    venv = VecEnv(minimal, n_envs=2, params=MinimalParams(max_steps=3), seed=0)
+    assert venv.observation_space == gymnasium.spaces.Dict(rgb=gymnasium.spaces.Box(0, 1, (3, 1, 8), np.float32))
+    assert venv.action_space == gymnasium.spaces.MultiDiscrete([7])
+    obs = venv.reset()
+    assert obs["rgb"].shape == (2, 3, 1, 8) and venv.observation_space.contains({"rgb": obs["rgb"][0]})
+    for t in range(3):
+        moved, rewards, dones, infos = venv.step(np.full((2, 1), 5))   # turn on the spot
+        assert not np.array_equal(moved["rgb"], obs["rgb"]) or t == 2
+        obs = moved
+    assert dones.all() and all(i["TimeLimit.truncated"] and i["episode"]["l"] == 3 for i in infos)
+    assert infos[0]["terminal_observation"]["rgb"].shape == (3, 1, 8)
+    assert venv.render().shape[-1] == 3
