@@ -29,6 +29,8 @@ The state dotdict of one env, as the functions here read it (``A`` agents):
 - ``bars`` (optional): a dotdict of name -> (A,) values, drawn as one bar chart each,
   one bar per agent (Deathmatch's ``health``, ``inflicted``). A top-level ``health``
   (A,) is drawn as a bar chart too.
+- ``hits`` (optional): (A, A) bool, ``[i, j]`` when agent i hit agent j on the last step
+  (Deathmatch); drawn as a dashed line from i to j in i's colour.
 - ``text`` (optional): a list of strings written in the plan's lower-left corner.
 
 The agent of index ``a`` is drawn in matplotlib's colour ``C{a}`` everywhere: its wedge,
@@ -276,6 +278,14 @@ def plot_plan(state, ax=None, zoom: Optional[int] = None, wedge_radius: float = 
             colours[k] = (gamma_encode(textures[starts[j]:starts[j] + w].mean(0))
                           if w else MODEL_COLOURS[k])
         ax.add_collection(LineCollection(placed[a], colors=colours, linewidths=1.5, zorder=4))
+
+    hits = state.get("hits")
+    if hits is not None:
+        hits = np.asarray(hits, bool)
+        if hits.shape != (n_agents, n_agents):
+            raise ValueError(f"state.hits: expected shape ({n_agents}, {n_agents}), got {hits.shape}")
+        for i, j in zip(*np.nonzero(hits)):
+            ax.plot(*positions[[i, j]].T, color=f"C{i}", linestyle="--", linewidth=1, zorder=5)
 
     text = state.get("text")
     if text:

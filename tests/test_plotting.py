@@ -74,6 +74,10 @@ def test_plan_draws_texels_in_encoded_colours_lights_and_wedges():
     # whole plan: walls and agents, padded by a metre, square
     # (points span (1, 1)..(1.5, 1.5): centre 1.25, half-width 0.25 + 1)
     assert ax.get_xlim() == pytest.approx((0.0, 2.5)) and ax.get_ylim() == pytest.approx((0.0, 2.5))
+    assert ax.get_lines() == []
+    state["hits"] = np.array([[False, True], [False, False]])
+    (shot,) = plotting.plot_plan(state).get_lines()
+    assert mcolors.to_hex(shot.get_color()) == mcolors.to_hex("C0")
     ax = plotting.plot_plan(state, zoom=1, zoom_radius=2.0)
     assert ax.get_xlim() == pytest.approx((-0.5, 3.5)) and ax.get_ylim() == pytest.approx((-0.5, 3.5))
 
