@@ -10,7 +10,8 @@
    loops, gets doorways (0.8-1.1 m, sometimes a wide opening) on the shared walls, so
    every room is reachable and the plan has no door to the outside;
 4. walls are thick, as in Cubicasa5k: the outline and the room boundaries are buffered
-   into a solid (exterior walls thicker than interior ones), doorways are cut out of it,
+   into a solid (exterior walls thicker than interior ones, with small piers on their
+   inner face every few metres), doorways are cut out of it,
    and the outline of what remains gives the wall segments, so every wall has two faces;
 5. lights sit at room centroids, masks hold the room ids.
 
@@ -329,6 +330,37 @@ def _check_range(name, value, low, high):
         raise ValueError(f"{name}: expected low <= high within [{low}, {high}], got {value!r}")
 
 
+def _pilasters(rng, outline, leaves, t_ext, rate=0.25, keep_clear=1.0):
+    """Small rectangular piers on the inner face of the outer walls, as real plans have.
+
+    About ``rate`` per metre of outline, each at least ``keep_clear`` metres from every
+    room corner (so from every wall junction and doorway) and from each other.
+
+    Returns:
+        A list of shapely boxes, to be merged into the wall solid.
+    """
+    ring = outline.exterior
+    corners = np.unique(np.concatenate([leaves[:, [0, 1]], leaves[:, [2, 3]], leaves[:, [0, 3]],
+                                        leaves[:, [2, 1]]]), axis=0)
+    placed: list[np.ndarray] = []
+    out = []
+    for d in np.sort(rng.uniform(0, ring.length, rng.poisson(rate * ring.length))):
+        p = np.asarray(ring.interpolate(d).coords[0])
+        if np.abs(corners - p).max(1).min() < keep_clear or any(np.abs(q - p).max() < keep_clear for q in placed):
+            continue
+        ahead = np.asarray(ring.interpolate(min(d + 0.01, ring.length)).coords[0]) - p
+        along = ahead / max(np.linalg.norm(ahead), 1e-12)
+        normal = np.array([-along[1], along[0]])
+        if not outline.contains(shapely.Point(p + 0.5 * normal)):
+            normal = -normal
+        half, depth = rng.uniform(0.15, 0.3), rng.uniform(0.15, 0.35)
+        a = p - half * along
+        b = p + half * along + (t_ext / 2 + depth) * normal
+        out.append(shapely.box(min(a[0], b[0]), min(a[1], b[1]), max(a[0], b[0]), max(a[1], b[1])))
+        placed.append(p)
+    return out
+
+
 def _try_generate(rng, extent, rooms, room_area, door_width, exterior_wall, interior_wall, min_side):
     """One attempt at a plan, or None if the draw failed.
 
@@ -358,7 +390,8 @@ def _try_generate(rng, extent, rooms, room_area, door_width, exterior_wall, inte
         return None
     cells = shapely.buffer(shapely.boundary(shapely.box(*leaves.T)), t_int / 2, cap_style="square",
                            join_style="mitre")
-    solid = shapely.union_all([*cells, shapely.buffer(outline.exterior, t_ext / 2, join_style="mitre")])
+    exterior = shapely.buffer(outline.exterior, t_ext / 2, join_style="mitre")
+    solid = shapely.union_all([*cells, exterior, *_pilasters(rng, outline, leaves, t_ext)])
     cuts = []
     for axis, c, lo, hi in doors:
         # Reach through the whole wall but not past its far face into the next one.
