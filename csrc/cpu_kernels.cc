@@ -200,7 +200,12 @@ ffi::Error RenderImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, 
     const float* ang = angles_p + (b.block(9, flat) * E + e) * A;
     const float* pos = pos_p + (b.block(10, flat) * E + e) * A * 2;
     const float* mdl = model_p + b.block(8, flat) * megastep::kModelLines * 4;
-    std::vector<float> drawn(n_agent_lines * 4);
+    // Per-thread scratch, reused across tasks: drawn agent lines and one camera's rays.
+    thread_local std::vector<float> drawn, ux, uy, near_s, best_s, best_t;
+    thread_local std::vector<int> best_i;
+    drawn.resize(n_agent_lines * 4);
+    for (auto* v : {&ux, &uy, &near_s, &best_s, &best_t}) v->resize(R);
+    best_i.resize(R);
     megastep::draw_agents(mdl, pos, ang, (int)A, drawn.data());
     Env env = make_env(b, flat, e, s, lines_p, n_lines_p, lights_p, n_lights_p, tex_p,
                        starts_p, widths_p, baked_p, n_agent_lines, drawn.data(), ops);
@@ -210,21 +215,43 @@ ffi::Error RenderImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, 
     bool valid = fv > 0.f && fv < 180.f && rad >= 0.f;
     float tan_half = tanf(fv * (megastep::kPi / 360.f));
     for (int64_t a = 0; a < A; ++a) {
-      float rd = ang[a] * (megastep::kPi / 180.f);
-      float c = cosf(rd), sn = sinf(rd);
-      Vec p = {pos[2 * a], pos[2 * a + 1]};
       int64_t base = ((flat * E + e) * A + a) * R;
-      for (int64_t r = 0; r < R; ++r) {
-        int64_t o = base + r;
-        if (!valid) {
+      if (!valid) {
+        for (int64_t o = base; o < base + R; ++o) {
           idx_o[o] = -1;
           loc_o[o] = dot_o[o] = dist_o[o] = NAN;
           scr_o[3 * o] = scr_o[3 * o + 1] = scr_o[3 * o + 2] = NAN;
-          continue;
         }
-        float v = megastep::pixel_slope((int)r, (int)R, tan_half);
-        Vec u = {c - sn * v, sn + c * v};
-        megastep::Pixel px = megastep::render_pixel(env, p, u, rad);
+        continue;
+      }
+      float rd = ang[a] * (megastep::kPi / 180.f);
+      float c = cosf(rd), sn = sinf(rd);
+      Vec p = {pos[2 * a], pos[2 * a + 1]};
+      for (int64_t r = 0; r < R; ++r) {
+        Vec u = megastep::pixel_ray((int)r, (int)R, tan_half, c, sn);
+        ux[r] = u.x;
+        uy[r] = u.y;
+        near_s[r] = megastep::near_plane(u, rad);
+        best_s[r] = INFINITY;
+        best_t[r] = 0.f;
+        best_i[r] = -1;
+      }
+      // Lines outside, pixels inside: the inner loop is SIMD across pixels, and each
+      // pixel still meets the lines in index order, as the tie rule needs.
+      float* bs = best_s.data();
+      float* bt = best_t.data();
+      int* bi = best_i.data();
+      const float* pux = ux.data();
+      const float* puy = uy.data();
+      const float* pn = near_s.data();
+      for (int j = 0; j < env.n_lines; ++j) {
+        megastep::LineTerms lt = megastep::line_terms(megastep::env_line(env, j), p);
+#pragma omp simd
+        for (int64_t r = 0; r < R; ++r) megastep::ray_update(lt, pux[r], puy[r], pn[r], j, bs[r], bi[r], bt[r]);
+      }
+      for (int64_t r = 0; r < R; ++r) {
+        int64_t o = base + r;
+        megastep::Pixel px = megastep::shade(env, {ux[r], uy[r]}, {best_i[r], best_s[r], best_t[r]});
         idx_o[o] = px.index;
         loc_o[o] = px.location;
         dot_o[o] = px.dot;

@@ -129,8 +129,7 @@ __global__ void render_kernel(Batching b, Sizes s, SceneryPtrs p, const float* m
       screen[3 * o] = screen[3 * o + 1] = screen[3 * o + 2] = NAN;
       continue;
     }
-    float v = megastep::pixel_slope((int)r, (int)s.R, tan_half);
-    Vec u = {c - sn * v, sn + c * v};
+    Vec u = megastep::pixel_ray((int)r, (int)s.R, tan_half, c, sn);
     megastep::Pixel px = megastep::render_pixel(env, pt, u, rad);
     indices[o] = px.index;
     locations[o] = px.location;

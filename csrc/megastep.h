@@ -150,18 +150,38 @@ struct Hit {
   float t;        // fraction along the line
 };
 
-// Casts the ray p + s*u against every real line of the env; keeps the nearest hit.
+// The per-line terms of the ray-line solve p + s*u = a + t*(b - a) that do not depend on
+// the ray, so a camera computes them once per line for all its pixels.
+struct LineTerms {
+  Vec d;     // b - a
+  Vec w;     // a - p
+  float wd;  // cross(w, d)
+};
+MS_FN LineTerms line_terms(Line l, Vec p) {
+  Vec d = l.b - l.a, w = l.a - p;
+  return {d, w, cross(w, d)};
+}
+
+// Considers line j for the ray (ux, uy): it replaces the best hit when the ray is not
+// parallel to it, hits it within its ends, beyond the near plane, and nearer by kTieBreak.
+// Branch-free so the CPU loop over pixels vectorises.
+MS_FN void ray_update(const LineTerms& lt, float ux, float uy, float near_s, int j,
+                      float& best_s, int& best_i, float& best_t) {
+  float denom = ux * lt.d.y - uy * lt.d.x;
+  float s = lt.wd / denom;
+  float t = (lt.w.x * uy - lt.w.y * ux) / denom;
+  bool hit = (fabsf(denom) >= kParallel) & (t >= 0.f) & (t <= 1.f) & (s > near_s) &
+             (s < best_s - kTieBreak);
+  best_s = hit ? s : best_s;
+  best_i = hit ? j : best_i;
+  best_t = hit ? t : best_t;
+}
+
+// Casts the ray p + s*u against every real line of the env, in index order.
 MS_FN Hit cast(const Env& env, Vec p, Vec u, float near_s) {
   Hit best = {-1, INFINITY, 0.f};
-  for (int j = 0; j < env.n_lines; ++j) {
-    Line l = env_line(env, j);
-    Vec d = l.b - l.a, w = l.a - p;
-    float denom = cross(u, d);
-    if (!(fabsf(denom) >= kParallel)) continue;
-    float s = cross(w, d) / denom;
-    float t = cross(w, u) / denom;
-    if (t >= 0.f && t <= 1.f && s > near_s && s < best.s - kTieBreak) best = {j, s, t};
-  }
+  for (int j = 0; j < env.n_lines; ++j)
+    ray_update(line_terms(env_line(env, j), p), u.x, u.y, near_s, j, best.s, best.index, best.t);
   return best;
 }
 
@@ -185,12 +205,11 @@ struct Pixel {
   float rgb[3];
 };
 
-// Everything about one pixel of one agent's camera. u is the rotated ray direction.
-MS_FN Pixel render_pixel(const Env& env, Vec p, Vec u, float radius) {
-  float ulen = norm(u);
-  Hit h = cast(env, p, u, radius / ulen);
+// Colour, depth and line of one pixel given its hit. u is the rotated ray direction.
+MS_FN Pixel shade(const Env& env, Vec u, Hit h) {
   Pixel px = {-1, 0.f, 0.f, INFINITY, {0.f, 0.f, 0.f}};
   if (h.index < 0) return px;
+  float ulen = norm(u);
   Line l = env_line(env, h.index);
   Vec d = l.b - l.a;
   px.index = h.index;
@@ -209,11 +228,25 @@ MS_FN Pixel render_pixel(const Env& env, Vec p, Vec u, float radius) {
   } else {
     light = f.wl * env.baked[start + f.left] + f.wr * env.baked[start + f.right];
   }
-  float shade = (1.f - px.dot * px.dot) * light;
+  float shading = (1.f - px.dot * px.dot) * light;
   const float* tl = env.textures + 3 * (start + f.left);
   const float* tr = env.textures + 3 * (start + f.right);
-  for (int c = 0; c < 3; ++c) px.rgb[c] = shade * (f.wl * tl[c] + f.wr * tr[c]);
+  for (int c = 0; c < 3; ++c) px.rgb[c] = shading * (f.wl * tl[c] + f.wr * tr[c]);
   return px;
+}
+
+// Rotated ray direction of pixel r of R for an agent whose angle has cos c and sin s.
+MS_FN Vec pixel_ray(int r, int R, float tan_half_fov, float c, float s) {
+  float v = pixel_slope(r, R, tan_half_fov);
+  return {c - s * v, s + c * v};
+}
+
+// Near-plane ray parameter for a ray u: the camera sees nothing within `radius`.
+MS_FN float near_plane(Vec u, float radius) { return radius / norm(u); }
+
+// Everything about one pixel of one agent's camera: cast, then shade.
+MS_FN Pixel render_pixel(const Env& env, Vec p, Vec u, float radius) {
+  return shade(env, u, cast(env, p, u, near_plane(u, radius)));
 }
 
 // ---------------------------------------------------------------------------------------
