@@ -55,6 +55,9 @@ CACHE_ENV = "MEGASTEP_JAX_CACHE"
 SOURCE_ENV = "MEGASTEP_JAX_CUBICASA"
 """Environment variable naming the Cubicasa5k zip or folder, used when ``source`` is None."""
 
+CACHE_VERSION = 1
+"""Bumped whenever :func:`geometry_from_svg` changes its output, so stale caches are not read."""
+
 LICENCE = (
     "Cubicasa5k floorplans (Kalervo et al. 2019, https://zenodo.org/record/2613548) are "
     "licensed CC BY-NC 4.0: attribution, non-commercial use only."
@@ -273,7 +276,7 @@ def cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
     if cache_dir is None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         cache_dir = os.path.join(base, "megastep_jax")
-    return Path(cache_dir) / "cubicasa-geometries.npz"
+    return Path(cache_dir) / f"cubicasa-geometries-v{CACHE_VERSION}.npz"
 
 
 _SVG_NAME = re.compile(r"(?:^|/)(?P<id>\d+)/model\.svg$")
@@ -345,7 +348,7 @@ def _load(path: Path) -> dict[str, dotdict]:
                 k, field = name.split("/")
                 fields.setdefault(k, {})[field] = data[name]
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise ValueError(f"cache_dir: the cache {str(path)!r} is unreadable ({e}); delete it to rebuild") from None
+        raise ValueError(f"cache_dir: the cache {str(path)!r} is unreadable ({e}); delete it, or pass rebuild=True with a source") from None
     return {
         k: geom.geometry(f["walls"], f["lights"], f["masks"], float(f["res"]), id=int(k))
         for k, f in fields.items()
@@ -359,13 +362,14 @@ def _show_licence() -> None:
         _licence_shown = True
 
 
-def load(source=None, cache_dir=None) -> dict[str, dotdict]:
+def load(source=None, cache_dir=None, rebuild: bool = False) -> dict[str, dotdict]:
     """All Cubicasa5k geometries by id, parsing the dataset on first use and caching the result.
 
     Args:
         source: the Cubicasa5k zip or its unpacked folder; by default ``$MEGASTEP_JAX_CUBICASA``.
             Only needed while the cache does not exist.
         cache_dir: see :func:`cache_path`.
+        rebuild: if True, parse the source again and overwrite the cache.
 
     Returns:
         A dict from id (a string) to geometry.
@@ -375,15 +379,16 @@ def load(source=None, cache_dir=None) -> dict[str, dotdict]:
         FileNotFoundError: if ``source`` names a path that does not exist.
     """
     path = cache_path(cache_dir)
-    if str(path) in _loaded:
+    if str(path) in _loaded and not rebuild:
         return _loaded[str(path)]
     if source is None:
         source = os.environ.get(SOURCE_ENV)
-    if path.exists():
+    if path.exists() and not rebuild:
         geometries = _load(path)
     else:
         if source is None:
-            raise ValueError(f"source: no Cubicasa5k source given and no cache at {str(path)!r}. {_HOW_TO_GET}")
+            why = "rebuild=True needs one" if rebuild else f"and there is no cache at {str(path)!r}"
+            raise ValueError(f"source: no Cubicasa5k source given, {why}. {_HOW_TO_GET}")
         source = Path(source)
         if not source.exists():
             raise FileNotFoundError(f"source: no Cubicasa5k zip or folder at {str(source)!r}. {_HOW_TO_GET}")
@@ -393,7 +398,8 @@ def load(source=None, cache_dir=None) -> dict[str, dotdict]:
     return geometries
 
 
-def sample(n: int, split: str = "training", seed: int = 1, source=None, cache_dir=None) -> list[dotdict]:
+def sample(n: int, split: str = "training", seed: int = 1, source=None, cache_dir=None,
+           rebuild: bool = False) -> list[dotdict]:
     """Returns ``n`` Cubicasa5k geometries; the same arguments give the same list.
 
     As in megastep, the ids are shuffled with ``seed`` and cut 90/10 into a training and a
@@ -407,6 +413,7 @@ def sample(n: int, split: str = "training", seed: int = 1, source=None, cache_di
         source: the Cubicasa5k zip or unpacked folder (read once, then cached); by default
             ``$MEGASTEP_JAX_CUBICASA``.
         cache_dir: folder of the parsed-geometry cache; see :func:`cache_path`.
+        rebuild: if True, parse ``source`` again and overwrite the cache.
 
     Returns:
         A list of ``n`` geometry dotdicts.
@@ -415,7 +422,7 @@ def sample(n: int, split: str = "training", seed: int = 1, source=None, cache_di
         raise ValueError(f"n: expected a non-negative int, got {n!r}")
     if split not in ("training", "test", "all"):
         raise ValueError(f"split: expected 'training', 'test' or 'all', got {split!r}")
-    geometries = load(source, cache_dir)
+    geometries = load(source, cache_dir, rebuild)
     _show_licence()
     ids = np.random.RandomState(seed).permutation(sorted(geometries))
     cutoff = int(0.9 * len(ids))

@@ -284,6 +284,7 @@ def generate(
     Returns:
         A geometry dotdict: walls (M, 2, 2), lights (R, 2) at the R room centroids,
         masks (H, W) with rooms 1..R, res, and id (the seed, or a hash of the key).
+        ``generate(g.id)`` rebuilds the same plan, with the same other arguments.
 
     Raises:
         ValueError: naming the argument that is out of range.

@@ -331,3 +331,18 @@ def test_split_disjoint_and_seeded(dataset, tmp_path):
     assert len(train) == 2 and len(test) == 1 and not train & test
     assert train | test == {int(i) for i in IDS}
     assert [g.id for g in cubicasa.sample(4, seed=3, **kwargs)] == [g.id for g in cubicasa.sample(4, seed=3, **kwargs)]
+
+
+def test_rebuild_and_unreadable_cache(dataset, tmp_path, monkeypatch):
+    folder, _ = dataset
+    monkeypatch.delenv(cubicasa.SOURCE_ENV, raising=False)
+    path = cubicasa.cache_path(tmp_path / "c")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cache_dir: the cache .* is unreadable"):
+        cubicasa.sample(1, cache_dir=tmp_path / "c")
+    with pytest.raises(ValueError, match="rebuild=True needs one"):
+        cubicasa.sample(1, cache_dir=tmp_path / "c", rebuild=True)
+    gs = cubicasa.sample(3, "all", source=folder, cache_dir=tmp_path / "c", rebuild=True)
+    assert {g.id for g in gs} == {int(i) for i in IDS}
+    assert f"v{cubicasa.CACHE_VERSION}" in path.name
