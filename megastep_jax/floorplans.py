@@ -228,18 +228,29 @@ def _doors(rng, n_rooms, edges, door_width, clearance, loops, openings):
     return doors
 
 
-def _drop_collinear(ring: np.ndarray, tol: float = 1e-9) -> np.ndarray:
-    """Corners of a closed ring (first point not repeated) without repeated or collinear points."""
-    pts = ring[:-1] if np.allclose(ring[0], ring[-1]) else ring
-    changed = True
-    while changed and len(pts) > 3:
-        prev, nxt = np.roll(pts, 1, 0), np.roll(pts, -1, 0)
-        a, b = pts - prev, nxt - pts
-        cross = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
-        redundant = (np.abs(cross) <= tol) & ((a * b).sum(1) >= 0) | (np.abs(a).sum(1) <= tol)
-        changed = bool(redundant.any())
-        if changed:
-            pts = pts[~redundant]
+def _drop_collinear(ring: np.ndarray, tol: float = 1e-7) -> np.ndarray:
+    """Corners of a closed ring without repeated points or straight-through vertices.
+
+    Args:
+        ring: (V, 2) ring coordinates, the first point possibly repeated at the end.
+        tol: points closer than this are one point, and a vertex whose turn is smaller
+            than ``tol`` radians is dropped.
+
+    Returns:
+        (V', 2) corners, the first not repeated.
+    """
+    pts = ring[:-1] if len(ring) > 1 and np.allclose(ring[0], ring[-1], atol=tol, rtol=0) else ring
+    # Repeats first: a vertex next to its own copy would otherwise look straight-through.
+    pts = pts[np.linalg.norm(pts - np.roll(pts, 1, 0), axis=1) > tol]
+    while len(pts) > 3:
+        a = pts - np.roll(pts, 1, 0)
+        b = np.roll(pts, -1, 0) - pts
+        sine = (a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        straight = (np.abs(sine) <= tol) & ((a * b).sum(1) > 0)
+        if not straight.any():
+            break
+        # Neighbouring straight vertices all lie on one line, so dropping them together is safe.
+        pts = pts[~straight]
     return pts
 
 
