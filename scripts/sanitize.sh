@@ -53,7 +53,7 @@ cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEG
   -DCMAKE_CXX_FLAGS="-fsanitize=float-cast-overflow" >/dev/null
 cmake --build "$BUILD" --target _megastep_cpu
 SO=$(ls "$BUILD"/_megastep_cpu*.so | head -1)
-ldd "$SO" | grep -q libasan || { echo "sanitize: $SO is not linked against libasan" >&2; exit 2; }
+ldd "$SO" | grep -c libasan >/dev/null || { echo "sanitize: $SO is not linked against libasan" >&2; exit 2; }
 
 # 3. A shadow package: the sources linked in, the sanitized extension copied in.
 rm -rf "$SHADOW"
