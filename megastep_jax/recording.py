@@ -196,7 +196,9 @@ class ParallelEncoder:
         format: ``"mp4"`` or ``"gif"``.
         max_pending: frames drawn ahead of the encoder at most; bounds the memory used.
 
-    Workers are started with ``spawn``: forking a process that runs JAX is unsafe.
+    Workers are started with ``spawn``: forking a process that runs JAX is unsafe. So, as
+    with any ``spawn`` pool, a script using this must guard its entry point with
+    ``if __name__ == "__main__":``, else the workers die importing it.
     """
 
     def __init__(self, f: Callable, fps: float = 20, N=None, format: str = "mp4", max_pending: Optional[int] = None):
@@ -417,7 +419,8 @@ def record(env, params, policy: Callable, key, length: int, path: str = "video.m
         fps: frames per second.
         state_fn: ``state_fn(env_state, obs) -> numpy state dotdict``, for one step.
         plot_fn: picklable ``plot_fn(state) -> figure or array``.
-        N: worker processes; 1 draws in this process.
+        N: worker processes; 1 draws in this process (more need a ``__main__`` guard in
+            scripts, see :class:`ParallelEncoder`).
         progress: whether to show the progress bar.
 
     Returns:
