@@ -35,7 +35,7 @@ import shapely
 from . import geometry as geom
 from .arrdict import dotdict
 
-__all__ = ["geometry_from_svg", "sample", "cache_path", "SCALE", "DOOR_DILATION"]
+__all__ = ["geometry_from_svg", "sample", "load", "cache_path", "unique_walls", "SCALE", "DOOR_DILATION"]
 
 SCALE = 100.0
 """SVG units per metre (Cubicasa5k's units are roughly centimetres)."""
