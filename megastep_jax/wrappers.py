@@ -1,0 +1,315 @@
+"""Functional wrappers: each wraps an env and is itself an env with the same interface.
+
+Wrappers transform the auto-resetting ``reset(key, params)`` and ``step(key, state,
+action, params)``; their state wraps the inner env's state (``state.env_state``). They
+compose in any order, e.g.::
+
+    env = EpisodeStatistics(FrameStack(NormalizeObservation(Explorer()), 4))
+
+and :class:`LegacyStep`, which changes the return convention, goes outermost. Attributes a
+wrapper does not define (``n_agents``, ``default_params``, ``state``...) are the inner env's.
+
+All are written for one env; ``jax.vmap`` them (or wrap them in
+:class:`~megastep_jax.envs.base.Batched`) for many.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from . import spaces
+from .arrdict import arrdict, dotdict
+from .envs.base import Environment
+
+__all__ = ["Wrapper", "EpisodeStatistics", "NormalizeObservation", "FrameStack", "LegacyStep"]
+
+
+class Wrapper(Environment):
+    """Forwards everything to ``env``; subclasses override what they change."""
+
+    def __init__(self, env: Environment):
+        self.env = env
+
+    def __getattr__(self, name):
+        if name == "env":  # not yet set: avoid infinite recursion during unpickling
+            raise AttributeError(name)
+        return getattr(self.env, name)
+
+    @property
+    def n_agents(self) -> int:
+        return self.env.n_agents
+
+    @property
+    def default_params(self):
+        return self.env.default_params
+
+    @property
+    def unwrapped(self) -> Environment:
+        env = self.env
+        while isinstance(env, Wrapper):
+            env = env.env
+        return env
+
+    def observation_space(self, params=None):
+        return self.env.observation_space(params)
+
+    def action_space(self, params=None):
+        return self.env.action_space(params)
+
+    def reset(self, key, params=None):
+        return self.env.reset(key, params)
+
+    def step(self, key, state, action, params=None):
+        return self.env.step(key, state, action, params)
+
+    def reset_env(self, key, params):
+        raise NotImplementedError(
+            f"{type(self).__name__} transforms reset/step; call reset_env on the inner env "
+            "(wrapper.unwrapped)")
+
+    def step_env(self, key, state, action, params):
+        raise NotImplementedError(
+            f"{type(self).__name__} transforms reset/step; call step_env on the inner env "
+            "(wrapper.unwrapped)")
+
+    def state(self, env_state, params=None):
+        """The inner env's numpy plot state (``plot_state`` is the base classmethod)."""
+        return self.env.state(env_state.env_state, params)
+
+
+@struct.dataclass
+class EpisodeStatisticsState:
+    env_state: Any
+    episode_returns: jax.Array   # (A,) float32, running return of the current episode
+    episode_lengths: jax.Array   # () int32
+    returned_episode_returns: jax.Array  # (A,) float32, return of the last finished episode
+    returned_episode_lengths: jax.Array  # () int32
+
+
+class EpisodeStatistics(Wrapper):
+    """Tracks episode returns and lengths.
+
+    ``info`` gains ``returned_episode`` (bool (), true on the step that ends an episode),
+    ``returned_episode_returns`` (A,) and ``returned_episode_lengths`` () (those of the last
+    finished episode, as purejaxrl's LogWrapper), and ``episode_returns``/``episode_lengths``
+    of the episode in progress (before the auto-reset).
+    """
+
+    def reset(self, key, params=None):
+        obs, env_state = self.env.reset(key, params)
+        A = self.n_agents
+        zf, zi = jnp.zeros((A,), jnp.float32), jnp.zeros((), jnp.int32)
+        return obs, EpisodeStatisticsState(env_state, zf, zi, zf, zi)
+
+    def step(self, key, state, action, params=None):
+        obs, env_state, reward, terminated, truncated, info = self.env.step(
+            key, state.env_state, action, params)
+        done = terminated | truncated
+        returns = state.episode_returns + reward.astype(jnp.float32)
+        lengths = state.episode_lengths + 1
+        new = EpisodeStatisticsState(
+            env_state=env_state,
+            episode_returns=jnp.where(done, 0.0, returns),
+            episode_lengths=jnp.where(done, 0, lengths),
+            returned_episode_returns=jnp.where(done, returns, state.returned_episode_returns),
+            returned_episode_lengths=jnp.where(done, lengths, state.returned_episode_lengths))
+        info = dict(info, returned_episode=done, episode_returns=returns, episode_lengths=lengths,
+                    returned_episode_returns=new.returned_episode_returns,
+                    returned_episode_lengths=new.returned_episode_lengths)
+        return obs, new, reward, terminated, truncated, info
+
+
+@struct.dataclass
+class RunningMoments:
+    """Welford statistics of every observation leaf, over all its axes but the last ones."""
+
+    count: jax.Array  # () float32
+    mean: Any         # arrdict like obs, each leaf of the obs leaf's shape
+    var: Any          # arrdict like obs
+
+
+@struct.dataclass
+class NormalizeObservationState:
+    env_state: Any
+    moments: RunningMoments
+
+
+class NormalizeObservation(Wrapper):
+    """Normalises observations by running mean and variance: ``(x - mean)/sqrt(var + eps)``.
+
+    Statistics are per element of each observation (per agent, channel and pixel) and
+    updated with every observation the wrapper returns, starting at the reset. Under
+    ``vmap`` each env keeps its own; pass ``axis_name`` (and ``vmap(..., axis_name=...)``)
+    to pool them over the batch instead, as a vectorised normaliser does.
+
+    Normalised values are clipped to ``[-clip, clip]``, and ``observation_space`` reports
+    those bounds for the normalised keys (same shapes, float32).
+
+    Args:
+        env: the env.
+        keys: which observation keys to normalise (default: all).
+        clip: clip the normalised values to this magnitude.
+        eps: variance floor.
+        axis_name: a vmap axis to pool statistics over.
+    """
+
+    def __init__(self, env, keys: Optional[Sequence[str]] = None, clip: float = 10.0,
+                 eps: float = 1e-8, axis_name: Optional[str] = None):
+        super().__init__(env)
+        self.keys = None if keys is None else tuple(keys)
+        self.clip, self.eps, self.axis_name = float(clip), float(eps), axis_name
+
+    def _selected(self, obs):
+        return [k for k in obs if self.keys is None or k in self.keys]
+
+    def _update(self, moments: RunningMoments, obs):
+        keys = self._selected(obs)
+        x = {k: obs[k].astype(jnp.float32) for k in keys}
+        n = jnp.float32(1.0)
+        if self.axis_name is not None:
+            n = jax.lax.psum(n, self.axis_name)
+            batch_mean = {k: jax.lax.pmean(v, self.axis_name) for k, v in x.items()}
+            batch_var = {k: jax.lax.pmean((v - batch_mean[k]) ** 2, self.axis_name) for k, v in x.items()}
+        else:
+            batch_mean, batch_var = x, {k: jnp.zeros_like(v) for k, v in x.items()}
+        total = moments.count + n
+        mean, var = dict(moments.mean), dict(moments.var)
+        for k in keys:
+            delta = batch_mean[k] - mean[k]
+            mean[k] = mean[k] + delta * n / total
+            m2 = var[k] * moments.count + batch_var[k] * n + delta ** 2 * moments.count * n / total
+            var[k] = m2 / total
+        return RunningMoments(count=total, mean=arrdict(mean), var=arrdict(var))
+
+    def _normalise(self, moments, obs):
+        out = arrdict(obs)
+        for k in self._selected(obs):
+            z = (obs[k] - moments.mean[k]) / jnp.sqrt(moments.var[k] + self.eps)
+            out[k] = jnp.clip(z, -self.clip, self.clip).astype(jnp.float32)
+        return out
+
+    def observation_space(self, params=None):
+        space = self.env.observation_space(params)
+        out = dotdict(space)
+        for k in self._selected(space):
+            s = space[k]
+            out[k] = _Unbounded(s.shape, -self.clip, self.clip)
+        return out
+
+    def reset(self, key, params=None):
+        obs, env_state = self.env.reset(key, params)
+        keys = self._selected(obs)
+        zeros = arrdict({k: jnp.zeros(obs[k].shape, jnp.float32) for k in keys})
+        moments = self._update(RunningMoments(jnp.float32(0.0), zeros, zeros), obs)
+        return self._normalise(moments, obs), NormalizeObservationState(env_state, moments)
+
+    def step(self, key, state, action, params=None):
+        obs, env_state, reward, terminated, truncated, info = self.env.step(
+            key, state.env_state, action, params)
+        moments = self._update(state.moments, obs)
+        info = dict(info)
+        if "final_observation" in info:
+            info["final_observation"] = self._normalise(moments, info["final_observation"])
+        return (self._normalise(moments, obs), NormalizeObservationState(env_state, moments),
+                reward, terminated, truncated, info)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unbounded:
+    """A space of float arrays of a fixed shape within [low, high] (normalised observations)."""
+
+    shape: tuple
+    low: float = -float("inf")
+    high: float = float("inf")
+    dtype = jnp.float32
+
+    @property
+    def n_agents(self) -> int:
+        return self.shape[0]
+
+    def sample(self, key, batch_shape=()):
+        return jax.random.uniform(key, (*batch_shape, *self.shape), jnp.float32, -1.0, 1.0)
+
+    def contains(self, x):
+        x = jnp.asarray(x)
+        ok = jnp.issubdtype(x.dtype, jnp.floating) and x.shape[-len(self.shape):] == self.shape
+        return jnp.asarray(ok) & jnp.all((x >= self.low) & (x <= self.high))
+
+
+@struct.dataclass
+class FrameStackState:
+    env_state: Any
+    frames: Any   # arrdict like obs, each leaf with the channel axis n_frames times longer
+
+
+class FrameStack(Wrapper):
+    """Stacks the last ``n_frames`` observations along the channel axis (newest last).
+
+    Images (A, C, H, W) become (A, n*C, H, W); vectors (A, D) become (A, n*D). At a reset,
+    and after an auto-reset, the stack is filled with copies of the first observation.
+    ``info["final_observation"]`` is the stack ending in the final observation.
+    """
+
+    def __init__(self, env, n_frames: int = 4):
+        super().__init__(env)
+        if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames <= 0:
+            raise ValueError(f"n_frames: expected a positive int, got {n_frames!r}")
+        self.n_frames = n_frames
+
+    def observation_space(self, params=None):
+        space = self.env.observation_space(params)
+        n = self.n_frames
+        out = dotdict()
+        for k, s in space.items():
+            if isinstance(s, spaces.MultiImage):
+                out[k] = spaces.MultiImage(s.n_agents, n * s.channels, s.height, s.width)
+            elif isinstance(s, spaces.MultiVector):
+                out[k] = spaces.MultiVector(s.n_agents, n * s.dim, s.low, s.high)
+            else:
+                raise ValueError(f"env: cannot stack observation {k!r} of space {s!r}")
+        return out
+
+    def _fill(self, obs):
+        return arrdict({k: jnp.concatenate([v] * self.n_frames, axis=1) for k, v in obs.items()})
+
+    def _push(self, frames, obs):
+        return arrdict({k: jnp.concatenate([frames[k][:, v.shape[1]:], v], axis=1)
+                        for k, v in obs.items()})
+
+    def reset(self, key, params=None):
+        obs, env_state = self.env.reset(key, params)
+        frames = self._fill(obs)
+        return frames, FrameStackState(env_state, frames)
+
+    def step(self, key, state, action, params=None):
+        obs, env_state, reward, terminated, truncated, info = self.env.step(
+            key, state.env_state, action, params)
+        done = terminated | truncated
+        info = dict(info)
+        final = self._push(state.frames, info["final_observation"]) if "final_observation" in info \
+            else self._push(state.frames, obs)
+        frames = jax.tree_util.tree_map(lambda f, c: jnp.where(done, f, c), self._fill(obs),
+                                        self._push(state.frames, obs))
+        info["final_observation"] = final
+        return frames, FrameStackState(env_state, frames), reward, terminated, truncated, info
+
+
+class LegacyStep(Wrapper):
+    """gymnax's original convention, for craftax/purejaxrl code: a 5-tuple step.
+
+    ``step`` returns ``(obs, state, reward, done, info)`` with ``done = terminated |
+    truncated``; ``info`` keeps ``terminated``, ``truncated`` and ``final_observation``.
+    ``reset`` is unchanged. Wrap it outermost; its state is the inner env's state.
+    """
+
+    def state(self, env_state, params=None):
+        return self.env.state(env_state, params)
+
+    def step(self, key, state, action, params=None):
+        obs, state, reward, terminated, truncated, info = self.env.step(key, state, action, params)
+        info = dict(info, terminated=terminated, truncated=truncated)
+        return obs, state, reward, terminated | truncated, info

@@ -1,0 +1,292 @@
+"""The demo envs: whole jitted episodes, determinism, params sweeps, auto-reset, Deathmatch hits.
+
+Shapes are tiny (res 16-32, toys) and the compiled kernels are used; one test checks the
+reference backend gives the same rollout.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from megastep_jax import spaces, toys
+from megastep_jax.arrdict import arrdict
+from megastep_jax.envs import (Batched, Deathmatch, Explorer, Minimal, MinimalParams, Stateful,
+                               sweep)
+
+GEOMS = [toys.box(), toys.column()]
+
+
+@functools.lru_cache(maxsize=None)
+def make(name, backend="kernel"):
+    if name == "minimal":
+        return Minimal(res=16, backend=backend)
+    if name == "explorer":
+        return Explorer(res=32, subsample=2, geometries=GEOMS, backend=backend)
+    return Deathmatch(n_agents=3, res=32, subsample=2, geometries=GEOMS, backend=backend)
+
+
+def short_params(name, env):
+    p = env.default_params
+    return p.replace(max_steps=12)  # truncates; Explorer's termination is tested on its own
+
+
+@functools.lru_cache(maxsize=None)
+def rollout_fn(name, length, backend="kernel"):
+    env = make(name, backend)
+
+    @jax.jit
+    def run(key, params):
+        k_reset, k_steps = jax.random.split(key)
+        obs, state = env.reset(k_reset, params)
+
+        def body(carry, key):
+            obs, state = carry
+            k_act, k_step = jax.random.split(key)
+            action = spaces.sample(env.action_space(params), k_act)
+            obs, state, reward, terminated, truncated, info = env.step(k_step, state, action, params)
+            return (obs, state), arrdict(obs=obs, reward=reward, terminated=terminated,
+                                         truncated=truncated, final=info["final_observation"],
+                                         state=state)
+
+        _, traj = jax.lax.scan(body, (obs, state), jax.random.split(k_steps, length))
+        return obs, traj
+
+    return run
+
+
+NAMES = ["minimal", "explorer", "deathmatch"]
+
+
+@functools.lru_cache(maxsize=None)
+def jitted(env, method):
+    return jax.jit(getattr(env, method))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_episode_in_scan_is_finite_and_in_spaces(name):
+    env = make(name)
+    params = short_params(name, env)
+    first, traj = rollout_fn(name, 30)(jax.random.PRNGKey(0), params)
+    for leaf in jax.tree_util.tree_leaves(traj):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            assert bool(jnp.all(jnp.isfinite(leaf)))
+    space = env.observation_space(params)
+    assert bool(spaces.contains(space, first))
+    assert bool(spaces.contains(space, traj.obs)) and bool(spaces.contains(space, traj.final))
+    A = env.n_agents
+    assert traj.reward.shape == (30, A) and traj.reward.dtype == jnp.float32
+    assert traj.terminated.dtype == jnp.bool_ and traj.terminated.shape == (30,)
+    done = np.asarray(traj.terminated | traj.truncated)
+    assert done.any(), "the short params should end at least one episode in 30 steps"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_key_is_bit_identical_and_different_keys_differ(name):
+    env = make(name)
+    params = short_params(name, env)
+    run = rollout_fn(name, 30)
+    a = run(jax.random.PRNGKey(3), params)
+    b = run(jax.random.PRNGKey(3), params)
+    c = run(jax.random.PRNGKey(4), params)
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    assert not np.array_equal(a[1].obs.rgb, c[1].obs.rgb)
+
+
+SWEEPS = {
+    "minimal": dict(fov=[60.0, 90.0, 120.0], speed=[5.0, 10.0, 20.0]),
+    "explorer": dict(fov=[60.0, 90.0, 120.0], accel=[2.0, 5.0, 10.0]),
+    "deathmatch": dict(fov=[50.0, 70.0, 90.0], accel=[2.0, 5.0, 10.0]),
+}
+
+
+@pytest.mark.parametrize("name", [
+    "minimal", "explorer", pytest.param("deathmatch", marks=pytest.mark.slow)])
+def test_vmap_over_params_gives_distinct_trajectories(name):
+    env = make(name)
+    params = sweep(short_params(name, env), **SWEEPS[name])
+    run = rollout_fn(name, 30)
+    keys = jnp.stack([jax.random.PRNGKey(7)] * 3)  # same key: only the params differ
+    _, traj = jax.jit(jax.vmap(run))(keys, params)
+    rgb = np.asarray(traj.obs.rgb)
+    assert rgb.shape[:2] == (3, 30)
+    assert not np.array_equal(rgb[0], rgb[1]) and not np.array_equal(rgb[1], rgb[2])
+    one = run(jax.random.PRNGKey(7), jax.tree_util.tree_map(lambda x: x[1], params))[1]
+    assert np.allclose(one.obs.rgb, rgb[1], atol=1e-6)
+
+
+def test_sweep_validates():
+    p = MinimalParams()
+    with pytest.raises(ValueError, match="one length"):
+        sweep(p, fov=[1.0, 2.0], speed=[1.0])
+    with pytest.raises(ValueError, match="'nope' is not a params field"):
+        sweep(p, nope=[1.0])
+
+
+def test_auto_reset_returns_final_observation_and_fresh_state():
+    env = make("minimal")
+    params = env.default_params.replace(max_steps=3)
+    key = jax.random.PRNGKey(0)
+    obs, state = jitted(env, "reset")(key, params)
+    step = jitted(env, "step")
+    action = arrdict(movement=jnp.array([3], jnp.int32))  # keeps moving: obs changes
+    for t in range(3):
+        prev = state
+        obs, state, reward, terminated, truncated, info = step(jax.random.PRNGKey(t), state, action, params)
+    assert bool(truncated) and not bool(terminated)
+    assert int(state.length) == 0
+    raw_obs, raw_state, *_ = jitted(env, "step_env")(jax.random.split(jax.random.PRNGKey(2))[0], prev, action, params)
+    assert np.array_equal(info["final_observation"].rgb, raw_obs.rgb)
+    assert int(raw_state.length) == 3
+    fresh_obs, fresh = jitted(env, "reset")(jax.random.split(jax.random.PRNGKey(2))[1], params)
+    assert np.array_equal(obs.rgb, fresh_obs.rgb)
+    assert np.array_equal(state.agents.positions, fresh.agents.positions)
+    # a step that does not end the episode passes the step's own obs through
+    obs2, state2, *_, info2 = step(jax.random.PRNGKey(9), state, action, params)
+    assert np.array_equal(obs2.rgb, info2["final_observation"].rgb) and int(state2.length) == 1
+
+
+def test_explorer_reward_counts_new_texels_and_potential_ends_episode():
+    env = make("explorer")
+    params = env.default_params
+    obs, state = jitted(env, "reset")(jax.random.PRNGKey(1), params)
+    p0 = int(state.potential)
+    assert p0 > 0 and int(state.seen.sum()) == p0
+    step = jitted(env, "step_env")
+    total = 0.0
+    turn = arrdict(movement=jnp.array([5], jnp.int32))
+    for t in range(6):
+        obs, state, reward, terminated, truncated, info = step(jax.random.PRNGKey(t), state, turn, params)
+        total += float(reward[0])
+    assert int(state.potential) > p0  # turning reveals new walls
+    assert np.isclose(total * env.width, int(state.potential) - p0)
+    # noop after a reset: the view and potential stay, so the episode ends exactly when
+    # length reaches potential + patience
+    obs, state = jitted(env, "reset")(jax.random.PRNGKey(1), params)
+    params = params.replace(patience=4 - int(state.potential))
+    noop = arrdict(movement=jnp.array([0], jnp.int32))
+    ends = []
+    for t in range(6):
+        obs, state, reward, terminated, truncated, info = step(jax.random.PRNGKey(t), state, noop, params)
+        ends.append(bool(terminated))
+    assert ends == [False, False, False, True, True, True]
+
+
+def scripted_duel(env, angle1):
+    params = env.default_params
+    obs, state = jitted(env, "reset")(jax.random.PRNGKey(0), params)
+    positions = jnp.array([[[2.0, 3.5], [4.0, 3.5], [5.5, 5.5]]])
+    angles = jnp.array([[0.0, angle1, 90.0]])
+    state = state.replace(geometry=jnp.int32(0), health=jnp.ones(3), agents=state.agents.replace(
+        positions=positions, angles=angles, velocity=jnp.zeros_like(positions),
+        angvelocity=jnp.zeros_like(angles)))
+    noop = arrdict(movement=jnp.zeros((3,), jnp.int32))
+    return jitted(env, "step_env")(jax.random.PRNGKey(1), state, noop, params)
+
+
+def test_deathmatch_scripted_hit():
+    env = make("deathmatch")
+    obs, state, reward, terminated, truncated, info = scripted_duel(env, 180.0)  # face to face
+    assert reward.tolist() == [1.0, 1.0, 0.0]
+    assert state.hits.tolist() == [[False, True, False], [True, False, False], [False, False, False]]
+    assert np.allclose(state.health, [1 - 0.05 - 0.001, 1 - 0.05 - 0.001, 1 - 0.001])
+    assert np.allclose(obs.health[:, 0], state.health)
+    obs, state, reward, *_ = scripted_duel(env, 90.0)  # agent 1 looks away: one-way hit
+    assert reward.tolist() == [1.0, 0.0, 0.0]
+    assert np.allclose(state.health, [0.999, 0.949, 0.999])
+    assert np.allclose(state.inflicted, [0.05, 0.0, 0.0])
+
+
+def test_deathmatch_respawns_dead_agents():
+    env = make("deathmatch")
+    params = env.default_params
+    obs, state = jitted(env, "reset")(jax.random.PRNGKey(0), params)
+    state = state.replace(health=jnp.array([-0.1, 0.5, 1.0]))
+    noop = arrdict(movement=jnp.zeros((3,), jnp.int32))
+    obs, new, reward, terminated, truncated, info = jitted(env, "step_env")(jax.random.PRNGKey(1), state, noop, params)
+    assert info["respawned"].tolist() == [True, False, False]
+    assert float(new.health[0]) > 0.9 and float(new.health[1]) <= 0.5
+    assert not np.allclose(new.agents.positions[0, 0], state.agents.positions[0, 0])
+
+
+def test_batched_form_matches_one_env_steps():
+    env = make("minimal")
+    params = env.default_params.replace(max_steps=3)
+    batched = Batched(env, 3)
+    obs, state = jax.jit(batched.reset)(jax.random.PRNGKey(0), params)
+    assert obs.rgb.shape == (3, 1, 3, 1, 16) and state.length.shape == (3,)
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    one_obs, one_state = jitted(env, "reset")(keys[1], params)
+    assert np.array_equal(obs.rgb[1], one_obs.rgb)
+    action = arrdict(movement=jnp.full((3, 1), 3, jnp.int32))
+    out = jax.jit(batched.step)(jax.random.PRNGKey(1), state, action, params)
+    one = jitted(env, "step")(jax.random.split(jax.random.PRNGKey(1), 3)[1], one_state, action[1], params)
+    member = jax.tree_util.tree_map(lambda x: x[1], out)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(member), jax.tree_util.tree_leaves(one)))
+    assert out[2].shape == (3, 1) and out[3].shape == (3,)
+    with pytest.raises(ValueError, match="n_envs"):
+        Batched(env, 0)
+    with pytest.raises(ValueError, match="reset_ratio"):
+        Batched(env, 2, reset_ratio=0)
+
+
+def test_stateful_megastep_loop_with_optimistic_resets():
+    env = make("minimal")
+    params = env.default_params.replace(max_steps=2)
+    loop = Stateful(env, n_envs=4, params=params, seed=0, reset_ratio=2)
+    assert loop.batched.n_resets == 2
+    world = loop.reset()
+    assert world.obs.rgb.shape == (4, 1, 3, 1, 16) and bool(world.reset.all())
+    key = jax.random.PRNGKey(0)
+    for t in range(2):
+        key, k = jax.random.split(key)
+        decision = arrdict(actions=spaces.sample(loop.action_space, k, (4,)))
+        world = loop.step(decision)
+    assert world.reward.shape == (4, 1) and bool(world.reset.all()) and bool(world.truncated.all())
+    assert loop.env_state.length.tolist() == [0, 0, 0, 0]
+    assert bool(spaces.contains(loop.observation_space, world.obs))
+    # 4 envs ended at once with 2 fresh episodes: envs 0, 2 and 1, 3 share one each
+    rgb = np.asarray(world.obs.rgb)
+    assert np.array_equal(rgb[0], rgb[2]) and np.array_equal(rgb[1], rgb[3])
+    assert loop.state(1).agents.positions.shape == (1, 2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_extraction_and_plot(name):
+    import matplotlib
+    matplotlib.use("Agg")
+    env = make(name)
+    obs, state = jitted(env, "reset")(jax.random.PRNGKey(0), env.default_params)
+    s = env.state(state)
+    assert isinstance(s.agents.positions, np.ndarray) and s.agents.positions.shape == (env.n_agents, 2)
+    s["obs"] = jax.device_get(obs)
+    fig = type(env).plot_state(s)
+    assert fig is not None
+    assert len(fig.axes) >= 2  # plan and strips
+
+
+@pytest.mark.slow
+def test_reference_backend_matches_kernels():
+    ref, ker = make("minimal", "reference"), make("minimal", "kernel")
+    params = ref.default_params
+    key = jax.random.PRNGKey(5)
+    act = arrdict(movement=jnp.array([3], jnp.int32))
+    outs = []
+    for env in (ref, ker):
+        obs, state = env.reset(key, params)
+        obs, state, *_ = jax.jit(env.step)(key, state, act, params)
+        outs.append((obs, state))
+    assert np.allclose(outs[0][0].rgb, outs[1][0].rgb, atol=1e-5)
+    assert np.allclose(outs[0][1].agents.positions, outs[1][1].agents.positions, atol=1e-5)
+
+
+def test_constructor_validation():
+    with pytest.raises(ValueError, match="subsample: expected a divisor of res=30"):
+        Explorer(res=30, subsample=4, geometries=GEOMS)
+    with pytest.raises(ValueError, match="geometries: expected a non-empty list"):
+        Explorer(geometries=[])
+    with pytest.raises(ValueError, match="backend"):
+        Minimal(backend="cuda-please")
+    with pytest.raises(ValueError, match="n_agents"):
+        Deathmatch(n_agents=0, geometries=GEOMS)
