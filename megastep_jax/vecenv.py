@@ -230,6 +230,8 @@ class Slots:
         space = self.action_space
         if isinstance(self.ms_action_space, dict):
             a = np.asarray(actions)
+            if a.shape == (self.num_envs,) and len(self.ms_action_space) == 1:
+                a = a[:, None]
             if a.shape != (self.num_envs, len(self.ms_action_space)):
                 raise ValueError(f"actions: expected shape ({self.num_envs}, {len(self.ms_action_space)}), "
                                  f"got {a.shape}")

@@ -5,7 +5,10 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from megastep_jax.gym import GymnasiumEnv, GymnasiumVectorEnv
-from test_vecenv import TOY1, TOY2
+try:  # tests/ is on sys.path under pytest's default import mode
+    from test_vecenv import TOY1, TOY2
+except ImportError:  # importlib mode: import it as a namespace package
+    from tests.test_vecenv import TOY1, TOY2
 
 
 def test_gymnasium_env_checker_passes_on_single_env_view():

@@ -13,7 +13,10 @@ from stable_baselines3.common.vec_env import VecCheckNan, VecEnv as SB3VecEnv  #
 
 from megastep_jax.gym import GymnasiumEnv  # noqa: E402
 from megastep_jax.vecenv import VecEnv, to_sb3  # noqa: E402
-from test_vecenv import TOY1, TOY2  # noqa: E402
+try:  # tests/ is on sys.path under pytest's default import mode
+    from test_vecenv import TOY1, TOY2  # noqa: E402
+except ImportError:  # importlib mode: import it as a namespace package
+    from tests.test_vecenv import TOY1, TOY2  # noqa: E402
 
 
 def test_sb3_env_checker_passes_on_single_env_view():
