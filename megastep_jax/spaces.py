@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from .arrdict import arrdict, dotdict
 
-__all__ = ["MultiDiscrete", "MultiImage", "MultiVector", "Space", "sample", "contains", "zeros",
+__all__ = ["MultiDiscrete", "MultiImage", "MultiVector", "Box", "Space", "sample", "contains", "zeros",
            "is_space_tree", "to_gymnasium"]
 
 
@@ -116,7 +116,40 @@ class MultiVector:
         return jnp.asarray(ok) & jnp.all((x >= self.low) & (x <= self.high))
 
 
-Space = Union[MultiDiscrete, MultiImage, MultiVector]
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """Float arrays of any fixed shape within [low, high], e.g. normalised observations."""
+
+    shape: tuple
+    low: float = -float("inf")
+    high: float = float("inf")
+
+    def __post_init__(self):
+        if not isinstance(self.shape, tuple) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.shape):
+            raise ValueError(f"shape: expected a tuple of positive ints, got {self.shape!r}")
+        if not self.low < self.high:
+            raise ValueError(f"low, high: expected low < high, got {self.low}, {self.high}")
+
+    dtype = jnp.float32
+
+    @property
+    def n_agents(self) -> int:
+        return self.shape[0]
+
+    def sample(self, key: jax.Array, batch_shape: tuple[int, ...] = ()) -> jax.Array:
+        lo, hi = max(self.low, -1.0), min(self.high, 1.0)
+        if not lo < hi:
+            lo, hi = (self.low, self.low + 1.0) if self.low > -float("inf") else (self.high - 1.0, self.high)
+        return jax.random.uniform(key, (*batch_shape, *self.shape), jnp.float32, lo, hi)
+
+    def contains(self, x) -> jax.Array:
+        x = jnp.asarray(x)
+        ok = jnp.issubdtype(x.dtype, jnp.floating) and x.shape[x.ndim - len(self.shape):] == self.shape
+        return jnp.asarray(ok) & jnp.all((x >= self.low) & (x <= self.high))
+
+
+Space = Union[MultiDiscrete, MultiImage, MultiVector, Box]
 
 
 def sample(space, key: jax.Array, batch_shape: tuple[int, ...] = ()):
@@ -153,7 +186,7 @@ def is_space_tree(x) -> bool:
     """True for a space or a dotdict whose leaves are spaces."""
     if isinstance(x, dotdict):
         return all(is_space_tree(v) for v in x.values())
-    return isinstance(x, (MultiDiscrete, MultiImage, MultiVector))
+    return isinstance(x, (MultiDiscrete, MultiImage, MultiVector, Box))
 
 
 def to_gymnasium(space):
@@ -170,6 +203,6 @@ def to_gymnasium(space):
         return gymnasium.spaces.MultiDiscrete(np.full(space.shape, space.n_actions))
     if isinstance(space, MultiImage):
         return gymnasium.spaces.Box(0.0, 1.0, space.shape, np.float32)
-    if isinstance(space, MultiVector):
+    if isinstance(space, (MultiVector, Box)):
         return gymnasium.spaces.Box(space.low, space.high, space.shape, np.float32)
     raise ValueError(f"space: expected a megastep_jax space or dotdict of them, got {type(space).__name__}")

@@ -14,7 +14,6 @@ All are written for one env; ``jax.vmap`` them (or wrap them in
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Optional, Sequence
 
 import jax
@@ -197,7 +196,7 @@ class NormalizeObservation(Wrapper):
         out = dotdict(space)
         for k in self._selected(space):
             s = space[k]
-            out[k] = _Unbounded(s.shape, -self.clip, self.clip)
+            out[k] = spaces.Box(s.shape, -self.clip, self.clip)
         return out
 
     def reset(self, key, params=None):
@@ -216,28 +215,6 @@ class NormalizeObservation(Wrapper):
             info["final_observation"] = self._normalise(moments, info["final_observation"])
         return (self._normalise(moments, obs), NormalizeObservationState(env_state, moments),
                 reward, terminated, truncated, info)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Unbounded:
-    """A space of float arrays of a fixed shape within [low, high] (normalised observations)."""
-
-    shape: tuple
-    low: float = -float("inf")
-    high: float = float("inf")
-    dtype = jnp.float32
-
-    @property
-    def n_agents(self) -> int:
-        return self.shape[0]
-
-    def sample(self, key, batch_shape=()):
-        return jax.random.uniform(key, (*batch_shape, *self.shape), jnp.float32, -1.0, 1.0)
-
-    def contains(self, x):
-        x = jnp.asarray(x)
-        ok = jnp.issubdtype(x.dtype, jnp.floating) and x.shape[-len(self.shape):] == self.shape
-        return jnp.asarray(ok) & jnp.all((x >= self.low) & (x <= self.high))
 
 
 @struct.dataclass
@@ -269,6 +246,8 @@ class FrameStack(Wrapper):
                 out[k] = spaces.MultiImage(s.n_agents, n * s.channels, s.height, s.width)
             elif isinstance(s, spaces.MultiVector):
                 out[k] = spaces.MultiVector(s.n_agents, n * s.dim, s.low, s.high)
+            elif isinstance(s, spaces.Box) and len(s.shape) >= 2:
+                out[k] = spaces.Box((s.shape[0], n * s.shape[1], *s.shape[2:]), s.low, s.high)
             else:
                 raise ValueError(f"env: cannot stack observation {k!r} of space {s!r}")
         return out

@@ -102,3 +102,14 @@ def test_to_gymnasium():
     assert g["rgb"].shape == (2, 3, 1, 4)
     with pytest.raises(ValueError, match="space"):
         spaces.to_gymnasium(3)
+
+
+def test_box_space():
+    box = spaces.Box((2, 3, 1, 4), -5.0, 5.0)
+    x = box.sample(jax.random.PRNGKey(0), (7,))
+    assert x.shape == (7, 2, 3, 1, 4) and bool(box.contains(x))
+    assert not bool(box.contains(jnp.full((2, 3, 1, 4), 6.0)))
+    assert not bool(box.contains(jnp.zeros((2, 3, 1, 5))))
+    assert box.n_agents == 2
+    with pytest.raises(ValueError, match="shape: expected a tuple"):
+        spaces.Box((2, 0))
