@@ -29,13 +29,17 @@ using S32 = ffi::Buffer<ffi::S32>;
 using F32Out = ffi::ResultBuffer<ffi::F32>;
 using S32Out = ffi::ResultBuffer<ffi::S32>;
 
-// Runs f(i) for i in [0, n) on the calling thread and the pool. Completion never depends
-// on a scheduled task starting: the caller claims chunks too, and a task that starts late
-// finds none left and returns without touching f.
+// Below this many inner-loop operations a call runs on the calling thread: waking the pool
+// costs more than it saves, and a busy machine may not schedule the helper for a while.
+constexpr int64_t kParallelWork = 1 << 18;
+
+// Runs f(i) for i in [0, n) on the calling thread and the pool; `work` estimates the total
+// inner-loop operations. Completion never depends on a scheduled task starting: the caller
+// claims chunks too, and a task that starts late finds none left and returns.
 template <class F>
-void parallel_for(ffi::ThreadPool& pool, int64_t n, const F& f) {
+void parallel_for(ffi::ThreadPool& pool, int64_t n, int64_t work, const F& f) {
   int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  if (n <= 1 || threads <= 1) {
+  if (n <= 1 || threads <= 1 || work < kParallelWork) {
     for (int64_t i = 0; i < n; ++i) f(i);
     return;
   }
@@ -195,7 +199,7 @@ ffi::Error RenderImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, 
   float* scr_o = screen->typed_data();
   int n_agent_lines = (int)(A * megastep::kModelLines);
 
-  parallel_for(pool, b.size * E, [&](int64_t task) {
+  parallel_for(pool, b.size * E, b.size * E * A * R * L, [&](int64_t task) {
     int64_t flat = task / E, e = task % E;
     const float* ang = angles_p + (b.block(9, flat) * E + e) * A;
     const float* pos = pos_p + (b.block(10, flat) * E + e) * A * 2;
@@ -297,7 +301,7 @@ ffi::Error PhysicsImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 positio
   const int32_t* n_lines_p = n_lines.typed_data();
   int n_agent_lines = (int)(A * megastep::kModelLines);
 
-  parallel_for(pool, b.size * E, [&](int64_t task) {
+  parallel_for(pool, b.size * E, b.size * E * A * (A + L) * 8, [&](int64_t task) {
     int64_t flat = task / E, e = task % E;
     Env env{};
     env.lines = lines_p + (b.block(0, flat) * E + e) * L * 4;
@@ -359,7 +363,7 @@ ffi::Error BakeImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, S3
   ScenerySizes s{E, L, NL, T};
   const int ops[8] = {0, 1, 2, 3, 0, 4, 5, 0};
   // One task per (batch member, env, line): plans have few envs but many lines.
-  parallel_for(pool, b.size * E * L, [&](int64_t task) {
+  parallel_for(pool, b.size * E * L, b.size * E * T * (NL + 1) * L, [&](int64_t task) {
     int64_t j = task % L, fe = task / L;
     int64_t flat = fe / E, e = fe % E;
     Env env = make_env(b, flat, e, s, lines.typed_data(), n_lines.typed_data(),

@@ -1,5 +1,5 @@
 """megastep_jax: fast first-person reinforcement-learning environments in JAX."""
-from . import arrdict, geometry, spaces, toys
+from . import arrdict, core, cubicasa, floorplans, geometry, scene, spaces, toys
 
 __version__ = "0.1.0"
-__all__ = ["arrdict", "geometry", "spaces", "toys"]
+__all__ = ["arrdict", "core", "cubicasa", "floorplans", "geometry", "scene", "spaces", "toys"]

@@ -40,9 +40,9 @@ def cyclic_pairs(xs: np.ndarray) -> np.ndarray:
     return np.stack([xs, np.roll(xs, -1, axis=0)], axis=1)
 
 
-def mask_shape(walls: np.ndarray, res: float = MASK_RES) -> tuple[int, int]:
-    """(H, W) of a mask covering the walls plus the margin on the top and right."""
-    top_right = np.asarray(walls).reshape(-1, 2).max(0) + MARGIN
+def mask_shape(points: np.ndarray, res: float = MASK_RES) -> tuple[int, int]:
+    """(H, W) of a mask covering the points (e.g. wall ends) plus the margin on the top and right."""
+    top_right = np.asarray(points).reshape(-1, 2).max(0) + MARGIN
     return int(np.ceil(top_right[1] / res)), int(np.ceil(top_right[0] / res))
 
 
@@ -92,16 +92,21 @@ def masks(walls: np.ndarray, spaces: Sequence[np.ndarray], res: float = MASK_RES
         (H, W) int32 array: -1 where a cell touches a wall, k inside room k, else 0.
     """
     walls = np.asarray(walls, dtype=np.float64).reshape(-1, 2, 2)
-    shape = mask_shape(walls, res) if len(walls) else (1, 1)
+    polys = [s if isinstance(s, shapely.Geometry) else shapely.Polygon(np.asarray(s)) for s in spaces]
+    # The mask covers the walls and the rooms: a room may reach past the walls (a terrace).
+    corners = [walls.reshape(-1, 2)] + [np.asarray(shapely.get_coordinates(p)) for p in polys]
+    corners = np.concatenate(corners) if sum(len(c) for c in corners) else np.zeros((0, 2))
+    shape = mask_shape(corners, res) if len(corners) else (1, 1)
     ii, jj = np.indices(shape)
     xy = centers(np.stack([ii, jj], -1), shape, res)
     out = np.zeros(shape, np.int32)
-    for k, space in enumerate(spaces, start=1):
-        poly = space if isinstance(space, shapely.Geometry) else shapely.Polygon(np.asarray(space))
+    for k, poly in enumerate(polys, start=1):
         out[shapely.contains_xy(poly, xy[..., 0], xy[..., 1])] = k
     if len(walls):
-        lo = xy.reshape(-1, 2) - res / 2
-        cells = shapely.box(lo[:, 0], lo[:, 1], lo[:, 0] + res, lo[:, 1] + res)
+        # Cells grow by a hair so a wall lying exactly on a cell edge touches it despite
+        # rounding in the cell coordinates (megastep widened the walls instead).
+        lo = xy.reshape(-1, 2) - res / 2 - 1e-6
+        cells = shapely.box(lo[:, 0], lo[:, 1], lo[:, 0] + res + 2e-6, lo[:, 1] + res + 2e-6)
         lines = shapely.linestrings(walls)
         _, hit = shapely.STRtree(cells).query(lines, predicate="intersects")
         out.reshape(-1)[np.unique(hit)] = -1
