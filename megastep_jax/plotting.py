@@ -351,6 +351,8 @@ def plot_bars(values: np.ndarray, ax, label: str, lim: Optional[tuple] = None):
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_yticks([])
     ax.set_ylabel(label)
+    if lim is None and np.all(values == 0):
+        lim = (0, 1)  # matplotlib would centre an empty range on 0
     if lim is not None:
         ax.set_xlim(*lim)
     return ax
@@ -407,5 +409,8 @@ def plot_state(state, fig=None, zoom: Optional[int] = None):
         plot_images(strips, axes=[fig.add_subplot(sub[a]) for a in range(n_agents)])
     for i, (name, values) in enumerate(bars.items()):
         plot_bars(values, fig.add_subplot(grid[3, i]), name, lim=(0, 1) if name == "health" else None)
-    fig.subplots_adjust(left=0.05, right=0.98, top=0.95, bottom=0.05, wspace=0.3, hspace=0.3)
+    if n_bars:  # room for the bars' labels and ticks
+        fig.subplots_adjust(left=0.05, right=0.98, top=0.95, bottom=0.05, wspace=0.3, hspace=0.3)
+    else:
+        fig.subplots_adjust(left=0.01, right=0.99, top=0.95, bottom=0.04, wspace=0.15)
     return fig
