@@ -288,6 +288,7 @@ MS_FN Vec unit(Vec v) {
 }
 
 // Earliest contact of agent `self` with the other agents' discs and the static lines.
+// Per line, candidates in this order: crossing, endpoint a, endpoint b, side, band.
 MS_FN Contact first_contact(const Env& env, const float* positions, const float* motions,
                             int n_agents, int self, float radius) {
   Contact c = {1.f, {0.f, 0.f}, -1};
@@ -336,6 +337,18 @@ MS_FN Contact first_contact(const Env& env, const float* positions, const float*
       Vec foot = l.a + tq * d;
       float dq = norm(q - foot);
       if (dq < r) consider(c, (dp - r) / (dp - dq), n, -1);
+    }
+
+    // entering the band within r of the line where it has the segment alongside: the
+    // crossing and side rules above test the foot of the crossing point and of the end
+    // point only, so a shallow motion past a wall's end could clip its interior unseen.
+    // Moving towards the line from within the band (a start in contact, or just inside it
+    // by rounding) gives a candidate <= 0: stay.
+    float sq = dot(q - l.a, n);  // signed distance of the end point, > 0 on p's side
+    if (sq < r && sq < dp) {
+      float xc = (dp - r) / (dp - sq);
+      float tc = dot(p + fmaxf(xc, 0.f) * m - l.a, d) / dd;
+      if (tc >= 0.f && tc <= 1.f) consider(c, xc, n, -1);
     }
   }
   return c;

@@ -295,15 +295,23 @@ def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, 
     dq = _norm(Q - foot)
     side = jnp.where((tq > 0) & (tq < 1) & (dq < r), (dp - r) / (dp - dq), jnp.inf)
 
+    # Entering the band within r of the line where the segment is alongside (the crossing
+    # and side rules test only the feet of the crossing and end points). Moving towards
+    # the line from within the band gives a candidate <= 0.
+    sq = _dot(Q - a, n)
+    xc = (dp - r) / (dp - sq)
+    tc = _dot(P + jnp.maximum(xc, 0.0)[..., None] * M - a, d) / dd
+    band = jnp.where((sq < r) & (sq < dp) & (tc >= 0) & (tc <= 1), xc, jnp.inf)
+
     static = (jnp.arange(L) >= n_agent_lines) & (jnp.arange(L) < n_lines)
-    per_line = jnp.stack([crossing, end_a, end_b, side], -1)  # (A, L, 4)
+    per_line = jnp.stack([crossing, end_a, end_b, side, band], -1)  # (A, L, 5)
     per_line = jnp.where(static[None, :, None], per_line, jnp.inf)
-    line_normals = jnp.stack([n, normal_a, normal_b, n], -2)  # (A, L, 4, 2)
+    line_normals = jnp.stack([n, normal_a, normal_b, n, n], -2)  # (A, L, 5, 2)
 
     raw = jnp.concatenate([jnp.ones((A, 1)), agent_raw, per_line.reshape(A, -1)], 1)
     normals = jnp.concatenate([jnp.zeros((A, 1, 2)), agent_normal, line_normals.reshape(A, -1, 2)], 1)
     others = jnp.concatenate([jnp.full((A, 1), -1), jnp.broadcast_to(jnp.arange(A), (A, A)),
-                              jnp.full((A, 4 * L), -1)], 1)
+                              jnp.full((A, 5 * L), -1)], 1)
     cand = jnp.where(raw == jnp.inf, 1.0, _sensibilise(raw)).at[:, 0].set(1.0)
     first = jnp.argmin(cand, 1)
     x = jnp.take_along_axis(cand, first[:, None], 1)[:, 0]
