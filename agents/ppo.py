@@ -70,6 +70,10 @@ class PPOConfig:
         core: ``"lstm"`` or ``"mlp"``.
         image_kwargs: (name, value) pairs for the image intakes, e.g. smaller convolutions.
         shard: shard the envs over ``jax.devices()`` (needs n_envs divisible by their count).
+        reset_ratio: auto-reset through :class:`megastep_jax.envs.base.Batched`: 1 is
+            exactly ``vmap(env.step)`` (under vmap every env renders a fresh episode every
+            step, used or not); k > 1 renders ``n_envs / k`` fresh episodes per step and
+            hands them to the envs that ended (craftax's optimistic resets).
     """
 
     n_envs: int = 64
@@ -93,9 +97,11 @@ class PPOConfig:
     core: str = "lstm"
     image_kwargs: tuple = ()
     shard: bool = True
+    reset_ratio: int = 1
 
     def __post_init__(self):
-        for name in ("n_envs", "n_steps", "n_updates", "n_epochs", "n_minibatches", "width"):
+        for name in ("n_envs", "n_steps", "n_updates", "n_epochs", "n_minibatches", "width",
+                     "reset_ratio"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
@@ -257,8 +263,9 @@ def make_trainer(config: PPOConfig, env) -> Trainer:
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                             optax.adam(lr, eps=config.adam_eps))
 
-    env_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
-    env_reset = jax.vmap(env.reset, in_axes=(0, None))
+    from megastep_jax.envs.base import Batched
+    batched = Batched(env, config.n_envs, config.reset_ratio)
+    env_step, env_reset = batched.step, batched.reset  # one key for all envs
 
     # Sharding: every leaf with a leading env axis is split over the 'envs' mesh axis;
     # everything else (parameters, optimiser, key) is replicated.
@@ -275,8 +282,7 @@ def make_trainer(config: PPOConfig, env) -> Trainer:
 
     def init(key, env_params) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
-        keys = jax.random.split(k_env, config.n_envs)
-        obs, env_state = env_reset(keys, env_params)
+        obs, env_state = env_reset(k_env, env_params)
         carry = network.initial_carry((config.n_envs, n_agents))
         first = jnp.ones((config.n_envs,), bool)
         # Parameters depend on feature shapes only: init on one step of one env.
@@ -307,7 +313,7 @@ def make_trainer(config: PPOConfig, env) -> Trainer:
             carry, logits, value = policy(r.params, r.carry, r.obs, r.first)
             action = heads.sample(k_act, logits)
             obs, env_state, reward, terminated, truncated, info = env_step(
-                jax.random.split(k_env, config.n_envs), r.env_state, action, env_params)
+                k_env, r.env_state, action, env_params)
             done = jnp.logical_or(terminated, truncated)
             if config.bootstrap_truncated:
                 # The value of the last observation of a truncated episode, seen with the
@@ -336,7 +342,7 @@ def make_trainer(config: PPOConfig, env) -> Trainer:
             return (constrain(r), stats), transition
 
         info_shape = jax.eval_shape(lambda: _info_means(env_step(
-            jax.random.split(runner.key, config.n_envs), runner.env_state,
+            runner.key, runner.env_state,
             heads.mode(policy(runner.params, runner.carry, runner.obs, runner.first)[1]),
             env_params)[-1]))
         stats0 = dict(episodes=jnp.zeros((), jnp.int32), return_sum=jnp.zeros((), jnp.float32),

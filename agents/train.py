@@ -1,0 +1,362 @@
+"""The training command: PPO on a megastep_jax env, with progress, checkpoints and outputs.
+
+::
+
+    python -m agents.train --env explorer --minutes 10 --out runs/explorer
+    python -m agents.train --out runs/explorer --resume --minutes 5     # continue it
+
+Writes into ``--out``:
+
+- ``config.json``: every setting (``--resume`` reads it back, so a resumed run continues
+  with the same config whatever else the command line says, apart from time budgets and
+  output options);
+- ``metrics.csv``: one row per PPO update (env steps, wall time, returns, losses...);
+- ``checkpoint.msgpack``: the whole training state after the latest chunk of updates;
+  resuming from it continues bit for bit as if uninterrupted;
+- ``curve.png``: the learning curve, with the evaluation of the trained and a random
+  policy on held-out plans;
+- ``video.mp4``: the trained agent on a held-out plan (plan view + first-person strips);
+- ``eval.json``: the evaluation figures.
+
+Envs: ``explorer`` (procedural floorplans, training split; evaluated on the test split),
+``minimal`` (the box, with a reward of -1 per collision so that there is something to
+learn; evaluated on the same box), ``deathmatch``, or ``package.module:factory`` (a
+callable returning an env, used for training and evaluation alike).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import importlib
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import ppo
+from .evaluate import make_evaluate, record_video
+
+__all__ = ["CollisionPenalty", "make_envs", "main", "parse_args"]
+
+
+# -- envs -----------------------------------------------------------------------------
+
+def _wrapper_base():
+    from megastep_jax.wrappers import Wrapper
+    return Wrapper
+
+
+class CollisionPenalty(_wrapper_base()):
+    """Rewards -1 per agent per step that a movement action is stopped by a collision.
+
+    Minimal has no reward; this gives it one. With megastep's default ``stop``
+    collisions, physics zeroes the velocity of an agent that hit something, so an agent
+    that chose to translate (actions 1-4) and ends the step at rest has collided.
+    ``info`` gains ``collision`` (fraction of agents that collided) and ``moving``
+    (fraction that chose to translate). Steps that end an episode are not scored (the
+    state returned is already the next episode's).
+    """
+
+    def step(self, key, state, action, params=None):
+        obs, state, reward, terminated, truncated, info = self.env.step(key, state, action, params)
+        moving = (action["movement"] >= 1) & (action["movement"] <= 4)
+        at_rest = jnp.all(state.agents.velocity[0] == 0, axis=-1)
+        collided = moving & at_rest & ~(terminated | truncated)
+        info = dict(info, collision=jnp.mean(collided), moving=jnp.mean(moving))
+        return obs, state, reward - collided.astype(jnp.float32), terminated, truncated, info
+
+    def state(self, env_state, params=None):
+        return self.env.state(env_state, params)  # the state is the inner env's, unwrapped
+
+
+def make_envs(name: str, *, res: Optional[int] = None, subsample: Optional[int] = None,
+              n_plans: int = 64, n_test_plans: int = 16, backend: str = "kernel", seed: int = 0):
+    """(training env, held-out env) for an env name.
+
+    Args:
+        name: ``explorer``, ``minimal``, ``deathmatch`` or ``module:factory``.
+        res, subsample: render resolution and pixels averaged per observation pixel
+            (None: the env's defaults).
+        n_plans, n_test_plans: procedural floorplans for training and for evaluation.
+        backend: ``kernel`` or ``reference``.
+        seed: seeds the plans, textures and spawns.
+    """
+    kw = dict(backend=backend, seed=seed)
+    if res is not None:
+        kw["res"] = res
+    if name == "explorer":
+        from megastep_jax import floorplans
+        from megastep_jax.envs import Explorer
+        if subsample is not None:
+            kw["subsample"] = subsample
+        return (Explorer(geometries=floorplans.sample(n_plans, "training", seed), **kw),
+                Explorer(geometries=floorplans.sample(n_test_plans, "test", seed), **kw))
+    if name == "deathmatch":
+        from megastep_jax import floorplans
+        from megastep_jax.envs import Deathmatch
+        if subsample is not None:
+            kw["subsample"] = subsample
+        return (Deathmatch(geometries=floorplans.sample(n_plans, "training", seed), **kw),
+                Deathmatch(geometries=floorplans.sample(n_test_plans, "test", seed), **kw))
+    if name == "minimal":
+        from megastep_jax.envs import Minimal
+        env = CollisionPenalty(Minimal(**kw))
+        return env, env
+    if ":" in name:
+        module, attr = name.split(":", 1)
+        env = getattr(importlib.import_module(module), attr)()
+        return env, env
+    raise ValueError(f"env: expected explorer, minimal, deathmatch or module:factory, got {name!r}")
+
+
+# -- command line ---------------------------------------------------------------------
+
+# Arguments that define the run; --resume takes them from config.json.
+RUN_ARGS = ("env", "seed", "res", "subsample", "plans", "test_plans", "backend", "n_envs",
+            "n_steps", "epochs", "minibatches", "lr", "anneal", "width", "core", "ent_coef",
+            "vf_coef", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "updates",
+            "small_convs", "bootstrap_truncated", "reset_ratio")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m agents.train", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--env", default="explorer", help="explorer, minimal, deathmatch or module:factory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget for training in this session (compilation included)")
+    p.add_argument("--updates", type=int, default=None, help="stop after this many PPO updates in all")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--res", type=int, default=None, help="render resolution (env default if unset)")
+    p.add_argument("--subsample", type=int, default=None, help="pixels averaged per observation pixel")
+    p.add_argument("--plans", type=int, default=64, help="training floorplans")
+    p.add_argument("--test-plans", type=int, default=16, help="held-out floorplans for evaluation")
+    p.add_argument("--backend", default="kernel", choices=["kernel", "reference"])
+    p.add_argument("--n-envs", type=int, default=64)
+    p.add_argument("--n-steps", type=int, default=32, help="rollout length per update")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--minibatches", type=int, default=4)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--anneal", action="store_true", help="anneal the lr to 0 over --updates")
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--core", default="lstm", choices=["lstm", "mlp"])
+    p.add_argument("--small-convs", action="store_true", help="8- and 16-feature convolutions")
+    p.add_argument("--ent-coef", type=float, default=0.01)
+    p.add_argument("--vf-coef", type=float, default=0.5)
+    p.add_argument("--gamma", type=float, default=0.99)
+    p.add_argument("--gae-lambda", type=float, default=0.95)
+    p.add_argument("--clip-eps", type=float, default=0.2)
+    p.add_argument("--max-grad-norm", type=float, default=0.5)
+    p.add_argument("--bootstrap-truncated", action="store_true")
+    p.add_argument("--reset-ratio", type=int, default=8,
+                   help="envs per fresh episode rendered each step (see PPOConfig.reset_ratio)")
+    p.add_argument("--chunk", type=int, default=5, help="updates per compiled call (progress granularity)")
+    p.add_argument("--eval-envs", type=int, default=32)
+    p.add_argument("--eval-steps", type=int, default=1000)
+    p.add_argument("--video-steps", type=int, default=200)
+    p.add_argument("--no-eval", action="store_true")
+    p.add_argument("--no-video", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.minutes is None and args.updates is None and not args.resume:
+        p.error("give --minutes or --updates (or both)")
+    if args.chunk <= 0:
+        p.error("--chunk: expected a positive int")
+    return args
+
+
+def config_of(args) -> ppo.PPOConfig:
+    image_kwargs = ((("conv_features", (8, 16)), ("conv_kernels", (8, 4)), ("conv_strides", (4, 2)))
+                    if args.small_convs else ())
+    return ppo.PPOConfig(
+        n_envs=args.n_envs, n_steps=args.n_steps, n_updates=args.updates or 1_000_000,
+        n_epochs=args.epochs, n_minibatches=args.minibatches, lr=args.lr,
+        anneal_lr=bool(args.anneal and args.updates), gamma=args.gamma,
+        gae_lambda=args.gae_lambda, clip_eps=args.clip_eps, vf_coef=args.vf_coef,
+        ent_coef=args.ent_coef, max_grad_norm=args.max_grad_norm,
+        bootstrap_truncated=args.bootstrap_truncated, width=args.width, core=args.core,
+        image_kwargs=image_kwargs, reset_ratio=args.reset_ratio)
+
+
+def _read_rows(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_rows(path: str, rows: list[dict]) -> None:
+    if not rows:
+        return
+    fields = list(rows[0].keys())
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def plot_curve(rows: list[dict], path: str, title: str, evals: Optional[dict] = None) -> str:
+    """Learning curve: episode return (and its running mean) against env steps."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.array([float(r["env_steps"]) for r in rows])
+    y = np.array([float(r["episode_return"]) if r["episode_return"] not in ("", "nan") else np.nan
+                  for r in rows])
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(x, y, ".", color="C0", alpha=0.3, ms=3, label="per update")
+    ok = ~np.isnan(y)
+    if ok.sum() > 0:
+        k = max(1, ok.sum() // 20)
+        smooth = np.convolve(y[ok], np.ones(k) / k, mode="valid")
+        ax.plot(x[ok][k - 1:], smooth, color="C0", label=f"running mean ({k})")
+    if evals:
+        for name, colour in (("trained", "C2"), ("random", "C3")):
+            if name in evals:
+                ax.axhline(evals[name]["episode_return"], color=colour, ls="--",
+                           label=f"{name}, held-out: {evals[name]['episode_return']:.2f}")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _scalar(x) -> float:
+    return float(np.asarray(x))
+
+
+def main(argv=None) -> dict:
+    """Runs the command; returns a dict of the output paths and final figures."""
+    args = parse_args(argv)
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    paths = {k: os.path.join(out, v) for k, v in dict(
+        config="config.json", metrics="metrics.csv", checkpoint="checkpoint.msgpack",
+        curve="curve.png", video="video.mp4", eval="eval.json").items()}
+
+    cli_updates = args.updates
+    if args.resume:
+        if not os.path.exists(paths["checkpoint"]):
+            raise SystemExit(f"--resume: no checkpoint in {out}")
+        with open(paths["config"]) as f:
+            stored = json.load(f)["args"]
+        for k in RUN_ARGS:
+            setattr(args, k, stored[k])
+    else:
+        if os.path.exists(paths["checkpoint"]):
+            raise SystemExit(f"--out: {out} already holds a run; pass --resume or another --out")
+
+    config = config_of(args)
+    env, test_env = make_envs(args.env, res=args.res, subsample=args.subsample, n_plans=args.plans,
+                              n_test_plans=args.test_plans, backend=args.backend, seed=args.seed)
+    env_params = env.default_params
+    trainer = ppo.make_trainer(config, env)
+    key = jax.random.PRNGKey(args.seed)
+    if not args.resume:
+        with open(paths["config"], "w") as f:
+            json.dump(dict(args={k: getattr(args, k) for k in RUN_ARGS},
+                           config=dataclasses.asdict(config), devices=[str(d) for d in jax.devices()]),
+                      f, indent=2, default=str)
+
+    runner = trainer.init(key, env_params)
+    rows = []
+    if args.resume:
+        runner = ppo.load(paths["checkpoint"], runner)
+        done = int(runner.update)
+        rows = [r for r in _read_rows(paths["metrics"]) if int(r["update"]) <= done]
+    start_update = int(runner.update)
+    # On resume, --updates may extend the run; the config (and any lr annealing) is the stored one.
+    target = cli_updates if cli_updates is not None else (args.updates or math.inf)
+    budget = args.minutes * 60 if args.minutes is not None else math.inf
+    t0 = time.time()
+    elapsed0 = float(rows[-1]["time"]) if rows else 0.0
+
+    from tqdm.auto import tqdm
+    total = (target - start_update) if target < math.inf else None
+    bar = tqdm(total=total, unit="update", disable=args.no_progress, dynamic_ncols=True,
+               desc=f"{args.env} PPO")
+    last_return = math.nan
+    print(f"{args.env}: {env.n_agents} agent(s) per env, {config.n_envs} envs, "
+          f"{config.steps_per_update} env steps per update, devices {jax.devices()}", file=sys.stderr)
+    while int(runner.update) < target and time.time() - t0 < budget:
+        n = int(min(args.chunk, target - int(runner.update)))
+        tic = time.time()
+        runner, metrics = trainer.run(runner, env_params, n)
+        metrics = jax.device_get(metrics)
+        dt = time.time() - tic
+        now = elapsed0 + time.time() - t0
+        for i in range(n):
+            row = {k: _scalar(v[i]) for k, v in metrics.items()}
+            row["update"] = int(row["update"])
+            row["env_steps"] = row["update"] * config.steps_per_update
+            row["time"] = round(now - dt * (n - 1 - i) / n, 3)
+            row["steps_per_s"] = n * config.steps_per_update / dt
+            rows.append(row)
+        returns = np.asarray(metrics["episode_return"])
+        if np.any(~np.isnan(returns)):
+            last_return = float(np.nanmean(returns))
+        # The checkpoint and the metrics always describe the same update.
+        ppo.save(paths["checkpoint"], runner)
+        _write_rows(paths["metrics"], rows)
+        bar.update(n)
+        bar.set_postfix({"steps/s": f"{n * config.steps_per_update / dt:,.0f}",
+                         "return": f"{last_return:.3g}",
+                         "env steps": f"{int(runner.update) * config.steps_per_update:,}"})
+    bar.close()
+
+    result = dict(paths, updates=int(runner.update), env_steps=int(runner.update) * config.steps_per_update,
+                  train_return=last_return)
+    evals = {}
+    if not args.no_eval:
+        print("evaluating on held-out plans...", file=sys.stderr)
+        k_eval = jax.random.fold_in(key, 1)
+        for name, policy in (("trained", "sample"), ("greedy", "greedy"), ("random", "random")):
+            ev = make_evaluate(trainer.network, test_env, args.eval_envs, args.eval_steps, policy,
+                               reset_ratio=args.eval_envs)  # only first episodes are scored
+            evals[name] = {k: _scalar(v) for k, v in ev(k_eval, runner.params, test_env.default_params).items()}
+        evals["ratio"] = evals["trained"]["episode_return"] / evals["random"]["episode_return"] \
+            if evals["random"]["episode_return"] != 0 else math.nan
+        with open(paths["eval"], "w") as f:
+            json.dump(evals, f, indent=2)
+        result["evaluation"] = evals
+    if rows:
+        plot_curve(rows, paths["curve"], f"PPO on {args.env}", evals or None)
+    if not args.no_video:
+        print("recording video...", file=sys.stderr)
+        record_video(trainer.network, runner.params, test_env, test_env.default_params,
+                     jax.random.fold_in(key, 2), args.video_steps, paths["video"])
+    else:
+        result.pop("video")
+
+    print(f"\n{result['updates']} updates, {result['env_steps']:,} env steps", file=sys.stderr)
+    for name in ("trained", "greedy", "random"):
+        if name in evals:
+            e = evals[name]
+            print(f"held-out {name:>7}: episode return {e['episode_return']:.3f} "
+                  f"(reward/step {e['reward']:.4f}, unfinished {e['unfinished']:.0%})", file=sys.stderr)
+    for k in ("metrics", "checkpoint", "curve", "video", "eval"):
+        if k in result and os.path.exists(result[k]):
+            print(f"{k:>10}: {result[k]}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    main()
