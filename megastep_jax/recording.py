@@ -79,7 +79,9 @@ class Encoder:
 
     Frames are (H, W, 1|3) arrays or matplotlib figures (see :func:`to_array`); every
     frame must have the size of the first. mp4 (H.264) frames with an odd height or width
-    are padded by one white row or column, since the codec needs even sizes.
+    are padded by one white row or column, since the codec needs even sizes. In a gif,
+    Pillow merges identical consecutive frames into one shown for their summed duration,
+    so the timing is kept but the decoded frame count can be smaller.
 
     Args:
         fps: frames per second, > 0.
@@ -433,6 +435,12 @@ def record(env, params, policy: Callable, key, length: int, path: str = "video.m
     if fmt not in FORMATS:
         raise ValueError(f"path: expected a .mp4 or .gif file name, got {path!r}")
     params = env.default_params if params is None else params
+    if state_fn is None:
+        from .envs.base import Environment
+
+        if getattr(type(env), "state", Environment.state) is Environment.state:
+            raise ValueError(f"env: {type(env).__name__} has no `state(env_state, params)` method to give "
+                             "a numpy plot state (see megastep_jax.plotting); pass state_fn=")
     default_state, default_plot = _default_plot_state(env, params)
     state_fn = state_fn or default_state
     plot_fn = plot_fn or default_plot

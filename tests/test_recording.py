@@ -106,3 +106,26 @@ def test_record_explorer_video_decodes_to_every_step(tmp_path):
     video = iio.imread(path)
     assert video.shape == (6, 600, 1200, 3)   # reset + 5 steps, plot_state's 12 x 6 inches at 100 dpi
     assert video[0].std() > 10 and not np.array_equal(video[0], video[-1])
+
+
+def first_person(obs):
+    """Module level plot_fn: the strips of the first agent as a picture."""
+    from megastep_jax.vecenv import strip_image
+
+    return strip_image({k: v[0] for k, v in obs.items()}, band_height=4)
+
+
+def test_record_with_custom_state_and_plot_functions(tmp_path):
+    try:
+        from test_vecenv import TOY1
+    except ImportError:
+        from tests.test_vecenv import TOY1
+
+    policy = lambda key, obs: spaces.sample(TOY1.action_space(None), key)
+    with pytest.raises(ValueError, match="state_fn"):
+        recording.record(TOY1, None, policy, jax.random.PRNGKey(0), 3, path=str(tmp_path / "x.gif"))
+    path = recording.record(TOY1, None, policy, jax.random.PRNGKey(0), 3, path=str(tmp_path / "toy.mp4"),
+                            state_fn=lambda state, obs: obs, plot_fn=first_person, N=1, progress=False)
+    assert iio.imread(path).shape == (4, 4, 8, 3)   # reset + 3 steps; rgb band 4 px tall, 8 wide
+    with pytest.raises(ValueError, match="path"):
+        recording.record(TOY1, None, policy, jax.random.PRNGKey(0), 3, path=str(tmp_path / "toy.avi"))
