@@ -408,7 +408,9 @@ class VecEnv(VecEnvBase):
         params: env params shared by all of them; None for the defaults.
         seed: an int from which every PRNG key derives.
         image_fn: ``image_fn(slot_obs) -> (H, W, 3) uint8`` for :meth:`get_images`;
-            by default :func:`strip_image`, the slot's first-person strips.
+            by default :func:`strip_image`, the slot's first-person strips. ``"plot"``
+            draws each env's ``plot_state`` figure instead (slow: matplotlib), the same
+            picture for all agents of an env.
     """
 
     def __init__(self, env, n_envs: int, params=None, seed: int = 0, image_fn: Optional[Callable] = None):
@@ -417,6 +419,14 @@ class VecEnv(VecEnvBase):
         self.env = env
         self.n_envs = n_envs
         self.n_agents = self.slots.n_agents
+        if image_fn == "plot":
+            from .envs.base import Environment
+
+            if getattr(type(env), "state", Environment.state) is Environment.state:
+                raise ValueError(f"image_fn: 'plot' needs a state(env_state, params) method, which "
+                                 f"{type(env).__name__} lacks")
+        elif isinstance(image_fn, str) or (image_fn is not None and not callable(image_fn)):
+            raise ValueError(f"image_fn: expected None, 'plot' or a callable, got {image_fn!r}")
         self.image_fn = image_fn or strip_image
         self._actions = None
         self._returns = np.zeros(self.num_envs, np.float64)
@@ -472,7 +482,21 @@ class VecEnv(VecEnvBase):
         """Each slot's image, ``image_fn`` of its current observation."""
         if self.slots.obs is None:
             raise ValueError("get_images: call reset() first")
+        if isinstance(self.image_fn, str):
+            return self._plots()
         return [self.image_fn(self.slots.slot_obs(self.slots.obs, i)) for i in range(self.num_envs)]
+
+    def _plots(self) -> list[np.ndarray]:
+        from .recording import to_array
+
+        states = jax.device_get(self.slots.state)
+        pictures = []
+        for e in range(self.n_envs):
+            s = self.env.state(jax.tree_util.tree_map(lambda x: x[e], states), self.slots.params)
+            lo = e * self.n_agents
+            s["obs"] = {k: v[lo:lo + self.n_agents] for k, v in obs_to_dict(self.slots.obs).items()}
+            pictures.append(to_array(type(self.env).plot_state(s)))
+        return [pictures[i // self.n_agents] for i in range(self.num_envs)]
 
     @staticmethod
     def _copy(obs):

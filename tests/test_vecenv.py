@@ -226,3 +226,12 @@ def test_minimal_vecenv_steps_and_truncates(minimal):
     assert dones.all() and all(i["TimeLimit.truncated"] and i["episode"]["l"] == 3 for i in infos)
     assert infos[0]["terminal_observation"]["rgb"].shape == (3, 1, 8)
     assert venv.render().shape[-1] == 3
+
+
+def test_plot_images_of_minimal(minimal):
+    venv = VecEnv(minimal, n_envs=2, image_fn="plot")
+    venv.reset()
+    a, b = venv.get_images()
+    assert a.shape == (600, 1200, 3) and not np.array_equal(a, b)   # each env's own plan
+    with pytest.raises(ValueError, match="image_fn"):
+        VecEnv(TOY1, n_envs=1, image_fn="plot")
