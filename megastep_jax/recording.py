@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import tempfile
 from collections import deque
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import spaces as ms
-from .arrdict import arrdict, dotdict
+from .arrdict import arrdict
 
 __all__ = ["VecEnvBase", "VecEnv", "VecEnvWrapper", "VecEnvObservationWrapper", "tile_images",
            "obs_space_info", "obs_to_dict", "dict_to_obs", "copy_obs_dict", "gym_space",

@@ -6,7 +6,7 @@ import pytest
 from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.patches import Wedge
 
-from megastep_jax import plotting, spaces
+from megastep_jax import plotting
 from megastep_jax.arrdict import dotdict
 from megastep_jax.state import Scenery, init_agents
 
