@@ -141,18 +141,13 @@ def test_bounce_in_a_box_preserves_speed_over_1000_steps_and_no_agent_leaves():
     speed = np.linalg.norm(velocity, axis=-1)
     np.testing.assert_allclose(speed, np.broadcast_to(speed0, speed.shape), rtol=1e-5)
     assert (progress < 1).sum() > 100 * E  # it did bounce, often
-    # every centre stays strictly inside the walls (see the xfail below for the disc)
+    # every centre stays strictly inside the walls
     assert positions.min() > LO and positions.max() < HI
     # velocity only ever changes sign per axis: reflections off axis-aligned walls
     np.testing.assert_allclose(np.abs(velocity), np.broadcast_to(np.abs(np.asarray(agents.velocity)),
                                                                  velocity.shape), rtol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "first_contact misses a wall's side when the motion's end point projects past the end "
-    "of that wall (next to a corner): the 'side' candidate only checks the end position, so a "
-    "disc moving nearly along a wall and reaching the corner wall first sinks into the first "
-    "wall by up to about half a radius"))
 def test_bounce_discs_never_sink_into_the_walls():
     rng = np.random.default_rng(0)
     E = 8
@@ -161,18 +156,21 @@ def test_bounce_discs_never_sink_into_the_walls():
     assert positions.min() >= LO + R - 1e-4 and positions.max() <= HI - R + 1e-4
 
 
-def test_corner_contact_case_in_isolation():
-    # The smallest reproduction of the xfail above (env 1, step 725 of that rollout): moving
-    # along the bottom wall, 0.0099 m from touching it, with the end point past x = 6.
+def test_shallow_motion_ending_past_a_wall_end_is_stopped_by_that_wall():
+    # Regression (env 1, step 725 of the rollout above, before the 'band' candidate):
+    # moving along the bottom wall, 0.0099 m from touching it, with the end point past
+    # x = 6. megastep's crossing and side rules missed the bottom wall and took the right
+    # wall at progress 0.824, sinking the disc 0.058 m into the bottom wall.
     s = box_scenery(1, 1)
     agents = agents_at([[[4.856195, 1.1161522]]], [[[12.465489, -0.8265196]]])
+    touch = (1.1161522 - (LO + 1.001 * R)) / 0.08265196  # progress where the disc meets y = 1
     for mode in ("stop", "slide", "bounce"):
         for backend in ("kernel", "reference"):
             moved, progress = core.physics(s, agents, fps=10.0, collision=mode, backend=backend)
-            # documents the current outcome: the right wall is taken as first contact at
-            # progress 0.824, though the bottom wall is touched at about 0.12
-            np.testing.assert_allclose(progress[0, 0], 0.8240805, atol=1e-5)
-            assert float(moved.positions[0, 0, 1]) < LO + R - 0.05
+            np.testing.assert_allclose(progress[0, 0], 0.99 * touch, atol=1e-3)
+            assert float(moved.positions[0, 0, 1]) >= LO + R
+            if mode == "bounce":
+                np.testing.assert_allclose(moved.velocity[0, 0], [12.465489, 0.8265196], rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------
