@@ -240,8 +240,8 @@ ffi::Error RenderImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, 
         best_t[r] = 0.f;
         best_i[r] = -1;
       }
-      // Lines outside, pixels inside: the inner loop is SIMD across pixels, and each
-      // pixel still meets the lines in index order, as the tie rule needs.
+      // Lines outside, pixels inside: the inner loop is SIMD across the pixels the line
+      // can reach, and each pixel still meets the lines in index order (the tie rule).
       float* bs = best_s.data();
       float* bt = best_t.data();
       int* bi = best_i.data();
@@ -249,9 +249,12 @@ ffi::Error RenderImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, 
       const float* puy = uy.data();
       const float* pn = near_s.data();
       for (int j = 0; j < env.n_lines; ++j) {
-        megastep::LineTerms lt = megastep::line_terms(megastep::env_line(env, j), p);
+        megastep::Line line = megastep::env_line(env, j);
+        int lo, hi;
+        megastep::pixel_range(line, p, c, sn, tan_half, (int)R, lo, hi);
+        megastep::LineTerms lt = megastep::line_terms(line, p);
 #pragma omp simd
-        for (int64_t r = 0; r < R; ++r) megastep::ray_update(lt, pux[r], puy[r], pn[r], j, bs[r], bi[r], bt[r]);
+        for (int r = lo; r < hi; ++r) megastep::ray_update(lt, pux[r], puy[r], pn[r], j, bs[r], bi[r], bt[r]);
       }
       for (int64_t r = 0; r < R; ++r) {
         int64_t o = base + r;

@@ -177,6 +177,38 @@ MS_FN void ray_update(const LineTerms& lt, float ux, float uy, float near_s, int
   best_t = hit ? t : best_t;
 }
 
+// The pixels [lo, hi) whose rays can hit line l, for a camera at p facing (c, s): a
+// culling step for loops that test one line against many pixels. It is conservative
+// (pixels outside the range have t outside [0, 1] by far more than rounding), so culled
+// and brute-force casts agree exactly. A line behind the camera gets an empty range (a
+// hit has local x = s > 0); one reaching near the camera plane gets every pixel.
+constexpr float kFrontEps = 1e-3f;
+MS_FN void pixel_range(Line l, Vec p, float c, float s, float tan_half_fov, int R, int& lo,
+                       int& hi) {
+  Vec da = l.a - p, db = l.b - p;
+  float ax = da.x * c + da.y * s, ay = da.y * c - da.x * s;
+  float bx = db.x * c + db.y * s, by = db.y * c - db.x * s;
+  if (ax < -kFrontEps && bx < -kFrontEps) {
+    lo = hi = 0;
+    return;
+  }
+  if (!(ax > kFrontEps && bx > kFrontEps)) {
+    lo = 0;
+    hi = R;
+    return;
+  }
+  float va = ay / ax, vb = by / bx;
+  // pixel r's slope is (R - 2r - 1)/R * tan_half_fov, decreasing in r
+  float k = (float)R / tan_half_fov;
+  float rlo = ((float)(R - 1) - fmaxf(va, vb) * k) * 0.5f;
+  float rhi = ((float)(R - 1) - fminf(va, vb) * k) * 0.5f;
+  rlo = fminf(fmaxf(rlo - 2.f, 0.f), (float)R);
+  rhi = fminf(fmaxf(rhi + 3.f, 0.f), (float)R);
+  lo = (int)rlo;
+  hi = (int)rhi;
+  if (!(lo < hi)) lo = hi = 0;
+}
+
 // Casts the ray p + s*u against every real line of the env, in index order.
 MS_FN Hit cast(const Env& env, Vec p, Vec u, float near_s) {
   Hit best = {-1, INFINITY, 0.f};
@@ -276,10 +308,11 @@ struct Contact {
   int other;       // index of the agent hit, -1 for a wall or none
 };
 
-MS_FN void consider(Contact& c, float candidate, Vec normal, int other) {
-  if (candidate == INFINITY) return;
-  float p = sensibilise(candidate);
-  if (p < c.progress) c = {p, normal, other};
+// Whether a candidate progress beats the contact so far; p is its sensibilised value.
+MS_FN bool improves(const Contact& c, float candidate, float& p) {
+  if (candidate == INFINITY) return false;
+  p = sensibilise(candidate);
+  return p < c.progress;
 }
 
 MS_FN Vec unit(Vec v) {
@@ -287,13 +320,29 @@ MS_FN Vec unit(Vec v) {
   return n > 0.f ? (1.f / n) * v : Vec{0.f, 0.f};
 }
 
+// Whether line l can give agent p moving by m a contact within this step: its bounding
+// box meets the swept disc's. Every candidate that can beat progress 1 (a raw value below
+// 1/kBackoff) places the disc within r of the line somewhere on p + [0, 1/kBackoff] * m, so
+// skipping the others changes nothing.
+MS_FN bool may_touch(Line l, Vec p, Vec m, float r) {
+  float reach = 1.f / kBackoff + 1e-3f;
+  Vec q = p + reach * m;
+  float pad = r * 1.001f + 1e-4f;
+  float lox = fminf(p.x, q.x) - pad, hix = fmaxf(p.x, q.x) + pad;
+  float loy = fminf(p.y, q.y) - pad, hiy = fmaxf(p.y, q.y) + pad;
+  return !(fmaxf(l.a.x, l.b.x) < lox || fminf(l.a.x, l.b.x) > hix ||
+           fmaxf(l.a.y, l.b.y) < loy || fminf(l.a.y, l.b.y) > hiy);
+}
+
 // Earliest contact of agent `self` with the other agents' discs and the static lines.
-// Per line, candidates in this order: crossing, endpoint a, endpoint b, side, band.
+// Candidates are considered in a fixed order (agents, then per line: crossing, the two
+// endpoints, the side, the band) and a later one wins only if strictly smaller.
 MS_FN Contact first_contact(const Env& env, const float* positions, const float* motions,
                             int n_agents, int self, float radius) {
   Contact c = {1.f, {0.f, 0.f}, -1};
   Vec p = {positions[2 * self], positions[2 * self + 1]};
   Vec m = {motions[2 * self], motions[2 * self + 1]};
+  float x;
 
   float r2 = kContactScale * 2.f * radius;
   for (int o = 0; o < n_agents; ++o) {
@@ -301,13 +350,14 @@ MS_FN Contact first_contact(const Env& env, const float* positions, const float*
     Vec q = {positions[2 * o], positions[2 * o + 1]};
     Vec rel = m - Vec{motions[2 * o], motions[2 * o + 1]};
     float cand = approach(p, rel, q, r2);
-    consider(c, cand, unit(p + fminf(fmaxf(cand, 0.f), 1.f) * rel - q), o);
+    if (improves(c, cand, x)) c = {x, unit(p + fminf(fmaxf(cand, 0.f), 1.f) * rel - q), o};
   }
 
   float r = kContactScale * radius;
   float mlen = norm(m);
   for (int j = env.n_agent_lines; j < env.n_lines; ++j) {
     Line l = load_line(env.lines, j);
+    if (!may_touch(l, p, m, r)) continue;
     Vec d = l.b - l.a;
     float dd = dot(d, d);
     float dlen = sqrtf(dd);
@@ -320,14 +370,15 @@ MS_FN Contact first_contact(const Env& env, const float* positions, const float*
     float denom = cross(m, d);
     float s = cross(l.a - p, d) / denom;
     float t = cross(l.a - p, m) / denom;
-    if (s > 0.f && s < 1.f && t > 0.f && t < 1.f) consider(c, (1.f - r / dp) * s, n, -1);
+    if (s > 0.f && s < 1.f && t > 0.f && t < 1.f && improves(c, (1.f - r / dp) * s, x))
+      c = {x, n, -1};
 
     // touching an endpoint
     if (mlen > 0.f) {
       float ca = approach(p, m, l.a, r);
-      consider(c, ca, unit(p + fminf(fmaxf(ca, 0.f), 1.f) * m - l.a), -1);
+      if (improves(c, ca, x)) c = {x, unit(p + fminf(fmaxf(ca, 0.f), 1.f) * m - l.a), -1};
       float cb = approach(p, m, l.b, r);
-      consider(c, cb, unit(p + fminf(fmaxf(cb, 0.f), 1.f) * m - l.b), -1);
+      if (improves(c, cb, x)) c = {x, unit(p + fminf(fmaxf(cb, 0.f), 1.f) * m - l.b), -1};
     }
 
     // ending the step within r of the line's side
@@ -336,7 +387,7 @@ MS_FN Contact first_contact(const Env& env, const float* positions, const float*
     if (tq > 0.f && tq < 1.f) {
       Vec foot = l.a + tq * d;
       float dq = norm(q - foot);
-      if (dq < r) consider(c, (dp - r) / (dp - dq), n, -1);
+      if (dq < r && improves(c, (dp - r) / (dp - dq), x)) c = {x, n, -1};
     }
 
     // entering the band within r of the line where it has the segment alongside: the
@@ -348,7 +399,7 @@ MS_FN Contact first_contact(const Env& env, const float* positions, const float*
     if (sq < r && sq < dp) {
       float xc = (dp - r) / (dp - sq);
       float tc = dot(p + fmaxf(xc, 0.f) * m - l.a, d) / dd;
-      if (tc >= 0.f && tc <= 1.f) consider(c, xc, n, -1);
+      if (tc >= 0.f && tc <= 1.f && improves(c, xc, x)) c = {x, n, -1};
     }
   }
   return c;
