@@ -17,8 +17,14 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 
 install: $(STAMP)
 
+# The optional real-client extra (stable-baselines3 on a CPU torch), for the SB3 test.
+$(VENV)/.sb3: $(STAMP)
+	$(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['sb3']))" \
+	  | xargs $(PY) -m pip install --quiet
+	touch $@
+
 # The whole suite, slow extras included.
-test: install
+test: install $(VENV)/.sb3
 	$(VENV)/bin/pytest -q -ra
 
 test-fast: install
