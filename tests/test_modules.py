@@ -165,3 +165,20 @@ def test_random_lifespans_expire_and_reroll():
     assert bool(expired[0]) and not bool(expired[1:].any())
     with pytest.raises(ValueError, match="min_lifespan, max_lifespan"):
         modules.RandomLifespans(max_lifespan=4, min_lifespan=4)
+
+
+def test_movement_with_physics_per_step_motion_in_the_box():
+    from megastep_jax import scene
+
+    scenery = scene.scenery([toys.box()], 1, jax.random.PRNGKey(0))
+    agents = init_agents(1, 1).replace(positions=jnp.array([[[3.0, 3.0]]]))
+    moved, progress = modules.SimpleMovement()(scenery, agents, jnp.array([3], jnp.int32), fps=10.0)
+    assert np.allclose(moved.positions, [[[3.1, 3.0]]], atol=1e-6) and float(progress[0, 0]) == 1.0
+    turned, _ = modules.SimpleMovement()(scenery, agents, jnp.array([5], jnp.int32), fps=10.0)
+    assert np.isclose(float(turned.angles[0, 0]), 1.8, atol=1e-5)
+    # momentum from rest: accel/fps = 0.5 m/s after one step, so 0.05 m moved
+    pushed, _ = modules.MomentumMovement()(scenery, agents, jnp.array([3], jnp.int32), fps=10.0)
+    assert np.allclose(pushed.positions, [[[3.05, 3.0]]], atol=1e-6)
+    ref, _ = modules.SimpleMovement()(scenery, agents, jnp.array([3], jnp.int32), fps=10.0,
+                                      backend="reference")
+    assert np.allclose(ref.positions, moved.positions, atol=1e-6)
