@@ -417,6 +417,55 @@ struct AgentMotion {
   float angle, angvelocity, progress;
 };
 
+// Envs with more agents than this are not settled (see settled_contact).
+constexpr int kMaxSettleAgents = 32;
+
+// Whether agents i and j, which started apart, end the step overlapping at progress xi, xj.
+MS_FN bool end_overlap(const float* positions, const float* motions, int i, int j, float xi,
+                       float xj, float radius) {
+  Vec pi = {positions[2 * i], positions[2 * i + 1]}, pj = {positions[2 * j], positions[2 * j + 1]};
+  Vec mi = {motions[2 * i], motions[2 * i + 1]}, mj = {motions[2 * j], motions[2 * j + 1]};
+  Vec start = pi - pj, end = (pi + xi * mi) - (pj + xj * mj);
+  float contact = 4.f * radius * radius;
+  return dot(start, start) >= contact && dot(end, end) < contact;
+}
+
+// first_contact of agent `self`, settled against the other agents' actual progress.
+//
+// megastep's disc-disc candidate assumes the other agent makes its full motion; one
+// stopped short by a wall or a third agent could be run into. Settling: while two agents
+// that started apart would end overlapping, the one with more progress takes the other's
+// (Jacobi rounds; at equal progress a pair is apart, as its own candidate bounds both).
+// Progress only falls, to values already held, so at most A*A rounds. Every thread
+// computes every agent's contact: O(A) times the work, but no cross-thread state.
+MS_FN Contact settled_contact(const Env& env, const float* positions, const float* motions,
+                              int n_agents, int self, float radius) {
+  Contact own = first_contact(env, positions, motions, n_agents, self, radius);
+  if (n_agents < 2 || n_agents > kMaxSettleAgents) return own;
+  float x[kMaxSettleAgents], prev[kMaxSettleAgents];
+  for (int i = 0; i < n_agents; ++i)
+    x[i] = i == self ? own.progress : first_contact(env, positions, motions, n_agents, i, radius).progress;
+  int partner = -1;
+  for (int round = 0; round < n_agents * n_agents; ++round) {
+    for (int i = 0; i < n_agents; ++i) prev[i] = x[i];
+    bool changed = false;
+    for (int i = 0; i < n_agents; ++i)
+      for (int j = 0; j < n_agents; ++j) {
+        if (j == i || !(prev[j] < x[i])) continue;
+        if (!end_overlap(positions, motions, i, j, prev[i], prev[j], radius)) continue;
+        x[i] = prev[j];
+        if (i == self) partner = j;
+        changed = true;
+      }
+    if (!changed) break;
+  }
+  if (partner < 0) return own;
+  Vec ps = {positions[2 * self], positions[2 * self + 1]}, ms = {motions[2 * self], motions[2 * self + 1]};
+  Vec po = {positions[2 * partner], positions[2 * partner + 1]};
+  Vec mo = {motions[2 * partner], motions[2 * partner + 1]};
+  return {x[self], unit((ps + x[self] * ms) - (po + x[partner] * mo)), partner};
+}
+
 // One physics step of agent `self`. motions are velocity/fps for every agent.
 // collision: kStop zeroes the velocity on contact (megastep); kSlide removes its
 // component into the contact normal; kBounce reflects it, scaled by restitution.
@@ -424,7 +473,7 @@ MS_FN AgentMotion step_agent(const Env& env, const float* positions, const float
                              const float* velocities, const float* angles,
                              const float* angvelocities, int n_agents, int self, float fps,
                              float radius, int collision, float restitution) {
-  Contact c = first_contact(env, positions, motions, n_agents, self, radius);
+  Contact c = settled_contact(env, positions, motions, n_agents, self, radius);
   float x = c.progress;
   Vec p = {positions[2 * self], positions[2 * self + 1]};
   Vec m = {motions[2 * self], motions[2 * self + 1]};
