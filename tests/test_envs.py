@@ -308,3 +308,12 @@ def test_tutorial_code_runs():
     env, state = scope["env"], scope["state"]
     assert bool(spaces.contains(env.observation_space(), scope["obs"][0]))
     assert env.state(state).agents.positions.shape == (1, 2)
+
+
+def test_bad_actions_raise_naming_the_argument():
+    env = make("minimal")
+    obs, state = jitted(env, "reset")(jax.random.PRNGKey(0), env.default_params)
+    with pytest.raises(ValueError, match="action: expected an arrdict with a 'movement' key"):
+        env.step_env(jax.random.PRNGKey(0), state, arrdict(move=jnp.zeros(1, jnp.int32)), env.default_params)
+    with pytest.raises(ValueError, match=r"actions: expected shape \(\.\.\., 1\)"):
+        env.step_env(jax.random.PRNGKey(0), state, arrdict(movement=jnp.zeros(2, jnp.int32)), env.default_params)

@@ -404,6 +404,15 @@ class SceneryEnvironment(Environment):
         r = modules.render(self.pool.view(geometry), agents, self.res, fov, self.backend)
         return r[0]
 
+    def _movement(self, action):
+        """The int32 (A,) movement actions out of an action arrdict (or a bare array)."""
+        if isinstance(action, dict):
+            if "movement" not in action:
+                raise ValueError(f"action: expected an arrdict with a 'movement' key, got keys "
+                                 f"{sorted(action)}")
+            return action["movement"]
+        return action
+
     def _physics(self, geometry, agents, fps):
         """One physics step of agents (E=1) in ``geometry``: (agents, progress (1, A))."""
         from .. import core

@@ -12,6 +12,13 @@ observations ``rgb``, ``d``, ``imu`` and ``health``. Each step:
 
 The reward of an agent is the number of hits it inflicted this step. There is no
 terminal state (agents respawn); episodes are truncated after ``params.max_steps``.
+The reset also renders and scores once, as megastep's did, so health starts at 0.999.
+
+megastep gave 4 envs each floorplan; here every reset draws one of the env's
+``n_geometries`` plans, so for n envs pass about n/4 geometries to get its mix.
+Plan bounds are the geometry's mask extent, (width, height) = mask (W, H) * res, with x
+compared to the width (megastep compared x to the height, a slip with no effect on square
+plans).
 """
 from __future__ import annotations
 
@@ -136,7 +143,7 @@ class Deathmatch(SceneryEnvironment):
         agents = self.spawns(key, state.agents, dead, state.geometry)
         state = state.replace(agents=agents, health=jnp.where(dead, 1.0, state.health),
                               inflicted=jnp.where(dead, 0.0, state.inflicted))
-        agents = self.movement.apply(state.agents, action["movement"], params.fps, params.accel,
+        agents = self.movement.apply(state.agents, self._movement(action), params.fps, params.accel,
                                      params.ang_accel, params.decay)
         agents, _ = self._physics(state.geometry, agents, params.fps)
         state = state.replace(agents=agents, length=state.length + 1)

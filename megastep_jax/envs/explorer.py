@@ -6,6 +6,11 @@ of newly seen wall texels (texels under a rendered pixel) divided by the observa
 (64 at the defaults). The number of texels seen so far is the episode's *potential*; an
 episode terminates when its length reaches ``potential + patience`` (200), so an agent that
 keeps finding new walls keeps playing.
+
+megastep gave every env its own floorplan; here every reset draws one of the env's
+``geometries`` uniformly (all vmapped envs share their scenery, see
+:mod:`megastep_jax.envs.base`). On the step that ends an episode the reward is that
+step's (megastep zeroed it).
 """
 from __future__ import annotations
 
@@ -126,7 +131,7 @@ class Explorer(SceneryEnvironment):
         return obs, state
 
     def step_env(self, key, state, action, params):
-        agents = self.movement.apply(state.agents, action["movement"], params.fps, params.accel,
+        agents = self.movement.apply(state.agents, self._movement(action), params.fps, params.accel,
                                      params.ang_accel, params.decay)
         agents, _ = self._physics(state.geometry, agents, params.fps)
         state = state.replace(agents=agents, length=state.length + 1)

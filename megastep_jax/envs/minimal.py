@@ -76,7 +76,7 @@ class Minimal(SceneryEnvironment):
         return self._observe(state, params), state
 
     def step_env(self, key, state, action, params):
-        agents = self.movement.apply(state.agents, action["movement"], params.fps, params.speed,
+        agents = self.movement.apply(state.agents, self._movement(action), params.fps, params.speed,
                                      params.ang_speed)
         agents, _ = self._physics(state.geometry, agents, params.fps)
         state = state.replace(agents=agents, length=state.length + 1)
