@@ -401,7 +401,7 @@ def make_trainer(config: PPOConfig, env) -> Trainer:
                 (batch, adv, ret), carry = mb
                 grads, aux = jax.grad(loss_fn, has_aux=True)(params, carry, batch, adv, ret)
                 updates, opt_state = optimizer.update(grads, opt_state, params)
-                aux["grad_norm"] = optax.global_norm(grads)
+                aux["grad_norm"] = optax.tree.norm(grads)
                 return (optax.apply_updates(params, updates), opt_state), aux
 
             return jax.lax.scan(minibatch, (params, opt_state), (mb_data, mb_carry))
