@@ -1,0 +1,107 @@
+"""The training command: outputs, bit-identical resume; the Minimal collision penalty; videos."""
+import csv
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents import evaluate, networks, train
+
+TINY_ARGS = ["--env", "test_ppo:CueEnv", "--n-envs", "4", "--n-steps", "8", "--width", "8",
+             "--core", "mlp", "--minibatches", "2", "--epochs", "2", "--small-convs",
+             "--chunk", "2", "--reset-ratio", "1", "--eval-envs", "4", "--eval-steps", "20",
+             "--no-video", "--no-progress"]
+
+
+def rows_of(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_command_writes_outputs_and_resumes_bit_identically(tmp_path):
+    whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
+    result = train.main(TINY_ARGS + ["--updates", "4", "--out", whole])
+    assert result["updates"] == 4 and result["env_steps"] == 4 * 4 * 8
+    for name in ("config.json", "metrics.csv", "checkpoint.msgpack", "curve.png", "eval.json"):
+        assert os.path.getsize(os.path.join(whole, name)) > 0, name
+    evals = json.load(open(os.path.join(whole, "eval.json")))
+    assert set(evals) == {"trained", "greedy", "random", "ratio"}
+    # a random policy earns 5/12 per step in the cue env
+    assert abs(evals["random"]["reward"] - 5 / 12) < 0.1
+    rows = rows_of(os.path.join(whole, "metrics.csv"))
+    assert [int(r["update"]) for r in rows] == [1, 2, 3, 4]
+
+    # interrupted after 2 updates, then resumed (the run's settings come from config.json)
+    train.main(TINY_ARGS + ["--updates", "2", "--out", split])
+    with pytest.raises(SystemExit, match="already holds a run"):
+        train.main(TINY_ARGS + ["--updates", "2", "--out", split])
+    train.main(["--out", split, "--resume", "--updates", "4", "--no-progress", "--no-video",
+                "--eval-envs", "4", "--eval-steps", "20"])
+    with open(os.path.join(whole, "checkpoint.msgpack"), "rb") as a, \
+            open(os.path.join(split, "checkpoint.msgpack"), "rb") as b:
+        assert a.read() == b.read()
+    resumed = rows_of(os.path.join(split, "metrics.csv"))
+    assert [int(r["update"]) for r in resumed] == [1, 2, 3, 4]
+    for r, s in zip(rows, resumed):
+        for k in r:
+            if k not in ("time", "steps_per_s"):
+                assert r[k] == s[k], k
+
+
+def test_command_rejects_bad_usage(tmp_path):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--out", str(tmp_path)])  # neither --minutes nor --updates
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        train.main(["--out", str(tmp_path / "none"), "--resume", "--updates", "1"])
+    with pytest.raises(ValueError, match="env: expected"):
+        train.make_envs("nowhere")
+
+
+@pytest.fixture(scope="module")
+def minimal():
+    from megastep_jax.envs import Minimal
+    return train.CollisionPenalty(Minimal(res=16))
+
+
+def test_collision_penalty_on_minimal(minimal):
+    env, params = minimal, minimal.default_params
+    forward = {"movement": jnp.full((1,), 3, jnp.int32)}   # action 3: forward
+    turn = {"movement": jnp.full((1,), 5, jnp.int32)}      # action 5: turn, never a collision
+
+    def run(action):
+        def body(c, key):
+            obs, state = c
+            obs, state, reward, terminated, truncated, info = env.step(key, state, action, params)
+            return (obs, state), (reward, info["collision"], info["moving"])
+        c = env.reset(jax.random.PRNGKey(0), params)
+        return jax.lax.scan(body, c, jax.random.split(jax.random.PRNGKey(1), 80))[1]
+
+    reward, collision, moving = jax.jit(run)(forward)
+    # a 5 m box at 0.1 m per step: the wall is reached within 80 steps, then every push collides
+    assert collision.sum() > 0 and collision[-1] == 1
+    np.testing.assert_array_equal(reward[:, 0], -collision)
+    np.testing.assert_array_equal(moving, 1)
+    reward, collision, moving = jax.jit(run)(turn)
+    assert collision.sum() == 0 and moving.sum() == 0 and reward.sum() == 0
+
+
+def test_video_of_a_policy(minimal, tmp_path):
+    env = minimal
+    net = networks.ActorCritic.from_spaces(env.observation_space(), env.action_space(), width=8,
+                                           core="lstm", image_kwargs=train.config_of(
+                                               train.parse_args(["--out", "x", "--updates", "1",
+                                                                 "--small-convs"])).image_kwargs)
+    obs, _ = env.reset(jax.random.PRNGKey(0), env.default_params)
+    add = lambda x: x[None, None]
+    params = net.init(jax.random.PRNGKey(0), net.initial_carry((1, 1)),
+                      jax.tree_util.tree_map(add, obs), jnp.ones((1, 1, 1), bool))
+    path = evaluate.record_video(net, params, env, env.default_params, jax.random.PRNGKey(1), 3,
+                                 str(tmp_path / "v.gif"))
+    assert os.path.getsize(path) > 0
+    import imageio.v3 as iio
+    assert iio.imread(path).shape[0] == 4  # reset + 3 steps
+    with pytest.raises(ValueError, match="policy"):
+        evaluate.make_evaluate(net, env, policy="best")
