@@ -196,6 +196,8 @@ class Trainer(NamedTuple):
         optimizer: the optax transformation.
         init: ``(key, env_params) -> Runner``, fresh parameters and envs (jitted).
         update: ``(runner, env_params) -> (runner, metrics)``, one PPO iteration (not jitted).
+        rollout: ``(runner, env_params) -> (runner, trajectory, stats)``, the acting part of
+            an update alone (not jitted; for timing the env against the learner).
         run: ``(runner, env_params, n) -> (runner, metrics)``: ``n`` iterations in one
             jitted call; metrics leaves gain a leading (n,) axis.
         train: ``(key, env_params) -> (runner, metrics)``: init and ``config.n_updates``
@@ -209,6 +211,7 @@ class Trainer(NamedTuple):
     optimizer: optax.GradientTransformation
     init: Callable
     update: Callable
+    rollout: Callable
     run: Callable
     train: Callable
     place: Callable
@@ -457,7 +460,8 @@ def make_trainer(config: PPOConfig, env) -> Trainer:
         return jax.lax.scan(lambda r, _: update(r, env_params), runner, None, config.n_updates)
 
     return Trainer(config=config, env=env, network=network, optimizer=optimizer,
-                   init=init_jit, update=update, run=run, train=train, place=place)
+                   init=init_jit, update=update, rollout=rollout, run=run, train=train,
+                   place=place)
 
 
 def make_train(config: PPOConfig, env) -> Callable:
