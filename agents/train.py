@@ -299,8 +299,14 @@ def main(argv=None) -> dict:
     while int(runner.update) < target and time.time() - t0 < budget:
         n = int(min(args.chunk, target - int(runner.update)))
         tic = time.time()
-        runner, metrics = trainer.run(runner, env_params, n)
-        metrics = jax.device_get(metrics)
+        try:
+            runner, metrics = trainer.run(runner, env_params, n)
+            metrics = jax.device_get(metrics)
+        except KeyboardInterrupt:
+            # The checkpoint and metrics hold the last finished chunk; still write the outputs.
+            print(f"\ninterrupted: keeping update {int(runner.update)}; --resume continues from it",
+                  file=sys.stderr)
+            break
         dt = time.time() - tic
         now = elapsed0 + time.time() - t0
         for i in range(n):
