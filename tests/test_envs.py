@@ -102,7 +102,8 @@ SWEEPS = {
 
 
 @pytest.mark.parametrize("name", [
-    "minimal", "explorer", pytest.param("deathmatch", marks=pytest.mark.slow)])
+    "minimal", pytest.param("explorer", marks=pytest.mark.slow),
+    pytest.param("deathmatch", marks=pytest.mark.slow)])
 def test_vmap_over_params_gives_distinct_trajectories(name):
     env = make(name)
     params = sweep(short_params(name, env), **SWEEPS[name])
