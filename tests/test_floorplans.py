@@ -1,5 +1,4 @@
 """Procedural floorplans: determinism, splits, closed plans, reachable rooms, wide doorways."""
-import collections
 
 import jax
 import jax.numpy as jnp
@@ -10,45 +9,14 @@ from hypothesis import given, settings, strategies as st
 
 from megastep_jax import cubicasa, floorplans, geometry as geom
 
+from plan_checks import centroid_cell, ray_distances, reachable
+
 SEEDS = [0, 1, 2, 7, 42, 1234, 1245600715]  # the last once had diagonal walls
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def reachable(masks: np.ndarray, start: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool: cells reachable from ``start`` through 4-neighbours with mask != -1."""
-    free = masks != -1
-    seen = np.zeros_like(free)
-    seen[start] = True
-    queue = collections.deque([start])
-    while queue:
-        i, j = queue.popleft()
-        for a, b in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
-            if 0 <= a < free.shape[0] and 0 <= b < free.shape[1] and free[a, b] and not seen[a, b]:
-                seen[a, b] = True
-                queue.append((a, b))
-    return seen
-
-
-def centroid_cell(g, k: int) -> tuple[int, int]:
-    cells = np.argwhere(g.masks == k)
-    target = geom.indices(g.lights[k - 1], g.masks.shape, g.res)
-    return tuple(cells[np.argmin(((cells - target) ** 2).sum(1))])
-
-
-def ray_distances(walls: np.ndarray, point: np.ndarray, n: int = 360) -> np.ndarray:
-    """(n,) distance to the nearest wall along n rays spread over 360 degrees; inf if none."""
-    angles = np.deg2rad(np.arange(n) * 360.0 / n)
-    u = np.stack([np.cos(angles), np.sin(angles)], -1)[:, None]
-    a, d = walls[None, :, 0].astype(np.float64), (walls[:, 1] - walls[:, 0])[None].astype(np.float64)
-    cross = lambda x, y: x[..., 0] * y[..., 1] - x[..., 1] * y[..., 0]
-    den = cross(u, d)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = cross(a - point, d) / den
-        t = cross(a - point, u) / den
-    hit = (np.abs(den) > 1e-12) & (t >= 0) & (t <= 1) & (s > 0)
-    return np.where(hit, s, np.inf).min(1)
 
 
 def random_spawns(g, n: int, seed: int) -> np.ndarray:
