@@ -25,6 +25,7 @@ namespace megastep {
 constexpr float kAmbient = 0.1f;
 constexpr float kLuminance = 2.0f;
 constexpr float kShadowReach = 0.999f;  // keeps a wall from shadowing its own texels
+constexpr float kShadowParallel = 1e-4f;  // |sin| between a light's ray and a line below which it cannot shadow
 constexpr float kParallel = 1e-3f;      // |u x (B-A)| below this: ray parallel to line
 constexpr float kTieBreak = 1e-4f;      // nearer of two coincident lines wins only by this
 constexpr float kDotEps = 1e-6f;
@@ -102,14 +103,18 @@ MS_FN void draw_agents(const float* model, const float* positions, const float* 
 // ---------------------------------------------------------------------------------------
 // Lighting
 
-// Whether the segment light -> c crosses line l (0 < t < 1, 0 < s < kShadowReach).
-// Parallel lines give inf/NaN fractions, for which the comparisons are false.
+// Whether the segment light -> c crosses line l (0 < t < 1, 1 - kShadowReach < s <
+// kShadowReach: a line through the light, like one through c, casts no shadow on c).
+// A line (nearly) parallel to the light's ray does not obstruct it: exactly parallel
+// lines give inf/NaN fractions, for which the comparisons are false, and nearly parallel
+// ones (a light on a wall's own line) fractions that are rounding noise.
 MS_FN bool obstructs(Vec light, Vec c, Line l) {
   Vec d = l.b - l.a, v = c - light, w = l.a - light;
   float denom = cross(v, d);
   float s = cross(w, d) / denom;
   float t = cross(w, v) / denom;
-  return (t > 0.f) && (t < 1.f) && (s > 0.f) && (s < kShadowReach);
+  return (fabsf(denom) > kShadowParallel * (norm(v) * norm(d))) && (t > 0.f) && (t < 1.f) &&
+         (s > 1.f - kShadowReach) && (s < kShadowReach);
 }
 
 // Intensity at point c: ambient plus every light not blocked by a static line.

@@ -14,12 +14,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .state import Agents, Render, Scenery
 
 AMBIENT = 0.1
 LUMINANCE = 2.0
 SHADOW_REACH = 0.999
+SHADOW_PARALLEL = 1e-4
+SHADOW_FROM = float(np.float32(1) - np.float32(SHADOW_REACH))  # as the kernel computes it in float32
 PARALLEL = 1e-3
 TIE_BREAK = 1e-4
 DOT_EPS = 1e-6
@@ -27,6 +30,7 @@ FILTER_EPS = 1e-3
 CONTACT_SCALE = 1.001
 BACKOFF = 0.99
 MODEL_LINES = 8
+MAX_SETTLE_AGENTS = 32
 COLLISIONS = {"stop": 0, "slide": 1, "bounce": 2}
 
 __all__ = ["render", "physics", "bake"]
@@ -91,7 +95,9 @@ def _intensity(points, lines, first_static, n_lines, lights, n_lights):
         denom = _cross(v, d)
         s = _cross(w[None], d) / denom
         t = _cross(w[None], v) / denom
-        hit = (t > 0) & (t < 1) & (s > 0) & (s < SHADOW_REACH)
+        # nearly parallel: no shadow (the fractions would be rounding noise)
+        crossing = jnp.abs(denom) > SHADOW_PARALLEL * (_norm(v) * _norm(d))
+        hit = crossing & (t > 0) & (t < 1) & (s > SHADOW_FROM) & (s < SHADOW_REACH)
         real = (j >= first_static) & (j < n_lines)
         return blocked | (hit & real), None
 
@@ -248,6 +254,39 @@ def _clip01(x):
     return jnp.minimum(jnp.maximum(x, 0.0), 1.0)
 
 
+def _settle(p, m, x, normal, other, radius):
+    """Settles progress so agents that started apart do not end overlapping.
+
+    megastep's disc-disc candidate assumes the other agent makes its full motion; one
+    stopped short by a wall or a third agent could be run into. While two agents that
+    started apart would end overlapping, the one with more progress takes the other's
+    (Jacobi rounds, at most A*A; as the kernel's settled_contact). An agent so slowed gets
+    a disc-disc contact with that partner.
+    """
+    A = x.shape[0]
+    contact = 4.0 * radius * radius
+    start = p[:, None, :] - p[None, :, :]
+    apart = (_dot(start, start) >= contact) & ~jnp.eye(A, dtype=bool)
+
+    def round_(_, carry):
+        x, partner = carry
+        ends = p + x[:, None] * m
+        diff = ends[:, None, :] - ends[None, :, :]
+        conflict = apart & (_dot(diff, diff) < contact) & (x[None, :] < x[:, None])
+        cand = jnp.where(conflict, x[None, :], jnp.inf)
+        j = jnp.argmin(cand, 1)
+        best = jnp.take_along_axis(cand, j[:, None], 1)[:, 0]
+        lower = best < x
+        return jnp.where(lower, best, x), jnp.where(lower, j, partner)
+
+    settled, partner = jax.lax.fori_loop(0, A * A, round_, (x, jnp.full((A,), -1, jnp.int32)))
+    ends = p + settled[:, None] * m
+    partner_normal = _unit(ends - ends[jnp.maximum(partner, 0)])
+    slowed = partner >= 0
+    return (settled, jnp.where(slowed[:, None], partner_normal, normal),
+            jnp.where(slowed, partner, other))
+
+
 def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, radius,
                  restitution, collision):
     A = angles.shape[0]
@@ -317,6 +356,8 @@ def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, 
     x = jnp.take_along_axis(cand, first[:, None], 1)[:, 0]
     normal = jnp.take_along_axis(normals, first[:, None, None], 1)[:, 0]
     other = jnp.take_along_axis(others, first[:, None], 1)[:, 0]
+    if 2 <= A <= MAX_SETTLE_AGENTS:
+        x, normal, other = _settle(p, m, x, normal, other, radius)
 
     new_positions = p + x[:, None] * m
     hit = x < 1
