@@ -14,6 +14,7 @@
 
 #include "batching.h"
 #include "megastep.h"
+#include "ffi_common.h"
 #include "operands.h"
 #include "pybind11/pybind11.h"
 #include "xla/ffi/api/ffi.h"
@@ -25,10 +26,7 @@ using megastep::Vec;
 
 namespace {
 
-using F32 = ffi::Buffer<ffi::F32>;
-using S32 = ffi::Buffer<ffi::S32>;
-using F32Out = ffi::ResultBuffer<ffi::F32>;
-using S32Out = ffi::ResultBuffer<ffi::S32>;
+using namespace megastep_ffi;
 
 // Below this many inner-loop operations a call runs on the calling thread: waking the pool
 // costs more than it saves, and a busy machine may not schedule the helper for a while.
@@ -62,16 +60,6 @@ void parallel_for(ffi::ThreadPool& pool, int64_t n, int64_t work, const F& f) {
   for (int64_t t = 0; t < helpers; ++t) pool.Schedule([run]() { run(); });
   run();
   while (counter->done.load(std::memory_order_acquire) < n_chunks) std::this_thread::yield();
-}
-
-template <class B>
-megastep::Dims dims_of(const B& buf) {
-  auto d = buf.dimensions();
-  return megastep::Dims(d.begin(), d.end());
-}
-
-ffi::Error invalid(const std::string& msg) {
-  return ffi::Error(ffi::ErrorCode::kInvalidArgument, "megastep: " + msg);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -252,29 +240,9 @@ ffi::Error BakeImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, S3
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepRenderCpu, RenderImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<F32>().Arg<S32>().Arg<F32>().Arg<S32>()
-                                  .Arg<F32>().Arg<S32>().Arg<S32>().Arg<F32>()
-                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
-                                  .Ret<S32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepPhysicsCpu, PhysicsImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<F32>().Arg<S32>().Arg<F32>().Arg<F32>().Arg<F32>()
-                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
-                                  .Attr<int32_t>("collision")
-                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCpu, BakeImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<F32>().Arg<S32>().Arg<F32>().Arg<S32>()
-                                  .Arg<S32>().Arg<S32>()
-                                  .Attr<int32_t>("n_agents")
-                                  .Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepRenderCpu, RenderImpl, megastep_ffi::render_binding<ffi::ThreadPool>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepPhysicsCpu, PhysicsImpl, megastep_ffi::physics_binding<ffi::ThreadPool>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCpu, BakeImpl, megastep_ffi::bake_binding<ffi::ThreadPool>());
 
 namespace py = pybind11;
 

@@ -11,6 +11,7 @@
 
 #include "batching.h"
 #include "megastep.h"
+#include "ffi_common.h"
 #include "operands.h"
 #include "pybind11/pybind11.h"
 #include "xla/ffi/api/ffi.h"
@@ -22,14 +23,7 @@ using megastep::Vec;
 
 namespace {
 
-using F32 = ffi::Buffer<ffi::F32>;
-using S32 = ffi::Buffer<ffi::S32>;
-using F32Out = ffi::ResultBuffer<ffi::F32>;
-using S32Out = ffi::ResultBuffer<ffi::S32>;
-
-ffi::Error invalid(const std::string& msg) {
-  return ffi::Error(ffi::ErrorCode::kInvalidArgument, "megastep: " + msg);
-}
+using namespace megastep_ffi;
 
 ffi::Error launched(const char* what) {
   cudaError_t e = cudaGetLastError();
@@ -37,12 +31,6 @@ ffi::Error launched(const char* what) {
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("megastep: ") + what + ": " +
                                                      cudaGetErrorString(e));
   return ffi::Error::Success();
-}
-
-template <class B>
-megastep::Dims dims_of(const B& buf) {
-  auto d = buf.dimensions();
-  return megastep::Dims(d.begin(), d.end());
 }
 
 using megastep::SceneryPtrs;
@@ -219,29 +207,9 @@ ffi::Error BakeImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S32
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepRenderCuda, RenderImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<F32>().Arg<S32>().Arg<F32>().Arg<S32>()
-                                  .Arg<F32>().Arg<S32>().Arg<S32>().Arg<F32>()
-                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
-                                  .Ret<S32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepPhysicsCuda, PhysicsImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<F32>().Arg<S32>().Arg<F32>().Arg<F32>().Arg<F32>()
-                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
-                                  .Attr<int32_t>("collision")
-                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCuda, BakeImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<F32>().Arg<S32>().Arg<F32>().Arg<S32>()
-                                  .Arg<S32>().Arg<S32>()
-                                  .Attr<int32_t>("n_agents")
-                                  .Ret<F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepRenderCuda, RenderImpl, megastep_ffi::render_binding<ffi::PlatformStream<cudaStream_t>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepPhysicsCuda, PhysicsImpl, megastep_ffi::physics_binding<ffi::PlatformStream<cudaStream_t>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCuda, BakeImpl, megastep_ffi::bake_binding<ffi::PlatformStream<cudaStream_t>>());
 
 namespace py = pybind11;
 
