@@ -10,7 +10,8 @@ by :func:`megastep_jax.core.physics` with ``collision="bounce"``. Two interfaces
 - :meth:`MovingSymbols.generate` makes a batch of videos at once under ``jit``:
   ``generate(key, n_videos, n_frames)`` returns uint8 ``(videos, frames, height, width,
   channels)``. Video ``i`` of ``generate(jax.random.key(seed), ...)`` is the video the
-  iterator built with ``seed`` yields.
+  iterator built with ``seed`` and ``video_index=i`` yields (the two are compiled apart,
+  so states may differ in the last bit of a float; in our tests the frames are equal).
 
 :func:`save` writes a batch to mp4/gif files and their messages to JSON Lines.
 
@@ -655,7 +656,7 @@ class _Dynamics:
             n_lines=jnp.full((E,), L, jnp.int32), lights=jnp.zeros((E, 1, 3)),
             n_lights=jnp.zeros((E,), jnp.int32), textures=jnp.zeros((E, 1, 3)),
             texel_starts=jnp.zeros((E, L), jnp.int32), texel_widths=jnp.zeros((E, L), jnp.int32),
-            baked=jnp.ones((E, 1)), model=_MODEL, n_agents=A)
+            baked=jnp.ones((E, 1)), model=jnp.asarray(_agent_model()), n_agents=A)
         pos, vel = (position + o).reshape(E, A, 2), velocity.reshape(E, A, 2)
         agents = core.Agents(angles=jnp.zeros((E, A)), positions=pos, angvelocity=jnp.zeros((E, A)),
                              velocity=vel)
@@ -754,13 +755,12 @@ def _generate_jit(dyn: _Dynamics, bank: Bank, key, n_videos: int, n_frames: int)
     return jax.vmap(lambda k: dyn.video(bank, k, n_frames))(keys)
 
 
-def _agent_model():
+@functools.lru_cache(maxsize=None)
+def _agent_model() -> np.ndarray:
+    """The agents' (8, 2, 2) model lines; the physics ignores them, the Scenery needs them."""
     from . import scene
 
-    return jnp.asarray(scene.agent_model())
-
-
-_MODEL = None
+    return scene.agent_model()
 
 
 # ---------------------------------------------------------------------------------------
@@ -785,9 +785,9 @@ class MovingSymbols:
 
     The iterator yields the frames of one endless video (frame 0 first) and publishes, on
     the first ``next()``, the initialisation messages (step -1), then at each frame the
-    messages of that step. Video i of ``generate(jax.random.key(seed), n, T)`` equals the
-    first T frames of ``MovingSymbols(params, seed=seed, ...)`` when i = 0 (and of the
-    iterator's ``video_index=i`` in general).
+    messages of that step. Video i of ``generate(jax.random.key(seed), n, T)`` is the first
+    T frames of ``MovingSymbols(params, seed=seed, video_index=i)``, up to float rounding
+    (see the module docstring).
 
     Args:
         params: a dict of parameters overriding :data:`DEFAULT_PARAMS` (see there).
@@ -805,7 +805,6 @@ class MovingSymbols:
 
     def __init__(self, params: dict | None = None, debug_options: dict | None = None, seed: int = 0,
                  video_index: int = 0, backend: str = "kernel", max_images_per_label: int | None = None):
-        global _MODEL
         self.params = _check_params(params)
         self.debug_options = _check_debug_options(debug_options)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -817,8 +816,6 @@ class MovingSymbols:
         if max_images_per_label is not None and (not isinstance(max_images_per_label, int)
                                                  or max_images_per_label < 1):
             raise ValueError(f"max_images_per_label: expected a positive int or None, got {max_images_per_label!r}")
-        if _MODEL is None:
-            _MODEL = _agent_model()
         self.seed, self.video_index = int(seed), int(video_index)
         self._host = _HostBank(self.params, max_images_per_label)
         W, H = self.params["video_size"]
