@@ -305,7 +305,7 @@ CASES = {
 # Bad inputs the library does not reject yet: (call, name). Each is an xfail(strict) test,
 # so it fails once the check exists and moves into CASES. See RELIABILITY.md.
 MISSING = {
-    "VecEnv actions float": (lambda: vec_step(np.array([0.0, 1.0])), "actions"),
+    "VecEnv actions non-integral": (lambda: vec_step(np.array([0.5, 1.0])), "actions"),
     "env.step params fps zero": (lambda: env_step(params=env_params(fps=0.0)), "fps"),
     "env.reset params max_steps zero": (lambda: env_reset(params=env_params(max_steps=0)), "max_steps"),
     "env.step action out of range": (lambda: env_step(action=arrdict(movement=jnp.array([9], jnp.int32))),
