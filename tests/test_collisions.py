@@ -235,19 +235,30 @@ def test_slow_discs_in_a_box_bounce_elastically_for_1000_steps():
     assert (progress < 1).any()
 
 
+def test_fast_discs_in_a_box_neither_interpenetrate_nor_sink_into_walls():
+    # per-step motion of about 4 radii; the settle rounds keep every pair apart
+    rng = np.random.default_rng(1)
+    E, A = 4, 4
+    agents = separated_agents(rng, E, A, speed=4.0)
+    for mode in ("bounce", "slide"):
+        positions, _, _ = rollout(box_scenery(E, A), agents, 1000, mode)
+        gaps = np.linalg.norm(positions[:, :, :, None] - positions[:, :, None, :], axis=-1) + 9 * np.eye(A)
+        assert gaps.min() >= 2 * R, mode
+        assert positions.min() >= LO + R - 1e-4 and positions.max() <= HI - R + 1e-4, mode
+
+
 @pytest.mark.xfail(strict=True, reason=(
-    "simultaneous per-agent contacts: when a disc's partner takes another first contact "
-    "(a wall or a third disc) the impulse is one-sided, so fast discs (per-step motion of a "
-    "few radii) gain or lose energy and can interpenetrate"))
+    "fast discs (per-step motion of a few radii) gain or lose kinetic energy under bounce "
+    "(measured: up to 70% in 1000 steps at 4 agents in the 5 m box, speed scale 3-5 m/s): a "
+    "disc slowed by the settle rounds, or whose partner's first contact was a wall or a third "
+    "disc, gets a one-sided impulse"))
 def test_fast_discs_in_a_box_bounce_elastically():
     rng = np.random.default_rng(1)
     E, A = 4, 4
     agents = separated_agents(rng, E, A, speed=4.0)
-    positions, velocity, _ = rollout(box_scenery(E, A), agents, 1000, "bounce")
+    _, velocity, _ = rollout(box_scenery(E, A), agents, 1000, "bounce")
     energy0 = (np.asarray(agents.velocity) ** 2).sum((-1, -2))
     np.testing.assert_allclose((velocity ** 2).sum((-1, -2)), np.broadcast_to(energy0, (1000, E)), rtol=1e-3)
-    gaps = np.linalg.norm(positions[:, :, :, None] - positions[:, :, None, :], axis=-1) + 9 * np.eye(A)
-    assert gaps.min() >= 2 * R * 0.99
 
 
 # ---------------------------------------------------------------------------------------
