@@ -302,6 +302,7 @@ def test_batched_generation_equals_the_iterator(batch):
     assert not np.array_equal(frames[1], frames[0])
 
 
+@pytest.mark.slow
 def test_reference_backend_makes_the_same_video():
     kernel, kernel_messages, _ = run()
     ref = MovingSymbols(dict(items()), seed=0, backend="reference")
