@@ -60,17 +60,31 @@ class CollisionPenalty(_wrapper_base()):
     collisions, physics zeroes the velocity of an agent that hit something, so an agent
     that chose to translate (actions 1-4) and ends the step at rest has collided.
     ``info`` gains ``collision`` (fraction of agents that collided) and ``moving``
-    (fraction that chose to translate). Steps that end an episode are not scored (the
-    state returned is already the next episode's).
+    (fraction that chose to translate).
+
+    It transforms the raw ``step_env`` (so the state it reads is the one before any
+    auto-reset) and keeps the base class's auto-resetting ``step``, so it also works under
+    :class:`~megastep_jax.envs.base.Batched` with ``reset_ratio > 1``.
     """
 
-    def step(self, key, state, action, params=None):
-        obs, state, reward, terminated, truncated, info = self.env.step(key, state, action, params)
+    def reset_env(self, key, params):
+        return self.env.reset_env(key, params)
+
+    def step_env(self, key, state, action, params):
+        obs, state, reward, terminated, truncated, info = self.env.step_env(key, state, action, params)
         moving = (action["movement"] >= 1) & (action["movement"] <= 4)
         at_rest = jnp.all(state.agents.velocity[0] == 0, axis=-1)
-        collided = moving & at_rest & ~(terminated | truncated)
+        collided = moving & at_rest
         info = dict(info, collision=jnp.mean(collided), moving=jnp.mean(moving))
         return obs, state, reward - collided.astype(jnp.float32), terminated, truncated, info
+
+    def reset(self, key, params=None):
+        params = self.default_params if params is None else params
+        return self.reset_env(key, params)
+
+    def step(self, key, state, action, params=None):
+        from megastep_jax.envs.base import Environment
+        return Environment.step(self, key, state, action, params)
 
     def state(self, env_state, params=None):
         return self.env.state(env_state, params)  # the state is the inner env's, unwrapped
