@@ -3,8 +3,9 @@
 A script runs in two separate Python processes and prints SHA-256 digests of: procedural
 floorplans, a scenery (textures, lights, baked lighting), a rollout of a multi-agent env
 (observations, rewards, agent states after every step, with random actions drawn from
-keys), and the metrics and parameters of a tiny PPO run. The two processes must agree
-digest for digest; a third run with another key must differ (so the digests see the key).
+keys), and the metrics and parameters of a tiny PPO run, each for keys 0 and 1. The two
+processes must agree digest for digest, and key 1 must differ from key 0 (so the digests
+see the key).
 """
 from __future__ import annotations
 
@@ -25,9 +26,7 @@ import jax, jax.numpy as jnp, numpy as np
 from megastep_jax import floorplans, scene, toys
 from megastep_jax.arrdict import arrdict
 
-seed = int(sys.argv[1])
 what = sys.argv[2].split(",")
-key = jax.random.PRNGKey(seed)
 out = {}
 
 def digest(tree):
@@ -38,59 +37,61 @@ def digest(tree):
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
 
-if "scenery" in what:
-    plans = [floorplans.generate(jax.random.fold_in(key, i)) for i in range(2)]
-    out["floorplans"] = digest([(g.walls, g.lights, g.masks) for g in plans])
-    s = scene.scenery(plans + [toys.box()], n_agents=2, key=key)
-    out["scenery"] = digest(s)
+for seed in map(int, sys.argv[1].split(",")):
+    key = jax.random.PRNGKey(seed)
+    if "scenery" in what:
+        plans = [floorplans.generate(jax.random.fold_in(key, i)) for i in range(2)]
+        out[f"{seed}/floorplans"] = digest([(g.walls, g.lights, g.masks) for g in plans])
+        s = scene.scenery(plans + [toys.box()], n_agents=2, key=key)
+        out[f"{seed}/scenery"] = digest(s)
 
-if "rollout" in what:
-    from megastep_jax.envs import Minimal
+    if "rollout" in what:
+        from megastep_jax.envs import Minimal
 
-    env = Minimal(n_agents=3, res=16, seed=seed)
-    n_envs, n_steps = 3, 12
-    params = env.default_params
-    space = env.action_space(params).movement
+        env = Minimal(n_agents=3, res=16, seed=seed)
+        n_envs, n_steps = 3, 12
+        params = env.default_params
+        space = env.action_space(params).movement
 
-    @jax.jit
-    def rollout(key):
-        k_reset, k_run = jax.random.split(key)
-        obs, state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, n_envs), params)
+        @jax.jit
+        def rollout(key):
+            k_reset, k_run = jax.random.split(key)
+            obs, state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, n_envs), params)
 
-        def step(carry, k):
-            obs, state = carry
-            k_act, k_step = jax.random.split(k)
-            act = {"movement": jax.random.randint(k_act, (n_envs, 3), 0, space.n_actions)}
-            obs, state, reward, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(
-                jax.random.split(k_step, n_envs), state, arrdict(act), params)
-            return (obs, state), (obs, reward, term, trunc, state.agents)
+            def step(carry, k):
+                obs, state = carry
+                k_act, k_step = jax.random.split(k)
+                act = {"movement": jax.random.randint(k_act, (n_envs, 3), 0, space.n_actions)}
+                obs, state, reward, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(
+                    jax.random.split(k_step, n_envs), state, arrdict(act), params)
+                return (obs, state), (obs, reward, term, trunc, state.agents)
 
-        _, trace = jax.lax.scan(step, (obs, state), jax.random.split(k_run, n_steps))
-        return trace
+            _, trace = jax.lax.scan(step, (obs, state), jax.random.split(k_run, n_steps))
+            return trace
 
-    out["rollout"] = digest(rollout(key))
+        out[f"{seed}/rollout"] = digest(rollout(key))
 
-if "ppo" in what:
-    sys.path.insert(0, ".")
-    from agents import ppo
-    from megastep_jax.envs import Minimal
+    if "ppo" in what:
+        sys.path.insert(0, ".")
+        from agents import ppo
+        from megastep_jax.envs import Minimal
 
-    env = Minimal(res=8, seed=seed)
-    convs = (("conv_features", (4,)), ("conv_kernels", (3,)), ("conv_strides", (1,)))
-    config = ppo.PPOConfig(n_envs=4, n_steps=8, n_updates=2, n_epochs=2, n_minibatches=2,
-                           width=8, core="mlp", image_kwargs=convs)
-    runner, metrics = ppo.make_train(config, env)(key, env.default_params)
-    out["ppo_metrics"] = digest(metrics)
-    out["ppo_params"] = digest(runner.params)
+        env = Minimal(res=8, seed=seed)
+        convs = (("conv_features", (4,)), ("conv_kernels", (3,)), ("conv_strides", (1,)))
+        config = ppo.PPOConfig(n_envs=4, n_steps=8, n_updates=2, n_epochs=2, n_minibatches=2,
+                               width=8, core="mlp", image_kwargs=convs)
+        runner, metrics = ppo.make_train(config, env)(key, env.default_params)
+        out[f"{seed}/ppo_metrics"] = digest(metrics)
+        out[f"{seed}/ppo_params"] = digest(runner.params)
 
 print("DIGESTS " + json.dumps(out))
 '''
 
 
-def run(seed: int, what: str) -> dict:
+def run(seeds: str, what: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(seed), what], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, seeds, what], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("DIGESTS ")][-1]
@@ -106,17 +107,17 @@ def _ppo_usable() -> bool:
 
 
 def test_scenery_and_rollout_are_bit_identical_across_processes():
-    first, second = run(0, "scenery,rollout"), run(0, "scenery,rollout")
-    assert set(first) == {"floorplans", "scenery", "rollout"}
+    first, second = run("0,1", "scenery,rollout"), run("0,1", "scenery,rollout")
+    assert set(first) == {f"{k}/{n}" for k in (0, 1) for n in ("floorplans", "scenery", "rollout")}
     assert first == second
-    other = run(1, "scenery,rollout")
-    for name in first:
-        assert other[name] != first[name], f"{name} does not depend on the key"
+    for name in ("floorplans", "scenery", "rollout"):
+        assert first[f"0/{name}"] != first[f"1/{name}"], f"{name} does not depend on the key"
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _ppo_usable(), reason="agents.ppo not importable")
 def test_training_metrics_are_bit_identical_across_processes():
-    first, second = run(0, "ppo"), run(0, "ppo")
+    first, second = run("0,1", "ppo"), run("0,1", "ppo")
     assert first == second
-    assert run(1, "ppo")["ppo_params"] != first["ppo_params"]
+    assert first["0/ppo_params"] != first["1/ppo_params"]
+    assert first["0/ppo_metrics"] != first["1/ppo_metrics"]
