@@ -70,7 +70,6 @@ ln -s "$ROOT/agents" "$SHADOW/agents"
 read -r -a TESTS <<<"${SANITIZE_TESTS:-tests/test_kernels.py tests/test_core.py tests/test_scene.py tests/test_properties.py}"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_odr_violation=0:alloc_dealloc_mismatch=0:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
-export MEGASTEP_SANITIZED=1
 export JAX_PLATFORMS=cpu  # no accelerator plugin probing (libtpu aborts under ASan)
 LD_PRELOAD="$LIBASAN $LIBSTDCXX" "$PYTHON" - "$SHADOW" "${TESTS[@]}" <<'PY'
 import sys
