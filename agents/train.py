@@ -19,8 +19,8 @@ Writes into ``--out``:
 - ``eval.json``: the evaluation figures.
 
 Envs: ``explorer`` (procedural floorplans, training split; evaluated on the test split),
-``minimal`` (the box, with a reward of -1 per collision so that there is something to
-learn; evaluated on the same box), ``deathmatch``, or ``package.module:factory`` (a
+``minimal`` (the box, with a reward of -1 per collision and +0.05 per unobstructed
+translation, so that there is something to learn; evaluated on the same box), ``deathmatch``, or ``package.module:factory`` (a
 callable returning an env, used for training and evaluation alike).
 """
 from __future__ import annotations
@@ -62,10 +62,18 @@ class CollisionPenalty(_wrapper_base()):
     ``info`` gains ``collision`` (fraction of agents that collided) and ``moving``
     (fraction that chose to translate).
 
+    Penalising collisions alone makes standing still optimal; ``move_reward`` pays each
+    translation that is not stopped, so the agent is rewarded for moving without hitting
+    anything.
+
     It transforms the raw ``step_env`` (so the state it reads is the one before any
     auto-reset) and keeps the base class's auto-resetting ``step``, so it also works under
     :class:`~megastep_jax.envs.base.Batched` with ``reset_ratio > 1``.
     """
+
+    def __init__(self, env, move_reward: float = 0.0):
+        super().__init__(env)
+        self.move_reward = float(move_reward)
 
     def reset_env(self, key, params):
         return self.env.reset_env(key, params)
@@ -76,7 +84,8 @@ class CollisionPenalty(_wrapper_base()):
         at_rest = jnp.all(state.agents.velocity[0] == 0, axis=-1)
         collided = moving & at_rest
         info = dict(info, collision=jnp.mean(collided), moving=jnp.mean(moving))
-        return obs, state, reward - collided.astype(jnp.float32), terminated, truncated, info
+        reward = reward - collided + self.move_reward * (moving & ~collided)
+        return obs, state, reward.astype(jnp.float32), terminated, truncated, info
 
     def reset(self, key, params=None):
         params = self.default_params if params is None else params
@@ -121,7 +130,7 @@ def make_envs(name: str, *, res: Optional[int] = None, subsample: Optional[int] 
                 Deathmatch(geometries=floorplans.sample(n_test_plans, "test", seed), **kw))
     if name == "minimal":
         from megastep_jax.envs import Minimal
-        env = CollisionPenalty(Minimal(**kw))
+        env = CollisionPenalty(Minimal(**kw), move_reward=0.05)
         return env, env
     if ":" in name:
         module, attr = name.split(":", 1)
