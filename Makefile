@@ -43,5 +43,9 @@ cuda-check: install
 	  -Icsrc -I$$($(PY) -c "import jax; print(jax.ffi.include_dir())") \
 	  $$($(PY) -m pybind11 --includes)
 
+# The kernel tests against an AddressSanitizer + UndefinedBehaviorSanitizer build.
+sanitize: install
+	PYTHON=$(abspath $(PY)) scripts/sanitize.sh
+
 clean:
 	rm -rf $(VENV) build

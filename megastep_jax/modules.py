@@ -85,6 +85,10 @@ def _check_actions(actions, n_agents: int):
         raise ValueError(f"actions: expected integer movement actions, got dtype {actions.dtype}")
     if actions.shape[-1:] != (n_agents,):
         raise ValueError(f"actions: expected shape (..., {n_agents}), got {actions.shape}")
+    if not isinstance(actions, jax.core.Tracer):
+        a = np.asarray(actions)
+        if np.any(a < 0) or np.any(a >= len(ACTION_VELOCITY)):
+            raise ValueError(f"actions: expected values in [0, {len(ACTION_VELOCITY)}), got {a.min()}..{a.max()}")
     return actions
 
 

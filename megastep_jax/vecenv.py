@@ -235,6 +235,8 @@ class Slots:
             if a.shape != (self.num_envs, len(self.ms_action_space)):
                 raise ValueError(f"actions: expected shape ({self.num_envs}, {len(self.ms_action_space)}), "
                                  f"got {a.shape}")
+            if a.dtype.kind not in "iu" and not np.all(a == np.round(a)):
+                raise ValueError(f"actions: expected integers, got dtype {a.dtype} with fractional values")
             if np.any(a < 0) or np.any(a >= space.nvec):
                 raise ValueError(f"actions: expected each column k in [0, nvec[k]) with nvec {space.nvec}")
             return arrdict({k: jnp.asarray(a[:, i].reshape(self.n_envs, self.n_agents), jnp.int32)

@@ -1,9 +1,8 @@
 """Every public entry point rejects bad input with a ValueError or TypeError naming the argument.
 
 One table: (entry point, bad input, argument the message must name). Each case must raise
-before any kernel runs; none may crash the process or be silently clipped. Cases whose
-validation is still missing are listed in ``MISSING`` (xfail, strict: they fail loudly the
-day the check lands, so the entry moves into the table). RELIABILITY.md reports the count.
+before any kernel runs; none may crash the process or be silently clipped.
+RELIABILITY.md reports the count.
 """
 from __future__ import annotations
 
@@ -302,16 +301,14 @@ CASES = {
     "VecEnv actions wrong batch": (lambda: vec_step(np.array([0, 0, 0])), "actions"),
 }
 
-# Bad inputs the library does not reject yet: (call, name). Each is an xfail(strict) test,
-# so it fails once the check exists and moves into CASES. See RELIABILITY.md.
-MISSING = {
+CASES.update({
     "VecEnv actions non-integral": (lambda: vec_step(np.array([0.5, 1.0])), "actions"),
     "env.step params fps zero": (lambda: env_step(params=env_params(fps=0.0)), "fps"),
     "env.reset params max_steps zero": (lambda: env_reset(params=env_params(max_steps=0)), "max_steps"),
     "env.step action out of range": (lambda: env_step(action=arrdict(movement=jnp.array([9], jnp.int32))),
                                      "action"),
     "env.step action negative": (lambda: env_step(action=arrdict(movement=jnp.array([-1], jnp.int32))), "action"),
-}
+})
 
 
 def _check(call, name):
@@ -325,11 +322,6 @@ def _check(call, name):
 def test_bad_input_is_rejected_naming_the_argument(case):
     _check(*CASES[case])
 
-
-@pytest.mark.parametrize("case", list(MISSING))
-@pytest.mark.xfail(strict=True, reason="validation not implemented yet (see RELIABILITY.md)")
-def test_bad_input_not_yet_rejected(case):
-    _check(*MISSING[case])
 
 
 def test_validation_happens_before_the_kernel_under_jit():

@@ -82,6 +82,7 @@ class Environment:
     def reset(self, key: jax.Array, params: Optional[Any] = None) -> tuple[arrdict, Any]:
         """Returns (obs, state) of a fresh episode drawn with ``key``."""
         params = self.default_params if params is None else params
+        check_params(params)
         return self.reset_env(key, params)
 
     def step(self, key: jax.Array, state: Any, action: Any, params: Optional[Any] = None):
@@ -95,6 +96,8 @@ class Environment:
             (obs, state, reward, terminated, truncated, info).
         """
         params = self.default_params if params is None else params
+        check_params(params)
+        check_action(self.action_space(params), action)
         key_step, key_reset = jax.random.split(key)
         obs_step, state_step, reward, terminated, truncated, info = self.step_env(
             key_step, state, action, params)
@@ -123,6 +126,65 @@ class Environment:
     def display(self, env_state: Any, params: Optional[Any] = None):
         """Plots one env's state: ``plot_state(state(env_state))``."""
         return self.plot_state(self.state(env_state, params))
+
+
+# Ranges of the params fields the demo envs share; other fields need only be finite.
+_PARAM_RANGES = {
+    "fov": (0.0, 180.0, "in (0, 180) degrees"),
+    "fps": (0.0, float("inf"), "positive"),
+    "max_steps": (0.0, float("inf"), "a positive number of steps"),
+    "max_depth": (0.0, float("inf"), "positive"),
+    "speed": (-float("inf"), float("inf"), "finite"),
+}
+
+
+def check_params(params: Any) -> None:
+    """Raises ValueError naming a params field that is non-finite or out of its range.
+
+    Runs only on concrete values: under ``jit`` or ``vmap`` params are traced and only
+    their structure is known.
+    """
+    fields = getattr(params, "__dataclass_fields__", None)
+    if fields is None:
+        return
+    for name in fields:
+        value = getattr(params, name)
+        if isinstance(value, jax.core.Tracer) or not isinstance(value, (int, float, np.ndarray, jax.Array)):
+            continue
+        v = np.asarray(value)
+        if v.dtype.kind not in "fiub":
+            continue
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"params.{name}: expected finite values, got {value!r}")
+        if name in _PARAM_RANGES:
+            lo, hi, what = _PARAM_RANGES[name]
+            if np.any(v <= lo) or np.any(v >= hi):
+                raise ValueError(f"params.{name}: expected {what}, got {value!r}")
+
+
+def check_action(space: Any, action: Any) -> None:
+    """Raises ValueError where a concrete action lies outside the action space.
+
+    Out-of-range movement indices would otherwise be clipped silently by indexing.
+    """
+    from .. import spaces as ms
+
+    if isinstance(space, dict):
+        if not isinstance(action, dict) or set(action) != set(space):
+            raise ValueError(f"action: expected a dict with keys {sorted(space)}, got "
+                             f"{sorted(action) if isinstance(action, dict) else type(action).__name__}")
+        for k, s in space.items():
+            check_action(s, action[k])
+        return
+    if isinstance(action, jax.core.Tracer) or not isinstance(space, ms.MultiDiscrete):
+        return
+    a = np.asarray(action)
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"action: expected integer actions, got dtype {a.dtype}")
+    if a.shape[-1:] != (space.n_agents,):
+        raise ValueError(f"action: expected shape (..., {space.n_agents}), got {a.shape}")
+    if np.any(a < 0) or np.any(a >= space.n_actions):
+        raise ValueError(f"action: expected values in [0, {space.n_actions}), got {a.min()}..{a.max()}")
 
 
 def sweep(params: Any, **values) -> Any:
