@@ -12,7 +12,7 @@ and draws them with the env's ``state``/``plot_state`` into an mp4 or gif.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -34,7 +34,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp

@@ -20,7 +20,6 @@ default that needs no download and no licence, use :func:`megastep_jax.floorplan
 """
 from __future__ import annotations
 
-import io
 import os
 import re
 import xml.etree.ElementTree as ET

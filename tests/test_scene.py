@@ -64,13 +64,22 @@ def test_same_key_same_scenery_different_key_differs():
 
 
 def test_baked_light_falls_off_and_shadows():
-    s = scene.scenery([toys.column()], n_agents=1, key=jax.random.key(0))
+    column = toys.column()
+    s = scene.scenery([column], n_agents=1, key=jax.random.key(0))
     baked = np.asarray(s.baked[0])
-    starts, widths = np.asarray(s.texel_starts[0]), np.asarray(s.texel_widths[0])
+    starts = np.asarray(s.texel_starts[0])
     assert np.all(baked[:starts[8]] == 1.0)   # agent texels are lit at render time
-    walls = baked[starts[8]:]
+    walls = baked[starts[8]:int(s.n_texels[0])]
     assert walls.min() >= core.AMBIENT - 1e-6 and walls.max() <= 1.0
-    assert walls.max() > walls.min() + 0.05
+    # The same room without the column, under the same lights: the column's shadow darkens
+    # part of the outer walls and brightens none of them.
+    room = geometry.geometry(column.walls[:4], column.lights, column.masks, column.res)
+    open_room = scene.scenery([room], n_agents=1, key=jax.random.key(0))
+    open_room = core.bake(open_room.replace(lights=s.lights))
+    outer = slice(starts[8], starts[12])
+    darkening = np.asarray(open_room.baked[0])[outer] - baked[outer]
+    assert darkening.min() > -1e-6
+    assert (darkening > 0.05).sum() > 20
 
 
 @pytest.mark.parametrize("args,name", [

@@ -444,6 +444,16 @@ class SceneryEnvironment(Environment):
         self.bounds = jnp.asarray(plan_bounds(self.geometries))  # (G, 2)
         self.width = res // subsample
 
+    def _first_person_modules(self) -> None:
+        """megastep's Explorer and Deathmatch senses: RGB, depth, IMU, momentum movement."""
+        from .. import modules
+
+        A = self.n_agents
+        self.rgb = modules.RGB(A, self.res, self.subsample)
+        self.depth = modules.Depth(A, self.res, self.subsample)
+        self.imu = modules.IMU(A)
+        self.movement = modules.MomentumMovement(A)
+
     @property
     def n_geometries(self) -> int:
         return len(self.geometries)

@@ -85,11 +85,7 @@ class Deathmatch(SceneryEnvironment):
         super().__init__(geometries, n_agents, res, subsample, backend, seed)
         if self.width < 2:
             raise ValueError(f"res, subsample: expected at least 2 observation pixels, got {self.width}")
-        A = self.n_agents
-        self.rgb = modules.RGB(A, res, subsample)
-        self.depth = modules.Depth(A, res, subsample)
-        self.imu = modules.IMU(A)
-        self.movement = modules.MomentumMovement(A)
+        self._first_person_modules()
 
     @property
     def default_params(self) -> DeathmatchParams:

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .. import modules
 from ..arrdict import arrdict, dotdict
 from ..state import Agents
 from .base import SceneryEnvironment
@@ -52,11 +51,8 @@ class ExplorerState:
 
 
 def _default_geometries(n: int, seed: int):
-    try:
-        from .. import floorplans
-    except ImportError:  # pragma: no cover - floorplans not built
-        from .. import toys
-        return [toys.box(), toys.column()]
+    from .. import floorplans
+
     return floorplans.sample(n, "training", seed)
 
 
@@ -83,11 +79,7 @@ class Explorer(SceneryEnvironment):
         if geometries is None:
             geometries = _default_geometries(n_geometries, seed)
         super().__init__(geometries, n_agents, res, subsample, backend, seed)
-        A = self.n_agents
-        self.rgb = modules.RGB(A, res, subsample)
-        self.depth = modules.Depth(A, res, subsample)
-        self.imu = modules.IMU(A)
-        self.movement = modules.MomentumMovement(A)
+        self._first_person_modules()
 
     @property
     def default_params(self) -> ExplorerParams:
