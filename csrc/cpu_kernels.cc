@@ -16,7 +16,6 @@
 #include "megastep.h"
 #include "ffi_common.h"
 #include "operands.h"
-#include "pybind11/pybind11.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -244,22 +243,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepRenderCpu, RenderImpl, megastep_ffi::rende
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepPhysicsCpu, PhysicsImpl, megastep_ffi::physics_binding<ffi::ThreadPool>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCpu, BakeImpl, megastep_ffi::bake_binding<ffi::ThreadPool>());
 
-namespace py = pybind11;
-
-template <typename T>
-py::capsule capsule(T* fn) {
-  static_assert(std::is_invocable_r_v<XLA_FFI_Error*, T, XLA_FFI_CallFrame*>,
-                "an XLA FFI handler must have the XLA FFI signature");
-  return py::capsule(reinterpret_cast<void*>(fn));
-}
-
 PYBIND11_MODULE(_megastep_cpu, m) {
   m.doc() = "megastep_jax CPU kernels as XLA FFI handlers";
   m.def("registrations", []() {
-    py::dict d;
-    d["megastep_render"] = capsule(MegastepRenderCpu);
-    d["megastep_physics"] = capsule(MegastepPhysicsCpu);
-    d["megastep_bake"] = capsule(MegastepBakeCpu);
-    return d;
+    return megastep_ffi::registrations(MegastepRenderCpu, MegastepPhysicsCpu, MegastepBakeCpu);
   });
 }

@@ -13,7 +13,6 @@
 #include "megastep.h"
 #include "ffi_common.h"
 #include "operands.h"
-#include "pybind11/pybind11.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -211,20 +210,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepRenderCuda, RenderImpl, megastep_ffi::rend
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepPhysicsCuda, PhysicsImpl, megastep_ffi::physics_binding<ffi::PlatformStream<cudaStream_t>>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCuda, BakeImpl, megastep_ffi::bake_binding<ffi::PlatformStream<cudaStream_t>>());
 
-namespace py = pybind11;
-
-template <typename T>
-py::capsule capsule(T* fn) {
-  return py::capsule(reinterpret_cast<void*>(fn));
-}
-
 PYBIND11_MODULE(_megastep_cuda, m) {
   m.doc() = "megastep_jax CUDA kernels as XLA FFI handlers";
   m.def("registrations", []() {
-    py::dict d;
-    d["megastep_render"] = capsule(MegastepRenderCuda);
-    d["megastep_physics"] = capsule(MegastepPhysicsCuda);
-    d["megastep_bake"] = capsule(MegastepBakeCuda);
-    return d;
+    return megastep_ffi::registrations(MegastepRenderCuda, MegastepPhysicsCuda, MegastepBakeCuda);
   });
 }

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "operands.h"
+#include "pybind11/pybind11.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace megastep_ffi {
@@ -63,6 +64,22 @@ auto bake_binding() {
       .template Arg<S32>().template Arg<S32>()
       .template Attr<int32_t>("n_agents")
       .template Ret<F32>();
+}
+
+// The Python module's `registrations()`: FFI target name -> handler capsule, as
+// jax.ffi.register_ffi_target takes them.
+template <class R, class P, class B>
+pybind11::dict registrations(R* render, P* physics, B* bake) {
+  auto capsule = [](auto* fn) {
+    static_assert(std::is_invocable_r_v<XLA_FFI_Error*, decltype(fn), XLA_FFI_CallFrame*>,
+                  "an XLA FFI handler must have the XLA FFI signature");
+    return pybind11::capsule(reinterpret_cast<void*>(fn));
+  };
+  pybind11::dict d;
+  d["megastep_render"] = capsule(render);
+  d["megastep_physics"] = capsule(physics);
+  d["megastep_bake"] = capsule(bake);
+  return d;
 }
 
 }  // namespace megastep_ffi
