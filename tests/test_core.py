@@ -99,3 +99,13 @@ def test_validation_runs_before_the_kernel_under_jit(box):
     s, a = box
     with pytest.raises(ValueError, match="res"):
         jax.jit(lambda a: core.render(s, a, res=-1))(a)
+
+
+def test_asking_for_missing_cuda_kernels_is_a_clear_error():
+    from megastep_jax import kernels
+
+    if kernels.CUDA_REGISTERED:
+        pytest.skip("this machine has the CUDA kernels and a GPU")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        kernels.require("gpu")
+    kernels.require("cpu")  # the CPU kernels are always built
