@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import core, geometry as geom
+from .ragged import RaggedNumpy
 from .state import Scenery
 
 MODEL_CORNERS = np.array(
@@ -126,7 +127,7 @@ def scenery(geometries: Sequence, n_agents: int = 1, key: jax.Array | None = Non
     L = max(len(x) for x in lines)
     T = max(max(len(x) for x in textures), 1)
     NL = max(max(len(x) for x in lights), 1)
-    starts = [np.concatenate([[0], np.cumsum(w)[:-1]]).astype(np.int32) for w in widths]
+    starts = [RaggedNumpy(t, w).starts.astype(np.int32) for t, w in zip(textures, widths)]
     s = Scenery(
         lines=jnp.asarray(_pad(lines, L)),
         n_lines=jnp.asarray([len(x) for x in lines], jnp.int32),
@@ -140,3 +141,13 @@ def scenery(geometries: Sequence, n_agents: int = 1, key: jax.Array | None = Non
         n_agents=n_agents,
     )
     return core.bake(s, backend=backend)
+
+
+def texels(scenery: Scenery, env: int) -> RaggedNumpy:
+    """The texel colours of one env as a Ragged over its real lines (numpy).
+
+    ``texels(s, e)[j]`` is the (w, 3) texture of line j of env e.
+    """
+    n = int(scenery.n_lines[env])
+    widths = np.asarray(scenery.texel_widths[env, :n])
+    return RaggedNumpy(np.asarray(scenery.textures[env, :int(widths.sum())]), widths)
