@@ -242,16 +242,30 @@ def downsample(x, subsample: int):
     return x.reshape(*x.shape[:-1], x.shape[-1] // subsample, subsample)
 
 
-def _check_view(n_agents, res, subsample):
-    for name, v in (("n_agents", n_agents), ("res", res), ("subsample", subsample)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
-    if res % subsample:
-        raise ValueError(f"subsample: expected a divisor of res={res}, got {subsample}")
+@dataclasses.dataclass(frozen=True)
+class _Strip:
+    """Settings shared by the camera-strip observations: A agents, R pixels rendered, W = R/subsample seen."""
+
+    n_agents: int = 1
+    res: int = 64
+    subsample: int = 1
+    channels = 1  # of the observation space; a class constant, not a field
+
+    def __post_init__(self):
+        for name in ("n_agents", "res", "subsample"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        if self.res % self.subsample:
+            raise ValueError(f"subsample: expected a divisor of res={self.res}, got {self.subsample}")
+
+    @property
+    def space(self) -> spaces.MultiImage:
+        return spaces.MultiImage(self.n_agents, self.channels, 1, self.res // self.subsample)
 
 
 @dataclasses.dataclass(frozen=True)
-class Depth:
+class Depth(_Strip):
     """Depth observations: 1 at the near plane (the agent radius), 0 at ``max_depth``.
 
     ``1 - clip((distance - radius)/max_depth, 0, 1)`` averaged over ``subsample`` pixels.
@@ -262,17 +276,7 @@ class Depth:
         observation pixel. max_depth: metres at which depth reads 0.
     """
 
-    n_agents: int = 1
-    res: int = 64
-    subsample: int = 1
     max_depth: float = 10.0
-
-    def __post_init__(self):
-        _check_view(self.n_agents, self.res, self.subsample)
-
-    @property
-    def space(self) -> spaces.MultiImage:
-        return spaces.MultiImage(self.n_agents, 1, 1, self.res // self.subsample)
 
     def __call__(self, r: arrdict, max_depth=None) -> jax.Array:
         """Depth from a :func:`render` result: float32 (..., A, 1, 1, W)."""
@@ -290,7 +294,7 @@ class Depth:
 
 
 @dataclasses.dataclass(frozen=True)
-class RGB:
+class RGB(_Strip):
     """RGB observations: the rendered screen averaged over ``subsample`` pixels.
 
     Values are gamma-decoded (linear); encode them for display.
@@ -299,16 +303,7 @@ class RGB:
         n_agents: A. res: R, the render resolution. subsample: pixels averaged.
     """
 
-    n_agents: int = 1
-    res: int = 64
-    subsample: int = 1
-
-    def __post_init__(self):
-        _check_view(self.n_agents, self.res, self.subsample)
-
-    @property
-    def space(self) -> spaces.MultiImage:
-        return spaces.MultiImage(self.n_agents, 3, 1, self.res // self.subsample)
+    channels = 3
 
     def __call__(self, r: arrdict) -> jax.Array:
         """RGB from a :func:`render` result: float32 (..., A, 3, 1, W), in [0, 1]."""

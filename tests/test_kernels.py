@@ -1,4 +1,6 @@
 """The compiled kernels against the jnp reference, SPEC.md's golden case, and batching."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,7 +54,7 @@ def _compare_render(rk, rr):
     np.testing.assert_allclose(np.asarray(rk.locations)[agree], np.asarray(rr.locations)[agree], atol=1e-4)
 
 
-render_kernel = jax.jit(lambda s, a, fov: core.render(s, a, res=48, fov=fov), static_argnums=())
+render_kernel = jax.jit(lambda s, a, fov: core.render(s, a, res=48, fov=fov))
 render_reference = jax.jit(lambda s, a, fov: core.render(s, a, res=48, fov=fov, backend="reference"))
 
 
@@ -130,20 +132,15 @@ def test_vmap_over_fov_and_fps_with_shared_scenery(random_scene):
 
 def test_vmap_over_batched_scenery_matches_unbatched(random_scene):
     s, agents = random_scene
-    # split the 3 envs into a vmapped batch of 3 single-env calls
-    split = jax.tree_util.tree_map(lambda x: x[:, None], s.replace(model=jnp.broadcast_to(s.model, (3, 8, 2, 2))))
-    split = split.replace(model=s.model)
+    # the 3 envs as a vmapped batch of 3 single-env calls; the model stays shared
+    per_env = [f.name for f in dataclasses.fields(s) if f.name not in ("model", "n_agents")]
+    split = s.replace(**{f: getattr(s, f)[:, None] for f in per_env})
+    axes = s.replace(**{f: 0 for f in per_env}, model=None)
     per_agents = jax.tree_util.tree_map(lambda x: x[:, None], agents)
-    r = jax.vmap(lambda sc, ag: core.render(sc, ag, res=16), in_axes=(Scenery_axes(split), 0))(split, per_agents)
+    r = jax.vmap(lambda sc, ag: core.render(sc, ag, res=16), in_axes=(axes, 0))(split, per_agents)
     whole = core.render(s, agents, res=16)
     np.testing.assert_array_equal(r.indices[:, 0], whole.indices)
     np.testing.assert_allclose(r.screen[:, 0], whole.screen, atol=1e-6)
-
-
-def Scenery_axes(s):
-    """vmap axes for a Scenery batched on every field but the shared model."""
-    return s.replace(**{f: 0 for f in ("lines", "n_lines", "lights", "n_lights", "textures",
-                                       "texel_starts", "texel_widths", "baked")}, model=None)
 
 
 def test_scan_of_render_and_physics(random_scene):
@@ -153,8 +150,7 @@ def test_scan_of_render_and_physics(random_scene):
         ag, progress = core.physics(s, ag, fps=10.0)
         return ag, (progress, core.render(s, ag, res=8).distances)
 
-    run = lambda backend: jax.lax.scan(step, agents, None, length=4)
-    final, (progress, dist) = jax.jit(lambda: run("kernel"))()
+    final, (progress, dist) = jax.jit(lambda: jax.lax.scan(step, agents, None, length=4))()
     assert progress.shape == (4, 3, 3) and dist.shape == (4, 3, 3, 8)
     assert np.all(np.isfinite(np.asarray(final.positions)))
 
