@@ -134,7 +134,6 @@ _PARAM_RANGES = {
     "fps": (0.0, float("inf"), "positive"),
     "max_steps": (0.0, float("inf"), "a positive number of steps"),
     "max_depth": (0.0, float("inf"), "positive"),
-    "speed": (-float("inf"), float("inf"), "finite"),
 }
 
 
