@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import reference
+from . import reference, validation
 from .state import Agents, Render, Scenery, init_agents
 
 AGENT_WIDTH = 0.15
@@ -54,61 +54,23 @@ def gamma_decode(x):
 # ---------------------------------------------------------------------------------------
 # Validation
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def _check_array(name: str, x, kind: str, rank: int | None = None):
-    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
-        raise ValueError(f"{name}: expected an array, got {type(x).__name__}")
-    ok = {"f": jnp.issubdtype(x.dtype, jnp.floating), "i": jnp.issubdtype(x.dtype, jnp.integer)}[kind]
-    if not ok:
-        want = "a floating" if kind == "f" else "an integer"
-        raise ValueError(f"{name}: expected {want} dtype, got {x.dtype}")
-    if rank is not None and x.ndim != rank:
-        raise ValueError(f"{name}: expected {rank} dimensions, got shape {tuple(x.shape)}")
-
-
-def _check_finite_positive(name: str, x) -> None:
-    if _is_concrete(x):
-        v = np.asarray(x)
-        if not np.all(np.isfinite(v)):
-            raise ValueError(f"{name}: expected finite values, found NaN or inf")
-        if np.any(v <= 0):
-            raise ValueError(f"{name}: expected strictly positive coordinates, smallest is {v.min():g}")
-
-
-def _check_scalar(name: str, x, lo: float, hi: float, lo_open=True, hi_open=True) -> None:
-    """Checks a scalar operand's shape, and its range where it is concrete."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.ndarray, jax.Array)):
-        raise ValueError(f"{name}: expected a real number, got {type(x).__name__}")
-    if hasattr(x, "shape") and np.shape(x) != ():
-        raise ValueError(f"{name}: expected a scalar (vmap to sweep values), got shape {np.shape(x)}")
-    if _is_concrete(x):
-        v = float(np.asarray(x))
-        bad = (not math.isfinite(v) or (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi))
-        if bad:
-            lb, rb = ("(" if lo_open else "["), (")" if hi_open else "]")
-            raise ValueError(f"{name}: expected a value in {lb}{lo:g}, {hi:g}{rb}, got {v!r}")
-
-
 def validate_scenery(scenery: Any) -> None:
     """Checks a Scenery's shapes and dtypes are consistent; raises ValueError otherwise."""
     if not isinstance(scenery, Scenery):
         raise ValueError(f"scenery: expected a megastep_jax Scenery, got {type(scenery).__name__}")
     s = scenery
-    _check_array("scenery.lines", s.lines, "f", 4)
+    validation.array("scenery.lines", s.lines, "f", 4)
     E, L = s.lines.shape[:2]
     if s.lines.shape[2:] != (2, 2):
         raise ValueError(f"scenery.lines: expected shape (E, L, 2, 2), got {tuple(s.lines.shape)}")
-    _check_array("scenery.lights", s.lights, "f", 3)
-    _check_array("scenery.textures", s.textures, "f", 3)
-    _check_array("scenery.baked", s.baked, "f", 2)
-    _check_array("scenery.model", s.model, "f", 3)
+    validation.array("scenery.lights", s.lights, "f", 3)
+    validation.array("scenery.textures", s.textures, "f", 3)
+    validation.array("scenery.baked", s.baked, "f", 2)
+    validation.array("scenery.model", s.model, "f", 3)
     for name in ("n_lines", "n_lights"):
-        _check_array(f"scenery.{name}", getattr(s, name), "i", 1)
+        validation.array(f"scenery.{name}", getattr(s, name), "i", 1)
     for name in ("texel_starts", "texel_widths"):
-        _check_array(f"scenery.{name}", getattr(s, name), "i", 2)
+        validation.array(f"scenery.{name}", getattr(s, name), "i", 2)
     T = s.textures.shape[1]
     expected = {
         "n_lines": (E,), "n_lights": (E,), "lights": (E, s.lights.shape[1], 3),
@@ -122,7 +84,7 @@ def validate_scenery(scenery: Any) -> None:
     if L < 8 * s.n_agents:
         raise ValueError(f"scenery.lines: expected at least {8 * s.n_agents} lines for "
                          f"{s.n_agents} agents' models, got {L}")
-    if _is_concrete(s.n_lines) and _is_concrete(s.n_lights):
+    if validation.is_concrete(s.n_lines) and validation.is_concrete(s.n_lights):
         n_lines, n_lights = np.asarray(s.n_lines), np.asarray(s.n_lights)
         if np.any(n_lines < 8 * s.n_agents) or np.any(n_lines > L):
             raise ValueError(f"scenery.n_lines: expected counts in [{8 * s.n_agents}, {L}]")
@@ -134,12 +96,12 @@ def validate_agents(agents: Any, scenery: Scenery, check_positions: bool = True)
     """Checks agents match the scenery's envs and agents; positions finite and positive."""
     if not isinstance(agents, Agents):
         raise ValueError(f"agents: expected a megastep_jax Agents, got {type(agents).__name__}")
-    _check_array("agents.angles", agents.angles, "f", 2)
+    validation.array("agents.angles", agents.angles, "f", 2)
     E, A = agents.angles.shape
     want = {"positions": (E, A, 2), "velocity": (E, A, 2), "angvelocity": (E, A)}
     for name, shape in want.items():
         x = getattr(agents, name)
-        _check_array(f"agents.{name}", x, "f")
+        validation.array(f"agents.{name}", x, "f")
         if tuple(x.shape) != shape:
             raise ValueError(f"agents.{name}: expected shape {shape}, got {tuple(x.shape)}")
     if E != scenery.n_envs:
@@ -147,16 +109,15 @@ def validate_agents(agents: Any, scenery: Scenery, check_positions: bool = True)
     if A != scenery.n_agents:
         raise ValueError(f"agents: {A} agents per env where the scenery was built for {scenery.n_agents}")
     if check_positions:
-        _check_finite_positive("agents.positions", agents.positions)
+        validation.finite_positive("agents.positions", agents.positions)
     for name in ("angles", "velocity", "angvelocity"):
         x = getattr(agents, name)
-        if _is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
+        if validation.is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
             raise ValueError(f"agents.{name}: expected finite values, found NaN or inf")
 
 
 def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    validation.one_of("backend", backend, BACKENDS)
     if backend == "kernel":
         from . import kernels
 
@@ -200,10 +161,10 @@ def render(scenery: Scenery, agents: Agents, res: int = DEFAULT_RES, fov=DEFAULT
         Render with indices, locations, dots, distances (E, A, R) and screen (E, A, R, 3).
         Where a ray hits nothing: index -1, location and dot 0, distance inf, black.
     """
-    if isinstance(res, bool) or not isinstance(res, numbers.Integral) or not 1 <= res <= MAX_RES:
+    if not isinstance(res, numbers.Integral) or isinstance(res, bool) or not 1 <= res <= MAX_RES:
         raise ValueError(f"res: expected a static int in [1, {MAX_RES}], got {res!r}")
-    _check_scalar("fov", fov, 0.0, 180.0)
-    _check_scalar("radius", radius, 0.0, 1e3, lo_open=False)
+    validation.scalar_in_range("fov", fov, 0.0, 180.0)
+    validation.scalar_in_range("radius", radius, 0.0, 1e3, lo_open=False)
     validate_scenery(scenery)
     validate_agents(agents, scenery)
     _check_backend(backend)
@@ -236,11 +197,10 @@ def physics(scenery: Scenery, agents: Agents, fps=DEFAULT_FPS, radius=AGENT_RADI
         (agents, progress): the moved agents and (E, A) float32 progress in [0, 1], the
         fraction of the intended motion made; < 1 means a collision.
     """
-    _check_scalar("fps", fps, 0.0, 1e6)
-    _check_scalar("radius", radius, 0.0, 1e3, lo_open=False)
-    _check_scalar("restitution", restitution, 0.0, 1.0, lo_open=False, hi_open=False)
-    if collision not in COLLISIONS:
-        raise ValueError(f"collision: expected one of {COLLISIONS}, got {collision!r}")
+    validation.scalar_in_range("fps", fps, 0.0, 1e6)
+    validation.scalar_in_range("radius", radius, 0.0, 1e3, lo_open=False)
+    validation.scalar_in_range("restitution", restitution, 0.0, 1.0, lo_open=False, hi_open=False)
+    validation.one_of("collision", collision, COLLISIONS)
     validate_scenery(scenery)
     validate_agents(agents, scenery)
     _check_backend(backend)
