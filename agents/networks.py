@@ -10,6 +10,7 @@ sequences, starting from the carry stored at the start of the rollout.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from . import heads
+from .initializers import orthogonal
 
 __all__ = ["ActorCritic", "LSTMCore", "MLPCore", "CORES"]
 
@@ -29,7 +31,7 @@ class MLPCore(nn.Module):
     @nn.compact
     def __call__(self, carry, x: jax.Array, reset: jax.Array):
         del reset
-        y = nn.relu(nn.Dense(self.width, kernel_init=nn.initializers.orthogonal(jnp.sqrt(2.0)))(x))
+        y = nn.relu(nn.Dense(self.width, kernel_init=orthogonal(math.sqrt(2.0)))(x))
         return carry, y
 
     @staticmethod
@@ -53,7 +55,7 @@ class LSTMCore(nn.Module):
     def __call__(self, carry, x: jax.Array, reset: jax.Array):
         zeros = jax.tree_util.tree_map(jnp.zeros_like, carry)
         carry = jax.tree_util.tree_map(lambda z, c: jnp.where(reset[..., None], z, c), zeros, carry)
-        carry, y = nn.OptimizedLSTMCell(self.width)(carry, x)
+        carry, y = nn.OptimizedLSTMCell(self.width, recurrent_kernel_init=orthogonal())(carry, x)
         return carry, y
 
     @staticmethod

@@ -36,6 +36,7 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import heads
+from .initializers import one_at_a_time
 from .networks import ActorCritic
 
 __all__ = ["PPOConfig", "Runner", "Transition", "Trainer", "make_trainer", "make_train",
@@ -283,15 +284,24 @@ def make_trainer(config: PPOConfig, env) -> Trainer:
             env_state=runner.env_state, obs=runner.obs, first=runner.first, carry=runner.carry,
             episode_return=runner.episode_return, episode_length=runner.episode_length)))
 
+    def init_params(key, obs_shapes):
+        # Parameters depend on feature shapes only: init on zeros shaped like one step of
+        # one env. Under vmap (several seeds) each member is initialised on its own, in a
+        # lax.map: batched LAPACK QR (orthogonal initialisers) deadlocks on small CPUs.
+        @one_at_a_time
+        def f(key):
+            one = jax.tree_util.tree_map(lambda s: jnp.zeros((1, 1, *s.shape), s.dtype), obs_shapes)
+            return network.init(key, network.initial_carry((1, n_agents)), one,
+                                jnp.ones((1, 1, n_agents), bool))
+        return f(key)
+
     def init(key, env_params) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
         obs, env_state = env_reset(k_env, env_params)
         carry = network.initial_carry((config.n_envs, n_agents))
         first = jnp.ones((config.n_envs,), bool)
-        # Parameters depend on feature shapes only: init on one step of one env.
-        one = jax.tree_util.tree_map(lambda x: x[None, :1], obs)
-        params = network.init(k_net, network.initial_carry((1, n_agents)), one,
-                              jnp.ones((1, 1, n_agents), bool))
+        params = init_params(k_net, jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), obs))
         return constrain(Runner(
             params=params, opt_state=optimizer.init(params), env_state=env_state, obs=obs,
             first=first, carry=carry,
