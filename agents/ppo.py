@@ -40,7 +40,7 @@ from .initializers import one_at_a_time
 from .networks import ActorCritic
 
 __all__ = ["PPOConfig", "Runner", "Transition", "Trainer", "make_trainer", "make_train",
-           "gae", "save", "load"]
+           "gae", "print_progress", "save", "load"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,8 +241,23 @@ def _info_means(info) -> dict:
     return out
 
 
-def make_trainer(config: PPOConfig, env) -> Trainer:
+def print_progress(metrics) -> None:
+    """An ``on_update`` for :func:`make_trainer`: one line per update (per member under vmap)."""
+    ret = float(metrics["episode_return"])
+    print(f"update {int(metrics['update'])}: reward/step {float(metrics['reward']):.4f}, "
+          f"episode return {'-' if np.isnan(ret) else f'{ret:.3f}'}, "
+          f"entropy {float(metrics['entropy']):.3f}", flush=True)
+
+
+def make_trainer(config: PPOConfig, env, on_update: Callable | None = None) -> Trainer:
     """Builds the PPO functions for ``env`` (a gymnax-style env with dict spaces).
+
+    Args:
+        config: the run's settings.
+        env: the environment (its ``default_params`` fix the spaces).
+        on_update: if given, ``on_update(metrics)`` is called on the host after every
+            update of ``run`` and ``train`` (``jax.debug.callback``; under ``vmap`` once
+            per member), e.g. :func:`print_progress`, to watch a long jitted call.
 
     Raises:
         ValueError: for a config that cannot split the env's streams into minibatches, or
@@ -440,11 +455,17 @@ def make_trainer(config: PPOConfig, env) -> Trainer:
             **{k: v / config.n_steps for k, v in stats["info"].items()})
         return runner, metrics
 
+    def update_and_report(runner, env_params):
+        runner, metrics = update(runner, env_params)
+        if on_update is not None:
+            jax.debug.callback(on_update, metrics)
+        return runner, metrics
+
     init_jit = jax.jit(init)
 
     @functools.partial(jax.jit, static_argnums=2)
     def run_jit(runner, env_params, n: int):
-        return jax.lax.scan(lambda r, _: update(r, env_params), constrain(runner), None, n)
+        return jax.lax.scan(lambda r, _: update_and_report(r, env_params), constrain(runner), None, n)
 
     def place(runner: Runner) -> Runner:
         """Commits a runner to the devices: env-axis leaves sharded, the rest replicated."""
@@ -467,20 +488,21 @@ def make_trainer(config: PPOConfig, env) -> Trainer:
     @jax.jit
     def train(key, env_params):
         runner = init(key, env_params)
-        return jax.lax.scan(lambda r, _: update(r, env_params), runner, None, config.n_updates)
+        return jax.lax.scan(lambda r, _: update_and_report(r, env_params), runner, None,
+                            config.n_updates)
 
     return Trainer(config=config, env=env, network=network, optimizer=optimizer,
                    init=init_jit, update=update, rollout=rollout, run=run, train=train,
                    place=place)
 
 
-def make_train(config: PPOConfig, env) -> Callable:
+def make_train(config: PPOConfig, env, on_update: Callable | None = None) -> Callable:
     """``train(key, env_params) -> (runner, metrics)``: a whole PPO run as one jitted call.
 
-    ``metrics`` is a dict of (n_updates,) arrays (see :func:`make_trainer`). ``vmap`` it
-    over keys or env params to train several runs at once.
+    ``metrics`` is a dict of (n_updates,) arrays (see :func:`make_trainer`, which also
+    explains ``on_update``). ``vmap`` it over keys or env params to train several runs at once.
     """
-    return make_trainer(config, env).train
+    return make_trainer(config, env, on_update).train
 
 
 # Checkpoints: the whole runner, PRNG keys included, as flax msgpack bytes. The leaves are
