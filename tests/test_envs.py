@@ -15,7 +15,7 @@ from megastep_jax.arrdict import arrdict
 from megastep_jax.envs import (Batched, Deathmatch, Explorer, Minimal, MinimalParams, Stateful,
                                sweep)
 
-GEOMS = [toys.box(), toys.column()]
+GEOMS = [toys.box(), toys.room_with_column()]
 
 
 @functools.lru_cache(maxsize=None)
