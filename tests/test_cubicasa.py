@@ -103,6 +103,19 @@ def test_real_plan_counts(plans, i):
 
 @needs_data
 @pytest.mark.parametrize("i", IDS)
+def test_real_plan_spawn_cells_clear_of_walls(plans, i):
+    # megastep's masks: cells within 1 cm of a wall are walls, so every room cell's centre
+    # (a spawn point) is at least res/2 + 1 cm, more than an agent radius, from every wall.
+    import shapely
+
+    g = plans[i]
+    centres = geom.centers(np.argwhere(g.masks > 0), g.masks.shape, g.res)
+    walls = shapely.union_all(shapely.linestrings(g.walls.astype(np.float64)))
+    assert shapely.distance(shapely.points(centres), walls).min() >= g.res / 2 + geom.WALL_BUFFER - 1e-6
+
+
+@needs_data
+@pytest.mark.parametrize("i", IDS)
 def test_real_plan_walls_unique_and_nonzero(plans, i):
     g = plans[i]
     assert (np.linalg.norm(g.walls[:, 0] - g.walls[:, 1], axis=-1) > cubicasa.ZERO_LENGTH).all()

@@ -139,3 +139,19 @@ def test_display_onto_given_axes():
 def test_display_bad_input():
     with pytest.raises(ValueError, match="geometry"):
         geom.display([1, 2, 3])
+
+
+@pytest.mark.parametrize("make", [toys.box, toys.column, toys.room_with_column, lambda: toys.maze(2, 4),
+                                  lambda: floorplans.generate(3)])
+def test_spawn_cells_clear_of_walls(make):
+    """Every room cell's centre (where RandomSpawns puts agents) is more than an agent radius
+    from every wall: cells within 1 cm of a wall are -1, so a centre is >= res/2 + 1 cm away."""
+    import shapely
+
+    from megastep_jax import core
+
+    g = make()
+    centres = geom.centers(np.argwhere(g.masks > 0), g.masks.shape, g.res)
+    walls = shapely.union_all(shapely.linestrings(g.walls.astype(np.float64)))
+    distance = shapely.distance(shapely.points(centres), walls)
+    assert distance.min() >= g.res / 2 + geom.WALL_BUFFER - 1e-6 > core.AGENT_RADIUS
