@@ -14,7 +14,6 @@ Extra keys may be added by users; every function here reads only these five.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Sequence
 
 import numpy as np
@@ -155,16 +154,9 @@ def _check_points(name: str, x: np.ndarray, trailing: tuple[int, ...]) -> np.nda
     x = np.asarray(x)
     if x.dtype.kind not in "fiu":
         raise ValueError(f"{name}: expected a real-valued array, got dtype {x.dtype}")
-    if x.ndim != 1 + len(trailing) or x.shape[1:] != trailing:
-        want = "(n, " + ", ".join(map(str, trailing)) + ")"
-        raise ValueError(f"{name}: expected shape {want}, got {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name}: expected finite coordinates, found NaN or inf")
-    if np.any(x <= 0):
-        raise ValueError(
-            f"{name}: expected strictly positive coordinates (the plan sits in the top-right "
-            f"quadrant), smallest is {x.min():g}"
-        )
+    validation.shape(name, x, (None,) + trailing)
+    # strictly positive: the plan sits in the top-right quadrant
+    validation.finite_positive(name, x)
     return x.astype(np.float32)
 
 
@@ -190,10 +182,8 @@ def geometry(walls, lights, masks, res: float = MASK_RES, id: int = 0, **extra) 
     masks = np.asarray(masks)
     if masks.ndim != 2 or masks.dtype.kind not in "iu" or 0 in masks.shape:
         raise ValueError(f"masks: expected a non-empty 2D integer array, got {masks.dtype} {masks.shape}")
-    if not isinstance(res, numbers.Real) or not np.isfinite(res) or res <= 0:
-        raise ValueError(f"res: expected a positive finite float, got {res!r}")
-    if not isinstance(id, numbers.Integral):
-        raise ValueError(f"id: expected an int, got {type(id).__name__}")
+    validation.scalar_in_range("res", res, 0.0)
+    validation.integer("id", id)
     return dotdict(id=int(id), walls=walls, lights=lights, masks=masks.astype(np.int32),
                    res=float(res), **extra)
 

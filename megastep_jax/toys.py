@@ -147,8 +147,7 @@ def maze(key, size=8, cell: float = 1.0, res: float = geom.MASK_RES):
     rows, cols = (size, size) if np.ndim(size) == 0 else tuple(size)
     if not all(isinstance(n, (int, np.integer)) and 1 <= n <= 64 for n in (rows, cols)):
         raise ValueError(f"size: expected an int or (rows, columns) of ints in [1, 64], got {size!r}")
-    if not cell >= 0.5:
-        raise ValueError(f"cell: expected a cell side of at least 0.5 m, got {cell!r}")
+    validation.scalar_in_range("cell", cell, 0.5, lo_open=False)  # three agent widths fit through
     rng = np.random.default_rng([id, 0x6D617A65])
 
     # right[r, c]: wall between (r, c) and (r, c+1); up[r, c]: between (r, c) and (r+1, c).
