@@ -410,7 +410,11 @@ def _kind(source: Path) -> str:
     with open(source, "rb") as f:
         head = f.read(2)
     if head == _GZIP_MAGIC:
-        raw = _read_bytes(source)
+        try:
+            with gzip.open(source) as f:  # only the start: megastep's SVG table is large
+                raw = f.read(64)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"source: {str(source)!r} is a corrupt gzip file ({e})") from None
         if raw[:2] == b"PK":
             return "megastep-geometry"
         if raw.lstrip()[:1] in (b"{", b"["):

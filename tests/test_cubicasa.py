@@ -426,6 +426,10 @@ def test_megastep_caches_bad_files(tmp_path):
     text.write_bytes(gzip.compress(b"hello"))
     with pytest.raises(ValueError, match="^source: .*neither"):
         cubicasa.sample(1, source=text, cache_dir=tmp_path)
+    broken = tmp_path / "broken.npz.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(ValueError, match="^source: .*corrupt gzip"):
+        cubicasa.sample(1, source=broken, cache_dir=tmp_path)
     table = tmp_path / "cubicasa-svgs.json.gz"
     table.write_bytes(gzip.compress(json.dumps({"id": {"0": "1"}}).encode()))
     with pytest.raises(ValueError, match="^source: .*SVG table"):
