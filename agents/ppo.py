@@ -216,7 +216,7 @@ def rollout(config: PPOConfig, network, env_step, constrain, runner: Runner, env
             # that observation would have met; a termination bootstraps from 0.
             _, _, final_value = act(network, r.params, carry, info["final_observation"],
                                     jnp.zeros_like(done))
-            next_value = jnp.where(agent_terminated, 0.0, final_value)
+            next_value = jnp.where(agent_truncated & ~agent_terminated, final_value, 0.0)
         else:
             next_value = jnp.zeros_like(value)
         reward = reward.astype(jnp.float32)
