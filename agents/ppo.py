@@ -74,6 +74,8 @@ class PPOConfig:
             treating the truncation as the end of the return.
         width: features of the network's layers.
         core: ``"lstm"`` or ``"mlp"``.
+        intake: ``"unfold"`` (image convolutions as matrix products, faster on CPU) or
+            ``"conv"``; same parameters and function (see :mod:`agents.networks`).
         image_kwargs: (name, value) pairs for the image intakes, e.g. smaller convolutions.
         shard: shard the envs over ``jax.devices()`` (needs n_envs divisible by their count).
         reset_ratio: auto-reset through :class:`megastep_jax.envs.base.Batched`: 1 is
@@ -101,6 +103,7 @@ class PPOConfig:
     bootstrap_truncated: bool = False
     width: int = 128
     core: str = "lstm"
+    intake: str = "unfold"
     image_kwargs: tuple = ()
     shard: bool = True
     reset_ratio: int = 1
@@ -123,6 +126,8 @@ class PPOConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ValueError(f"{name}: expected a number >= 0, got {v!r}")
+        if self.intake not in ("unfold", "conv"):
+            raise ValueError(f"intake: expected 'unfold' or 'conv', got {self.intake!r}")
         if self.core not in ("lstm", "mlp"):
             raise ValueError(f"core: expected 'lstm' or 'mlp', got {self.core!r}")
         if not isinstance(self.image_kwargs, tuple):
@@ -502,7 +507,8 @@ def make_trainer(config: PPOConfig, env, on_update: Callable | None = None) -> T
         env = _with_final_observation(env)
 
     network = ActorCritic.from_spaces(obs_space, action_space, width=config.width,
-                                      core=config.core, image_kwargs=config.image_kwargs)
+                                      core=config.core, image_kwargs=config.image_kwargs,
+                                      intake=config.intake)
     grad_steps = config.n_updates * config.n_epochs * config.n_minibatches
     lr = (optax.linear_schedule(config.lr, 0.0, grad_steps) if config.anneal_lr
           else optax.constant_schedule(config.lr))

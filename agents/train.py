@@ -152,7 +152,7 @@ RESUME_MINUTES = 10.0
 RUN_ARGS = ("env", "seed", "res", "subsample", "plans", "test_plans", "backend", "n_envs",
             "n_steps", "epochs", "minibatches", "lr", "anneal", "width", "core", "ent_coef",
             "vf_coef", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "updates",
-            "small_convs", "bootstrap_truncated", "reset_ratio")
+            "small_convs", "bootstrap_truncated", "reset_ratio", "intake")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--core", default="mlp", choices=["lstm", "mlp"],
                    help="mlp learns Explorer faster on CPU within minutes; lstm has memory")
     p.add_argument("--small-convs", action="store_true", help="8- and 16-feature convolutions")
+    p.add_argument("--intake", default="unfold", choices=["unfold", "conv"],
+                   help="image convolutions as matrix products (faster on CPU) or nn.Conv")
     p.add_argument("--ent-coef", type=float, default=0.01, help="weight of the entropy bonus")
     p.add_argument("--vf-coef", type=float, default=0.5, help="weight of the value loss")
     p.add_argument("--gamma", type=float, default=0.99, help="discount")
@@ -228,7 +230,7 @@ def config_of(args) -> ppo.PPOConfig:
         gae_lambda=args.gae_lambda, clip_eps=args.clip_eps, vf_coef=args.vf_coef,
         ent_coef=args.ent_coef, max_grad_norm=args.max_grad_norm,
         bootstrap_truncated=args.bootstrap_truncated, width=args.width, core=args.core,
-        image_kwargs=image_kwargs, reset_ratio=args.reset_ratio)
+        image_kwargs=image_kwargs, reset_ratio=args.reset_ratio, intake=args.intake)
 
 
 def _read_rows(path: str) -> list[dict]:
@@ -319,8 +321,9 @@ def main(argv=None) -> dict:
             raise SystemExit(f"--resume: no checkpoint in {out}")
         with open(paths["config"]) as f:
             stored = json.load(f)["args"]
-        for k in RUN_ARGS:
-            setattr(args, k, stored[k])
+        defaults = build_parser().parse_args(["--out", out, "--updates", "1"])
+        for k in RUN_ARGS:  # runs stored before a flag existed get its default
+            setattr(args, k, stored.get(k, getattr(defaults, k)))
         if args.minutes is None and cli_updates is None:
             args.minutes = RESUME_MINUTES
             print(f"--resume without --minutes or --updates: training for {RESUME_MINUTES:g} minutes",
