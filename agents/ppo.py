@@ -45,7 +45,7 @@ from .networks import ActorCritic
 
 __all__ = ["PPOConfig", "Runner", "Transition", "stream_ends", "act", "rollout", "gae",
            "ppo_loss", "minibatch_update", "epoch", "update", "EnvSharding", "Trainer",
-           "make_trainer", "make_train", "print_progress", "save", "load"]
+           "make_trainer", "make_train", "print_progress", "to_host", "save", "load"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,7 +408,11 @@ class EnvSharding(NamedTuple):
             for f in ENV_LEAVES})
 
     def place(self, runner: Runner) -> Runner:
-        """Commits a runner to the devices: env-axis leaves sharded, the rest replicated."""
+        """Commits a runner to the devices: env-axis leaves sharded, the rest replicated.
+
+        Under ``jax.distributed`` a host value (a loaded checkpoint, the same in every
+        process) becomes a global array of which each process holds its devices' part.
+        """
         if self.mesh is None:
             return jax.device_put(runner, jax.devices()[0])
         replicated = NamedSharding(self.mesh, PartitionSpec())
@@ -416,7 +420,34 @@ class EnvSharding(NamedTuple):
             f.name: jax.tree_util.tree_map(self._envs if f.name in ENV_LEAVES else (lambda x: replicated),
                                            getattr(runner, f.name))
             for f in dataclasses.fields(runner)})
-        return jax.device_put(runner, shardings)
+        if jax.process_count() == 1:
+            return jax.device_put(runner, shardings)
+        return jax.tree_util.tree_map(_global_array, runner, shardings)
+
+
+def _global_array(x, sharding):
+    """A host value (equal in every process) as a global array with ``sharding``."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return x  # already global: the output of a jitted call
+    if _is_key(x):
+        data = _global_array(np.asarray(jax.random.key_data(x)), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def to_host(tree):
+    """Every leaf as a numpy array in every process, gathered from all processes' devices
+    under ``jax.distributed`` (a collective: every process must call it)."""
+    return jax.tree_util.tree_map(_host, tree)
+
+
+def _host(x):
+    """A (possibly global, sharded over processes) array as a numpy array in every process."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils  # deferred: only for jax.distributed
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
 
 
 # -- assembling a trainer ------------------------------------------------------------
@@ -591,10 +622,16 @@ def _is_key(x) -> bool:
 
 
 def save(path, runner: Runner) -> None:
-    """Writes a runner to ``path`` (atomically: a partial write never replaces a checkpoint)."""
+    """Writes a runner to ``path`` (atomically: a partial write never replaces a checkpoint).
+
+    Under ``jax.distributed`` every process must call it (the runner's env-sharded parts
+    are gathered from all of them); process 0 writes.
+    """
     import os
-    leaves = [np.asarray(jax.random.key_data(x) if _is_key(x) else x)
-              for x in jax.tree_util.tree_leaves(jax.device_get(runner))]
+    leaves = [_host(jax.random.key_data(x) if _is_key(x) else x)
+              for x in jax.tree_util.tree_leaves(runner)]
+    if jax.process_index() != 0:
+        return
     data = flax.serialization.msgpack_serialize({"leaves": {str(i): x for i, x in enumerate(leaves)}})
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:

@@ -217,7 +217,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     p.add_argument("--no-video", action="store_true", help="skip the video")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("more than one process (jax.distributed; or JAX_COORDINATOR_ADDRESS, "
+                             "JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0, which every process joins")
+    g.add_argument("--num-processes", type=int, default=None, help="processes in the run")
+    g.add_argument("--process-id", type=int, default=None, help="this process's index, 0 writes the outputs")
     return p
+
+
+def join_processes(args) -> None:
+    """Joins the run's processes with ``jax.distributed`` if a coordinator is given.
+
+    Envs are then sharded over every process's devices; all processes run the same
+    updates and process 0 alone writes. On CPUs the collectives go through gloo.
+    """
+    coordinator = args.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not coordinator:
+        return
+    n = args.num_processes if args.num_processes is not None else os.environ.get("JAX_NUM_PROCESSES")
+    i = args.process_id if args.process_id is not None else os.environ.get("JAX_PROCESS_ID")
+    if n is None or i is None:
+        raise SystemExit("--coordinator: also give --num-processes and --process-id "
+                         "(or JAX_NUM_PROCESSES and JAX_PROCESS_ID)")
+    n, i = int(n), int(i)
+    if n <= 0 or not 0 <= i < n:
+        raise SystemExit(f"--process-id: expected 0 <= id < --num-processes {n}, got {i}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=n, process_id=i)
 
 
 def config_of(args) -> ppo.PPOConfig:
@@ -286,6 +313,14 @@ def plot_curve(rows: list[dict], path: str, title: str, evals: Optional[dict] = 
     return path
 
 
+def _agreed(go: bool) -> bool:
+    """Process 0's ``go`` in every process (clocks differ: all must run the same chunks)."""
+    if jax.process_count() == 1:
+        return go
+    from jax.experimental import multihost_utils  # deferred: only for jax.distributed
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(go)))
+
+
 def _scalar(x) -> float:
     return float(np.asarray(x))
 
@@ -293,6 +328,8 @@ def _scalar(x) -> float:
 def main(argv=None) -> dict:
     """Runs the command; returns a dict of the output paths and final figures."""
     args = parse_args(argv)
+    join_processes(args)
+    writer = jax.process_index() == 0  # under jax.distributed, process 0 alone writes
     out = args.out
     os.makedirs(out, exist_ok=True)
     paths = {k: os.path.join(out, v) for k, v in dict(
@@ -335,7 +372,7 @@ def main(argv=None) -> dict:
     env_params = env.default_params
     trainer = ppo.make_trainer(config, env)
     key = jax.random.PRNGKey(args.seed)
-    if not args.resume:
+    if not args.resume and writer:
         with open(paths["config"], "w") as f:
             json.dump(dict(args={k: getattr(args, k) for k in RUN_ARGS},
                            config=dataclasses.asdict(config), devices=[str(d) for d in jax.devices()]),
@@ -360,15 +397,15 @@ def main(argv=None) -> dict:
           file=sys.stderr, flush=True)
     from tqdm.auto import tqdm
     total = (target - start_update) if target < math.inf else None
-    bar = tqdm(total=total, unit="update", disable=args.no_progress, dynamic_ncols=True,
+    bar = tqdm(total=total, unit="update", disable=args.no_progress or not writer, dynamic_ncols=True,
                desc=f"{args.env} PPO")
     last_return = math.nan
-    while int(runner.update) < target and time.time() - t0 < budget:
+    while _agreed(int(runner.update) < target and time.time() - t0 < budget):
         n = int(min(args.chunk, target - int(runner.update)))
         tic = time.time()
         try:
             runner, metrics = trainer.run(runner, env_params, n)
-            metrics = jax.device_get(metrics)
+            metrics = ppo.to_host(metrics)
         except KeyboardInterrupt:
             # The checkpoint and metrics hold the last finished chunk; still write the outputs.
             print(f"\ninterrupted: keeping update {int(runner.update)}; --resume continues from it",
@@ -387,16 +424,21 @@ def main(argv=None) -> dict:
         if np.any(~np.isnan(returns)):
             last_return = float(np.nanmean(returns))
         # The checkpoint and the metrics always describe the same update.
-        ppo.save(paths["checkpoint"], runner)
-        _write_rows(paths["metrics"], rows)
+        ppo.save(paths["checkpoint"], runner)  # every process gathers, process 0 writes
+        if writer:
+            _write_rows(paths["metrics"], rows)
         bar.update(n)
         bar.set_postfix({"steps/s": f"{n * config.steps_per_update / dt:,.0f}",
                          "return": "-" if math.isnan(last_return) else f"{last_return:.3g}",
                          "env steps": f"{int(runner.update) * config.steps_per_update:,}"})
     bar.close()
 
-    result = dict(paths, updates=int(runner.update), env_steps=int(runner.update) * config.steps_per_update,
+    updates = int(ppo.to_host(runner.update))
+    result = dict(paths, updates=updates, env_steps=updates * config.steps_per_update,
                   train_return=last_return)
+    if not writer:
+        return result
+    net_params = ppo.to_host(runner.params)
     evals = {}
     if not args.no_eval:
         print("evaluating on held-out plans...", file=sys.stderr)
@@ -404,7 +446,7 @@ def main(argv=None) -> dict:
         for name, policy in (("trained", "sample"), ("greedy", "greedy"), ("random", "random")):
             ev = make_evaluate(trainer.network, test_env, args.eval_envs, args.eval_steps, policy,
                                reset_ratio=args.eval_envs)  # only first episodes are scored
-            evals[name] = {k: _scalar(v) for k, v in ev(k_eval, runner.params, test_env.default_params).items()}
+            evals[name] = {k: _scalar(v) for k, v in ev(k_eval, net_params, test_env.default_params).items()}
         evals["ratio"] = evals["trained"]["episode_return"] / evals["random"]["episode_return"] \
             if evals["random"]["episode_return"] != 0 else math.nan
         with open(paths["eval"], "w") as f:
@@ -414,7 +456,7 @@ def main(argv=None) -> dict:
         plot_curve(rows, paths["curve"], f"PPO on {args.env}", evals or None)
     if not args.no_video:
         print("recording video...", file=sys.stderr)
-        record_video(trainer.network, runner.params, test_env, test_env.default_params,
+        record_video(trainer.network, net_params, test_env, test_env.default_params,
                      jax.random.fold_in(key, 2), args.video_steps, paths["video"])
     else:
         result.pop("video")
