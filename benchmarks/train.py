@@ -105,27 +105,51 @@ def split(extra=()):
 # Learner levers, measured side by side in one run (compare ratios, not absolute figures,
 # on a shared machine).
 LEVERS = [
-    ("nn.Conv intake", ["--intake", "conv"]),
+    ("nn.Conv intake (before)", ["--intake", "conv"]),
     ("unfold intake", ["--intake", "unfold"]),
     ("unfold, 4 epochs x 1 minibatch", ["--minibatches", "1"]),
     ("unfold, 2 epochs x 2 minibatches", ["--epochs", "2", "--minibatches", "2"]),
+    ("unfold, 2 epochs x 1 minibatch", ["--epochs", "2", "--minibatches", "1"]),
     ("unfold, width 64", ["--width", "64"]),
-    ("unfold, 128 envs", ["--n-envs", "128"]),
+    ("unfold, 256 envs x 8 steps", ["--n-envs", "256", "--n-steps", "8"]),
 ]
 
 
-def levers():
-    rows = []
+def levers(rounds: int = 7, run_updates: int = 2):
+    """Each lever's rollout and end-to-end time per update, interleaved over ``rounds``
+    rounds, keeping each one's fastest round (the least disturbed by other load)."""
+    built = []
     for name, extra in LEVERS:
-        config, t = _measure(extra, repeats=2, run_updates=3)
-        _print_split(name, config, t)
-        rows.append((name, config, t))
-    base = rows[0][2]["run"] / rows[0][1].steps_per_update
-    print("\n== levers (end to end, relative to the first row; learner share of an update)")
-    for name, config, t in rows:
+        args = train.parse_args(DEMO + extra + ["--out", "unused", "--updates", "1"])
+        config = train.config_of(args)
+        env, _ = train.make_envs("explorer", res=args.res, subsample=args.subsample,
+                                 n_plans=args.plans, n_test_plans=1, seed=0)
+        trainer = ppo.make_trainer(config, env)
+        params = env.default_params
+        runner = trainer.init(jax.random.PRNGKey(0), params)
+        rollout = jax.jit(lambda r, trainer=trainer, params=params: trainer.rollout(r, params)[0])
+        jax.block_until_ready(rollout(runner))
+        runner, _ = jax.block_until_ready(trainer.run(runner, params, run_updates))
+        built.append((name, config, trainer, params, runner, rollout))
+        print(f"compiled: {name}", flush=True)
+    best = {name: dict(rollout=float("inf"), run=float("inf")) for name, *_ in built}
+    for _ in range(rounds):
+        for name, config, trainer, params, runner, rollout in built:
+            tic = time.perf_counter()
+            jax.block_until_ready(rollout(runner))
+            best[name]["rollout"] = min(best[name]["rollout"], time.perf_counter() - tic)
+            tic = time.perf_counter()
+            jax.block_until_ready(trainer.run(runner, params, run_updates))
+            best[name]["run"] = min(best[name]["run"], (time.perf_counter() - tic) / run_updates)
+    base = None
+    print(f"\n== levers: fastest of {rounds} interleaved rounds, per update; learner = update - rollout")
+    for name, config, *_ in built:
+        t = best[name]
         per_step = t["run"] / config.steps_per_update
-        print(f"{name:36s} {config.steps_per_update / t['run']:9,.0f} env steps/s  "
-              f"x{base / per_step:4.2f}   learner {(t['update'] - t['rollout']) / t['update']:4.0%}")
+        base = base or per_step
+        print(f"{name:36s} rollout {t['rollout']:6.3f} s  update {t['run']:6.3f} s  "
+              f"{config.steps_per_update / t['run']:8,.0f} env steps/s  x{base / per_step:4.2f}  "
+              f"learner {max(t['run'] - t['rollout'], 0) / t['run']:4.0%}", flush=True)
 
 
 def explorer(minutes: float, out: str):
