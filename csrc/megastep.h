@@ -384,11 +384,17 @@ MS_FN Contact wall_contact(const Env& env, Vec p, Vec m, float radius, bool appr
     Vec n = unit(Vec{-d.y, d.x});
     if (dot(p - l.a, n) < 0.f) n = -1.f * n;
 
-    // crossing the line
+    // crossing the line, where the disc meets it alongside the segment (megastep took any
+    // crossing, stopping early where the disc would meet the line beyond the segment's
+    // end: the endpoint rules below give the real contact there)
     float denom = cross(m, d);
     float s = cross(l.a - p, d) / denom;
     float t = cross(l.a - p, m) / denom;
-    if (s > 0.f && s < 1.f && t > 0.f && t < 1.f) consider(c, (1.f - r / dp) * s, n, m, approaching);
+    if (s > 0.f && s < 1.f && t > 0.f && t < 1.f) {
+      float xs = (1.f - r / dp) * s;
+      float ts = dot(p + fmaxf(xs, 0.f) * m - l.a, d) / dd;
+      if (ts >= 0.f && ts <= 1.f) consider(c, xs, n, m, approaching);
+    }
 
     // touching an endpoint
     if (mlen > 0.f) {
@@ -398,13 +404,16 @@ MS_FN Contact wall_contact(const Env& env, Vec p, Vec m, float radius, bool appr
       if (cb != INFINITY) consider(c, cb, unit(p + fminf(fmaxf(cb, 0.f), 1.f) * m - l.b), m, approaching);
     }
 
-    // ending the step within r of the line's side
+    // ending the step within r of the line's side, where the disc meets it alongside the
+    // segment (as for the crossing)
     Vec q = p + m;
     float tq = dot(q - l.a, d) / dd;
     if (tq > 0.f && tq < 1.f) {
       Vec foot = l.a + tq * d;
       float dq = norm(q - foot);
-      if (dq < r) consider(c, (dp - r) / (dp - dq), n, m, approaching);
+      float xq = (dp - r) / (dp - dq);
+      float tx = dot(p + fmaxf(xq, 0.f) * m - l.a, d) / dd;
+      if (dq < r && tx >= 0.f && tx <= 1.f) consider(c, xq, n, m, approaching);
     }
 
     // entering the band within r of the line where it has the segment alongside: the
@@ -483,7 +492,6 @@ MS_FN void restart(Bodies& b, int i, float t) {
   b.p0[2 * i] = p.x;
   b.p0[2 * i + 1] = p.y;
   b.t0[i] = t;
-  b.first[i] = fminf(b.first[i], t);
 }
 
 MS_FN void set_velocity(Bodies& b, int i, Vec v) {
@@ -491,8 +499,10 @@ MS_FN void set_velocity(Bodies& b, int i, Vec v) {
   b.v[2 * i + 1] = v.y;
 }
 
-// Velocity change of one agent against an immovable obstacle (a wall, a resting agent).
-MS_FN void resolve_one(Bodies& b, int i, Vec n, int collision, float restitution) {
+// Agent i's contact at time t with an obstacle it cannot move (a wall, a resting agent, or
+// under stop any agent): stop, or its velocity's normal component removed or reflected.
+MS_FN void resolve_one(Bodies& b, int i, Vec n, float t, int collision, float restitution) {
+  b.first[i] = fminf(b.first[i], t);
   if (collision == kStop) {
     set_velocity(b, i, {0.f, 0.f});
     b.contacts[i] = (float)kMaxContacts;
@@ -505,18 +515,29 @@ MS_FN void resolve_one(Bodies& b, int i, Vec n, int collision, float restitution
   b.contacts[i] += 1.f;
 }
 
-// Resolves agent i's wall event, or the pair event of i and j (j >= 0), at time t.
+// Resolves agent i's wall event, or the pair event of i and j (j >= 0).
 MS_FN void resolve(Bodies& b, int i, int j, Event e, int collision, float restitution) {
   bool li = live(b, i), lj = j >= 0 && live(b, j);
+  Vec mi = motion_of(b, i), mj = j >= 0 ? motion_of(b, j) : Vec{0.f, 0.f};
   restart(b, i, e.time);
   if (j >= 0) restart(b, j, e.time);
-  if (j < 0 || !lj) {
-    resolve_one(b, i, e.normal, collision, restitution);
-  } else if (!li) {
-    resolve_one(b, j, -1.f * e.normal, collision, restitution);
+  if (j < 0 || collision == kStop && !lj) {
+    resolve_one(b, i, e.normal, e.time, collision, restitution);
+  } else if (collision == kStop && !li) {
+    resolve_one(b, j, -1.f * e.normal, e.time, collision, restitution);
+  } else if (!li || !lj) {
+    // slide, bounce: meeting an agent at rest past its contact bound, the moving one rests
+    // too, its velocity kept (no one-sided impulse: momentum and energy are kept)
+    int k = li ? i : j;
+    b.first[k] = fminf(b.first[k], e.time);
+    b.contacts[k] = (float)kMaxContacts;
   } else if (collision == kStop) {
-    resolve_one(b, i, e.normal, collision, restitution);
-    resolve_one(b, j, -1.f * e.normal, collision, restitution);
+    // the one heading faster into the other stops; the other runs on, and meets the
+    // stopped one's resting disc if its path really does (a later event)
+    if (-dot(mi, e.normal) >= dot(mj, e.normal))
+      resolve_one(b, i, e.normal, e.time, collision, restitution);
+    else
+      resolve_one(b, j, -1.f * e.normal, e.time, collision, restitution);
   } else {
     // equal masses: equal and opposite impulses from the relative normal velocity
     Vec vi = velocity_of(b, i), vj = velocity_of(b, j);
@@ -527,6 +548,8 @@ MS_FN void resolve(Bodies& b, int i, int j, Event e, int collision, float restit
       set_velocity(b, i, vi - impulse);
       set_velocity(b, j, vj + impulse);
     }
+    b.first[i] = fminf(b.first[i], e.time);
+    b.first[j] = fminf(b.first[j], e.time);
     b.contacts[i] += 1.f;
     b.contacts[j] += 1.f;
   }

@@ -33,7 +33,7 @@ MODEL_LINES = 8
 MAX_CONTACTS = 8  # contacts per agent per step under slide and bounce (csrc: kMaxContacts)
 COLLISIONS = {"stop": 0, "slide": 1, "bounce": 2}
 
-__all__ = ["render", "physics", "bake"]
+__all__ = ["render", "physics", "physics_trace", "bake"]
 
 
 def _cross(a, b):
@@ -276,7 +276,9 @@ def _wall_contact(lines, static, p, m, radius, approaching):
     denom = _cross(M, d)
     s = _cross(a - P, d) / denom
     t = _cross(a - P, M) / denom
-    crossing = jnp.where((s > 0) & (s < 1) & (t > 0) & (t < 1), (1 - r / dp) * s, jnp.inf)
+    xs = (1 - r / dp) * s
+    ts = _dot(P + jnp.maximum(xs, 0.0)[..., None] * M - a, d) / dd  # foot where it meets the line
+    crossing = jnp.where((s > 0) & (s < 1) & (t > 0) & (t < 1) & (ts >= 0) & (ts <= 1), xs, jnp.inf)
 
     moving = (_norm(m) > 0)[:, None]
     end_a = jnp.where(moving, _approach(P, M, a, r), jnp.inf)
@@ -288,7 +290,9 @@ def _wall_contact(lines, static, p, m, radius, approaching):
     tq = _dot(Q - a, d) / dd
     foot = a + tq[..., None] * d
     dq = _norm(Q - foot)
-    side = jnp.where((tq > 0) & (tq < 1) & (dq < r), (dp - r) / (dp - dq), jnp.inf)
+    xq = (dp - r) / (dp - dq)
+    tx = _dot(P + jnp.maximum(xq, 0.0)[..., None] * M - a, d) / dd
+    side = jnp.where((tq > 0) & (tq < 1) & (dq < r) & (tx >= 0) & (tx <= 1), xq, jnp.inf)
 
     # Entering the band within r of the line where the segment is alongside (the crossing
     # and side rules test only the feet of the crossing and end points). Moving towards
@@ -312,13 +316,14 @@ def _wall_contact(lines, static, p, m, radius, approaching):
 
 
 def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, radius,
-                 restitution, collision):
+                 restitution, collision, record=False):
     """One env's step as the kernel's ``physics_env``: contact events in time order.
 
     State: each agent's segment start p0 (A, 2) and time t0, velocity v, contacts so far
     and first-event time. Each round finds the earliest event (wall events, then pair
     events i < j, scanned row by row as the kernel; ties go to the first) and resolves it;
-    at most A * MAX_CONTACTS + 1 rounds.
+    at most A * MAX_CONTACTS + 1 rounds. With ``record``, also returns the state after
+    every event (see :func:`physics_trace`).
     """
     A = angles.shape[0]
     L = lines.shape[0]
@@ -356,16 +361,17 @@ def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, 
         i, col = best // (A + 1), best % (A + 1)
         return times[best], normals[best], i, col - 1  # j = -1: a wall
 
-    def resolve_one(v, contacts, idx, n):
+    def resolve_one(v, contacts, first, idx, n, time):
+        first = first.at[idx].min(time)
         if collision == 0:
-            return v.at[idx].set(0.0), contacts.at[idx].set(float(MAX_CONTACTS))
+            return v.at[idx].set(0.0), contacts.at[idx].set(float(MAX_CONTACTS)), first
         vi = v[idx]
         vn = _dot(vi, n)
         return (v.at[idx].set(jnp.where(vn < 0, vi - (k * vn) * n, vi)),
-                contacts.at[idx].add(1.0))
+                contacts.at[idx].add(1.0), first)
 
     def body(carry):
-        it, _, state = carry
+        it, _, state, trace = carry
         p0, v, t0, contacts, first = state
         time, n, i, j = events(state)
         found = time < jnp.inf
@@ -375,20 +381,19 @@ def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, 
         li, lj = live[i], pair & live[jj]
         m = motion(v, contacts)
 
-        def restart(p0, t0, first, idx):
-            return (p0.at[idx].set(p0[idx] + (time - t0[idx]) * m[idx]), t0.at[idx].set(time),
-                    first.at[idx].min(time))
+        def restart(p0, t0, idx):
+            return p0.at[idx].set(p0[idx] + (time - t0[idx]) * m[idx]), t0.at[idx].set(time)
 
-        p0n, t0n, firstn = restart(p0, t0, first, i)
-        p0p, t0p, firstp = restart(p0n, t0n, firstn, jj)
+        p0n, t0n = restart(p0, t0, i)
+        p0p, t0p = restart(p0n, t0n, jj)
         p0n = jnp.where(pair, p0p, p0n)
         t0n = jnp.where(pair, t0p, t0n)
-        firstn = jnp.where(pair, firstp, firstn)
 
-        va, ca = resolve_one(v, contacts, i, n)           # i alone (a wall, a resting j)
-        vb, cb = resolve_one(v, contacts, jj, -1.0 * n)   # j alone (a resting i)
-        if collision == 0:
-            vc, cc = resolve_one(va, ca, jj, -1.0 * n)    # both stop
+        vw, cw, fw = va, ca, fa = resolve_one(v, contacts, first, i, n, time)  # i alone (a wall, a resting j)
+        vb, cb, fb = resolve_one(v, contacts, first, jj, -1.0 * n, time) # j alone (a resting i)
+        if collision == 0:  # the one heading faster into the other stops
+            si = -_dot(m[i], n) >= _dot(m[jj], n)
+            vc, cc, fc = (jnp.where(si, x, y) for x, y in zip((va, ca, fa), (vb, cb, fb)))
         else:
             vi, vj = v[i], v[jj]
             vn = _dot(vi - vj, n)
@@ -396,26 +401,44 @@ def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, 
             vc = v.at[i].set(jnp.where(vn < 0, vi - impulse, vi))
             vc = vc.at[jj].set(jnp.where(vn < 0, vj + impulse, vj))
             cc = contacts.at[i].add(1.0).at[jj].add(1.0)
-        alone_i = ~pair | ~lj
+            fc = first.at[i].min(time).at[jj].min(time)
+        if collision != 0:  # meeting an agent at rest past its bound: rest too, velocity kept
+            kk = jnp.where(li, i, jj)
+            va = vb = v
+            ca = cb = contacts.at[kk].set(float(MAX_CONTACTS))
+            fa = fb = first.at[kk].min(time)
+        wall_i = ~pair
+        alone_i = pair & ~lj
         alone_j = pair & lj & ~li
-        vn_ = jnp.where(alone_i, va, jnp.where(alone_j, vb, vc))
-        cn = jnp.where(alone_i, ca, jnp.where(alone_j, cb, cc))
+        pick = lambda a, b, c, w: jnp.where(wall_i, w, jnp.where(alone_i, a, jnp.where(alone_j, b, c)))
+        vn_, cn, firstn = pick(va, vb, vc, vw), pick(ca, cb, cc, cw), pick(fa, fb, fc, fw)
         new = (p0n, vn_, t0n, cn, firstn)
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(found, a, b), new, state)
-        return it + 1, ~found, state
+        if record:
+            at = jnp.where(found, it + 1, n_events + 1)  # past the end: dropped
+            trace = (trace[0].at[at].set(time, mode="drop"),
+                     *(h.at[at].set(x, mode="drop") for h, x in zip(trace[1:], state[:4])))
+        return it + 1, ~found, state, trace
 
     def cond(carry):
-        it, done, _ = carry
-        return ~done & (it < A * MAX_CONTACTS + 1)
+        it, done, _, _ = carry
+        return ~done & (it < n_events + 1)
 
+    n_events = A * MAX_CONTACTS
     zeros = jnp.zeros((A,), jnp.float32)
     state = (positions, velocity, zeros, zeros, jnp.ones((A,), jnp.float32))
-    _, _, (p0, v, t0, contacts, x) = jax.lax.while_loop(cond, body, (0, False, state))
+    trace = ()
+    if record:  # event times (+inf where unused) and the state after each, from the start's
+        trace = (jnp.full((n_events + 1,), jnp.inf).at[0].set(0.0),
+                 *(jnp.zeros((n_events + 1,) + x.shape, x.dtype).at[0].set(x) for x in state[:4]))
+    _, _, (p0, v, t0, contacts, x), trace = jax.lax.while_loop(cond, body, (0, False, state, trace))
     new_positions = p0 + (1.0 - t0)[:, None] * motion(v, contacts)
     if collision == 0:
-        angles_out = _wrap(angles + x * angvelocity / fps)
-        return new_positions, v, angles_out, jnp.where(x < 1, 0.0, angvelocity), x
-    return new_positions, v, _wrap(angles + angvelocity / fps), angvelocity, x
+        out = (new_positions, v, _wrap(angles + x * angvelocity / fps),
+               jnp.where(x < 1, 0.0, angvelocity), x)
+    else:
+        out = (new_positions, v, _wrap(angles + angvelocity / fps), angvelocity, x)
+    return out + (trace,) if record else out
 
 
 def _wrap(a):
@@ -424,16 +447,36 @@ def _wrap(a):
     return w - 180.0
 
 
-@functools.partial(jax.jit, static_argnums=(4,))
+@functools.partial(jax.jit, static_argnums=(4, 6))
 def physics(scenery: Scenery, agents: Agents, fps, radius, collision: str = "stop",
-            restitution=1.0):
+            restitution=1.0, record: bool = False):
     """One physics step of every agent; see :func:`megastep_jax.core.physics`."""
     mode = COLLISIONS[collision]
     fps = jnp.asarray(fps, jnp.float32)
     radius = jnp.asarray(radius, jnp.float32)
     restitution = jnp.asarray(restitution, jnp.float32)
-    pos, vel, ang, angv, progress = jax.vmap(
-        lambda *xs: _physics_env(*xs, fps, radius, restitution, mode))(
+    out = jax.vmap(lambda *xs: _physics_env(*xs, fps, radius, restitution, mode, record))(
         scenery.lines, scenery.n_lines, agents.positions, agents.velocity, agents.angles,
         agents.angvelocity)
-    return Agents(angles=ang, positions=pos, angvelocity=angv, velocity=vel), progress
+    pos, vel, ang, angv, progress = out[:5]
+    moved = Agents(angles=ang, positions=pos, angvelocity=angv, velocity=vel)
+    if not record:
+        return moved, progress
+    times, p0, v, t0, contacts = out[5]
+    return moved, progress, dict(times=times, p0=p0, velocity=v, t0=t0, contacts=contacts)
+
+
+def physics_trace(scenery: Scenery, agents: Agents, fps, radius, collision: str = "stop",
+                  restitution=1.0):
+    """:func:`physics` plus every agent's path within the step, for tests and plots.
+
+    Returns:
+        (agents, progress, trace). ``trace`` holds the state after each of up to
+        K = A * MAX_CONTACTS contact events, index 0 the step's start: ``times`` (E, K+1),
+        the event's time (+inf for unused entries, which hold zeros); and per agent
+        ``p0`` (E, K+1, A, 2) and ``t0`` (E, K+1, A), the start of its current segment;
+        ``velocity`` (E, K+1, A, 2); ``contacts`` (E, K+1, A). From ``times[k]`` to the
+        next event, agent a is at ``p0 + (t - t0) * velocity / fps``, or at ``p0`` once
+        its contacts reach MAX_CONTACTS (stop: after its first).
+    """
+    return physics(scenery, agents, fps, radius, collision, restitution, True)
