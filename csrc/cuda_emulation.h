@@ -5,6 +5,8 @@
 //   MS_LAUNCH(kernel, grid, block, shared_bytes, stream, args...)   a kernel launch
 //   MS_DYNAMIC_SHARED(T, name)   `extern __shared__ T name[]`, the block's dynamic shared memory
 //   megastep_cuda::StreamCtx     the XLA FFI context a handler's cudaStream_t is bound with
+//   megastep_cuda::ScratchCtx, Scratch   the XLA FFI context for global scratch memory, and the
+//                                handler's argument type (Allocate(bytes, alignment))
 //   megastep_cuda::kMaxDynamicShared, kMaxThreadsPerBlock, kMaxGridX   CUDA's launch limits
 // plus __global__, __device__, blockIdx, threadIdx, blockDim, gridDim, __syncthreads,
 // cudaStream_t, cudaError_t, cudaGetLastError and cudaGetErrorString.
@@ -55,16 +57,20 @@ constexpr size_t kMaxDynamicShared = 48 * 1024;
 
 namespace megastep_cuda {
 using StreamCtx = xla::ffi::PlatformStream<cudaStream_t>;
+using ScratchCtx = xla::ffi::ScratchAllocator;  // XLA's device memory, freed after the call
+using Scratch = xla::ffi::ScratchAllocator;
 }  // namespace megastep_cuda
 
 #else
 // ---------------------------------------------------------------------------------------
 // The C++ compiler: an emulation on the CPU.
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <thread>
@@ -264,7 +270,41 @@ inline unsigned char* dynamic_shared() { return tls.shared; }
 // The CPU has no stream: the handlers' cudaStream_t is bound to null.
 struct NullStream {};
 using StreamCtx = NullStream;
+
+// XLA's CPU runtime has no scratch allocator: host memory, exactly the bytes asked for (so
+// AddressSanitizer sees overruns), freed when the handler returns.
+class HostScratch {
+ public:
+  std::optional<void*> Allocate(size_t size, size_t alignment = 1) {
+    if (alignment == 0 || (alignment & (alignment - 1)) != 0) return std::nullopt;
+    void* p = ::operator new(size, std::align_val_t(std::max<size_t>(alignment, alignof(std::max_align_t))),
+                             std::nothrow);
+    if (!p) return std::nullopt;
+    blocks_.push_back(Block(p, Free{std::max<size_t>(alignment, alignof(std::max_align_t))}));
+    return p;
+  }
+
+ private:
+  struct Free {
+    size_t alignment;
+    void operator()(void* p) const { ::operator delete(p, std::align_val_t(alignment)); }
+  };
+  using Block = std::unique_ptr<void, Free>;
+  std::vector<Block> blocks_;
+};
+struct HostScratchCtx {};
+using ScratchCtx = HostScratchCtx;
+using Scratch = HostScratch;
 }  // namespace megastep_cuda
+
+template <>
+struct xla::ffi::CtxDecoding<megastep_cuda::HostScratchCtx> {
+  using Type = megastep_cuda::HostScratch;
+  static std::optional<Type> Decode(const XLA_FFI_Api*, XLA_FFI_ExecutionContext*,
+                                    DiagnosticEngine&) {
+    return megastep_cuda::HostScratch();
+  }
+};
 
 template <>
 struct xla::ffi::CtxDecoding<megastep_cuda::NullStream> {

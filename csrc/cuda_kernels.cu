@@ -60,7 +60,7 @@ int threads_for(int64_t n) { return (int)std::min<int64_t>(256, std::max<int64_t
 
 // Per-block scratch past what dynamic shared memory holds goes to global memory.
 template <class T>
-T* scratch_array(ffi::ScratchAllocator& scratch, int64_t n) {
+T* scratch_array(megastep_cuda::Scratch& scratch, int64_t n) {
   auto p = scratch.Allocate(std::max<int64_t>(1, n) * sizeof(T), 16);
   return p ? static_cast<T*>(*p) : nullptr;
 }
@@ -141,7 +141,7 @@ ffi::Error RenderImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S
                       F32 textures, S32 texel_starts, S32 texel_widths, F32 baked, F32 model,
                       F32 angles, F32 positions, F32 fov, F32 radius, S32Out indices,
                       F32Out locations, F32Out dots, F32Out distances, F32Out screen,
-                      ffi::ScratchAllocator scratch) {
+                      megastep_cuda::Scratch scratch) {
   Batching b;
   Sizes s;
   std::string err = megastep::render_layout(
@@ -223,7 +223,7 @@ ffi::Error PhysicsImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 position
                        F32 angles, F32 angvelocity, F32 fps, F32 radius, F32 restitution,
                        int32_t collision, F32Out positions_out, F32Out velocity_out,
                        F32Out angles_out, F32Out angvelocity_out, F32Out progress_out,
-                       ffi::ScratchAllocator scratch) {
+                       megastep_cuda::Scratch scratch) {
   Batching b;
   Sizes s;
   std::string err = megastep::physics_layout(
@@ -301,13 +301,14 @@ ffi::Error BakeImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S32
 
 }  // namespace
 
-// The handlers bind cudaStream_t with StreamCtx: XLA's CUDA stream, or null in the emulation.
+// The handlers bind cudaStream_t with StreamCtx (XLA's CUDA stream, or null in the emulation)
+// and their scratch memory with ScratchCtx (XLA's device allocator, or the host's).
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepRenderCuda, RenderImpl,
                               megastep_ffi::render_binding<megastep_cuda::StreamCtx>()
-                                  .Ctx<ffi::ScratchAllocator>());
+                                  .Ctx<megastep_cuda::ScratchCtx>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepPhysicsCuda, PhysicsImpl,
                               megastep_ffi::physics_binding<megastep_cuda::StreamCtx>()
-                                  .Ctx<ffi::ScratchAllocator>());
+                                  .Ctx<megastep_cuda::ScratchCtx>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCuda, BakeImpl, megastep_ffi::bake_binding<megastep_cuda::StreamCtx>());
 
 #if !defined(MEGASTEP_CUDA_EMULATION)  // cuda_emulated.cc defines the emulated module
