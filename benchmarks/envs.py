@@ -27,7 +27,7 @@ from megastep_jax.envs import Batched, Deathmatch, Explorer, Minimal
 
 
 def make(name: str, backend: str, res: int | None, geometries: str, n_agents: int | None):
-    geoms = None if geometries == "floorplans" else [toys.box(), toys.column()]
+    geoms = None if geometries == "floorplans" else [toys.box(), toys.room_with_column()]
     if name == "minimal":
         return Minimal(res=res or 64, backend=backend)
     if name == "explorer":

@@ -270,7 +270,7 @@ def test_fast_discs_in_a_box_bounce_elastically():
 def test_kernel_matches_reference_along_a_rollout(collision, compiled_backend):
     rng = np.random.default_rng(2)
     E, A = 3, 3
-    s = scene.scenery([toys.box(), toys.column(), toys.box(4.0, 3.0)], n_agents=A, key=jax.random.key(1))
+    s = scene.scenery([toys.box(), toys.room_with_column(), toys.box(4.0, 3.0)], n_agents=A, key=jax.random.key(1))
     grid = np.array([[2.0, 2.0], [4.5, 2.0], [2.0, 4.5], [4.5, 4.5], [3.0, 1.6]], np.float32)
     positions = np.stack([grid[rng.permutation(5)[:A]] for _ in range(E)])
     positions[2] = np.clip(positions[2], 1.3, 3.7)
