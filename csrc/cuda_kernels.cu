@@ -165,7 +165,8 @@ ffi::Error RenderImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S
   } else {
     int64_t envs = b.size * s.E;
     drawn = scratch_array<float>(scratch, envs * s.A * megastep::kModelLines * 4);
-    if (!drawn) return ffi::Error(ffi::ErrorCode::kResourceExhausted, "megastep: render: no memory for the drawn agents");
+    if (!drawn)
+      return ffi::Error(ffi::ErrorCode::kResourceExhausted, "megastep: render: no memory for the drawn agents");
     MS_LAUNCH(draw_kernel, grid_for(envs), threads_for(s.A), 0, stream, b, s, envs,
               model.typed_data(), angles.typed_data(), positions.typed_data(), drawn);
     if (ffi::Error e = launched("render (drawing the agents)"); e.failure()) return e;
@@ -243,7 +244,8 @@ ffi::Error PhysicsImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 position
     shared = 2 * s.A * sizeof(float);
   } else {
     motions = scratch_array<float>(scratch, blocks * 2 * s.A);
-    if (!motions) return ffi::Error(ffi::ErrorCode::kResourceExhausted, "megastep: physics: no memory for the motions");
+    if (!motions)
+      return ffi::Error(ffi::ErrorCode::kResourceExhausted, "megastep: physics: no memory for the motions");
   }
   MS_LAUNCH(physics_kernel, grid_for(blocks), threads_for(s.A), shared, stream, b, s, blocks, p,
             positions.typed_data(), velocity.typed_data(), angles.typed_data(),
