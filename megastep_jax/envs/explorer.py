@@ -86,6 +86,8 @@ class Explorer(Environment):
 
     Observations ``arrdict(rgb=(A, 3, 1, W), d=(A, 1, 1, W), imu=(A, 3))`` with
     ``W = res // subsample``; actions ``arrdict(movement=int32 (A,))`` or the bare (A,).
+    ``info["potential"]``: int32 (), the texels seen before this step's render (the
+    potential the episode's end was judged by).
 
     Args:
         n_agents: agents per plan (1 as in megastep; more share the seen texels).
