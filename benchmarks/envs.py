@@ -39,7 +39,7 @@ DEFAULT_N_ENVS = {"minimal": 4096, "explorer": 1024, "deathmatch": 256}
 
 def make(name: str, backend: str, res: int | None, geometries: str, n_agents: int | None,
          n_plans: int):
-    geoms = [toys.box(), toys.column()] if geometries == "toys" else None
+    geoms = [toys.box(), toys.room_with_column()] if geometries == "toys" else None
     if name == "minimal":
         return Minimal(res=res or 64, backend=backend)
     if name == "explorer":

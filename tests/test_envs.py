@@ -16,7 +16,7 @@ from megastep_jax.envs import (Batched, Deathmatch, Explorer, Minimal, MinimalPa
                                sweep)
 from megastep_jax.wrappers import FinalObservation
 
-GEOMS = [toys.box(), toys.column()]
+GEOMS = [toys.box(), toys.room_with_column()]
 
 
 @functools.lru_cache(maxsize=None)
