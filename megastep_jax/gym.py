@@ -9,9 +9,13 @@ the returned observation starts the next episode and ``infos["final_obs"][i]`` h
 last one (``infos["_final_obs"]`` marks those slots), as gymnasium's own vector envs do.
 
 :class:`GymnasiumEnv` is one env as a ``gymnasium.Env``, without auto-reset (it runs the
-env's raw ``step_env``). With one agent its spaces are that agent's; with ``A > 1`` the
-observations keep the leading agent axis, the action is ``MultiDiscrete([n] * A)``, and
-the reward is the sum over agents (each agent's is in ``info["rewards"]``).
+env's raw ``step_env``). With one agent its spaces are that agent's: ``Discrete(7)``
+actions for our envs' one movement head (an env with several action heads takes
+``MultiDiscrete([n_1, n_2, ...])``), observations without the agent axis. With ``A > 1``
+(Deathmatch's default of 4) the observations keep the leading agent axis (``rgb`` is
+``Box(0, 1, (A, 3, 1, W))``), the action is ``MultiDiscrete([n] * A)`` of shape ``(A,)``
+(``(A, heads)`` for several heads), and the reward is the sum over agents (each agent's
+is in ``info["rewards"]``).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed-004 VecEnv over functional envs: shapes, slots, auto-reset, determinism, helpers."""
+"""The baselines-interface VecEnv over functional envs: shapes, slots, auto-reset, determinism, helpers."""
 import gymnasium
 import jax
 import jax.numpy as jnp
@@ -216,7 +216,7 @@ def test_minimal_vecenv_steps_and_truncates(minimal):
 
     venv = VecEnv(minimal, n_envs=2, params=MinimalParams(max_steps=3), seed=0)
     assert venv.observation_space == gymnasium.spaces.Dict(rgb=gymnasium.spaces.Box(0, 1, (3, 1, 8), np.float32))
-    assert venv.action_space == gymnasium.spaces.MultiDiscrete([7])
+    assert venv.action_space == gymnasium.spaces.Discrete(7)   # one movement head: one choice per slot
     obs = venv.reset()
     assert obs["rgb"].shape == (2, 3, 1, 8) and venv.observation_space.contains({"rgb": obs["rgb"][0]})
     for t in range(3):
@@ -235,3 +235,34 @@ def test_plot_images_of_minimal(minimal):
     assert a.shape == (600, 1200, 3) and not np.array_equal(a, b)   # each env's own plan
     with pytest.raises(ValueError, match="image_fn"):
         VecEnv(TOY1, n_envs=1, image_fn="plot")
+
+
+def test_writing_into_returned_arrays_leaves_the_vecenv_unchanged():
+    # a twin run with the same seed and actions, whose returns nobody touches, is the reference
+    venv, twin = VecEnv(TOY2, n_envs=2, seed=4), VecEnv(TOY2, n_envs=2, seed=4)
+    obs = venv.reset()
+    twin.reset()
+    obs["rgb"][:] = 0.25
+    obs["imu"][:] = 99
+    np.testing.assert_array_equal(np.stack(venv.get_images()), np.stack(twin.get_images()))
+    act = np.array([1, 2, 1, 1])
+    ended = False
+    for _ in range(8):   # through the truncation at step 7: terminal observations too
+        obs, rewards, dones, infos = venv.step(act)
+        _, ref_rewards, _, ref_infos = twin.step(act)
+        for k in obs:
+            obs[k][:] = -1
+        rewards[:] = 123
+        dones[:] = ~dones
+        for info in infos:
+            if "terminal_observation" in info:
+                ended = True
+                info["terminal_observation"]["imu"][:] = -5
+                info["episode"]["r"] = -1.0
+    assert ended
+    np.testing.assert_array_equal(venv.slots.obs["imu"], twin.slots.obs["imu"])
+    np.testing.assert_array_equal(np.stack(venv.get_images()), np.stack(twin.get_images()))
+    # the running returns were not touched by writing into the rewards
+    _, _, _, infos = venv.step(act)
+    _, _, _, ref_infos = twin.step(act)
+    np.testing.assert_array_equal(venv._returns, twin._returns)
