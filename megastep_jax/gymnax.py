@@ -46,11 +46,15 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from gymnax.environments import environment as gymnax_environment
+
+try:
+    import gymnax
+    from gymnax.environments import environment as gymnax_environment
+except ImportError as e:  # gymnax is optional: say which extra brings it
+    raise ImportError(f"megastep_jax.gymnax needs gymnax 1.0.1: pip install 'megastep_jax[gymnax]' ({e})") from e
 
 from . import envs, validation, wrappers
 from . import spaces as ms
