@@ -266,3 +266,29 @@ def test_writing_into_returned_arrays_leaves_the_vecenv_unchanged():
     _, _, _, infos = venv.step(act)
     _, _, _, ref_infos = twin.step(act)
     np.testing.assert_array_equal(venv._returns, twin._returns)
+
+
+class DyingToy(Toy):
+    """Toy with per-agent episode ends: agent 0 alone ends its stream every 3rd step."""
+
+    def step_env(self, key, state, action, params):
+        obs, state, reward, terminated, truncated, info = super().step_env(key, state, action, params)
+        alone = jnp.arange(self.n_agents) == 0
+        info = dict(info, agent_terminated=(state.t % 3 == 0) & alone | terminated,
+                    agent_truncated=jnp.broadcast_to(truncated, (self.n_agents,)))
+        return obs, state, reward, terminated, truncated, info
+
+
+def test_slots_end_where_their_agent_ends():
+    venv = VecEnv(DyingToy(n_agents=2), n_envs=1, params=ToyParams(max_steps=100), seed=0)
+    venv.reset()
+    for t in range(1, 4):
+        _, rewards, dones, infos = venv.step(np.array([1, 2]))
+    assert dones.tolist() == [True, False]   # agent 0 ended its stream alone at step 3
+    assert infos[0]["episode"] == {"r": 3.0, "l": 3} and "episode" not in infos[1]
+    assert not infos[0]["TimeLimit.truncated"]
+    _, _, dones, infos = venv.step(np.array([1, 2]))
+    assert not dones.any()
+    for _ in range(2):
+        _, _, dones, infos = venv.step(np.array([1, 2]))
+    assert dones.tolist() == [True, False] and infos[0]["episode"] == {"r": 3.0, "l": 3}
