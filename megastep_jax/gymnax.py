@@ -219,6 +219,11 @@ class GymnaxAdapter(gymnax_environment.Environment):
         return self.reset_env(key, self.default_params if params is None else params)
 
     def step_env(self, key, state, action, params):
+        """Not provided: gymnax's ``step_env`` is the raw 5-value transition that its base
+        ``step`` auto-resets and truncates; our envs do both themselves, so call ``step``."""
+        raise NotImplementedError("GymnaxAdapter.step_env: the env auto-resets and truncates in step(); call step")
+
+    def _step6(self, key, state, action, params):
         """The auto-resetting step as gymnax 1.x's 6-tuple, whatever ``legacy_step`` says."""
         obs, state, reward, terminated, truncated, info = self._inner.step(
             key, state, self._env_action(action), params)
@@ -237,7 +242,7 @@ class GymnaxAdapter(gymnax_environment.Environment):
     def step(self, key: jax.Array, state: Any, action: Any, params=None):
         """One auto-resetting transition: the 6-tuple, or the 5-tuple where ``legacy_step``."""
         params = self.default_params if params is None else params
-        obs, state, reward, terminated, truncated, info = self.step_env(key, state, action, params)
+        obs, state, reward, terminated, truncated, info = self._step6(key, state, action, params)
         if self.legacy_step:
             return obs, state, reward, jnp.logical_or(terminated, truncated), info
         return obs, state, reward, terminated, truncated, info
