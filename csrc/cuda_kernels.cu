@@ -105,15 +105,17 @@ ffi::Error RenderImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S
   return launched("render");
 }
 
-// One block per (batch member, env); threads stride over agents.
+// One thread per (batch member, env): an env's contact events are resolved in time order,
+// one after another (megastep.h, physics_env). The outputs hold the loop's state.
 __global__ void physics_kernel(Batching b, Sizes s, SceneryPtrs p, const float* positions,
                                const float* velocity, const float* angles,
                                const float* angvelocity, const float* fps, const float* radius,
                                const float* restitution, int collision, float* pos_out,
-                               float* vel_out, float* ang_out, float* angv_out, float* progress) {
+                               float* vel_out, float* ang_out, float* angv_out, float* progress,
+                               int64_t n_envs) {
   using namespace megastep;
-  extern __shared__ float motions[];
-  int64_t fe = blockIdx.x;
+  int64_t fe = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (fe >= n_envs) return;
   int64_t e = fe % s.E, flat = fe / s.E;
   Env env = env_at(b, flat, e, s, p, (int)(s.A * kModelLines), nullptr);
   auto at = [&](int op) { return b.block(op, flat) * s.E + e; };
@@ -124,20 +126,9 @@ __global__ void physics_kernel(Batching b, Sizes s, SceneryPtrs p, const float* 
   float f = fps[b.block(kPFps, flat)];
   float rad = radius[b.block(kPRadius, flat)];
   float rest = restitution[b.block(kPRestitution, flat)];
-  for (int64_t i = threadIdx.x; i < 2 * s.A; i += blockDim.x) motions[i] = vel[i] / f;
-  __syncthreads();
   int64_t out = (flat * s.E + e) * s.A;
-  for (int64_t a = threadIdx.x; a < s.A; a += blockDim.x) {
-    AgentMotion m = step_agent(env, pos, motions, vel, ang, angv, (int)s.A, (int)a, f, rad,
-                               collision, rest);
-    pos_out[2 * (out + a)] = m.position.x;
-    pos_out[2 * (out + a) + 1] = m.position.y;
-    vel_out[2 * (out + a)] = m.velocity.x;
-    vel_out[2 * (out + a) + 1] = m.velocity.y;
-    ang_out[out + a] = m.angle;
-    angv_out[out + a] = m.angvelocity;
-    progress[out + a] = m.progress;
-  }
+  physics_env(env, pos, vel, ang, angv, (int)s.A, f, rad, collision, rest, pos_out + 2 * out,
+              vel_out + 2 * out, ang_out + out, angv_out + out, progress + out, nullptr);
 }
 
 ffi::Error PhysicsImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 positions, F32 velocity,
@@ -156,12 +147,12 @@ ffi::Error PhysicsImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 position
   SceneryPtrs p;
   p.lines = lines.typed_data();
   p.n_lines = n_lines.typed_data();
-  int threads = (int)std::min<int64_t>(256, ((s.A + 31) / 32) * 32);
-  physics_kernel<<<(unsigned)blocks, threads, 2 * s.A * sizeof(float), stream>>>(
+  int threads = 64;
+  physics_kernel<<<(unsigned)((blocks + threads - 1) / threads), threads, 0, stream>>>(
       b, s, p, positions.typed_data(), velocity.typed_data(), angles.typed_data(),
       angvelocity.typed_data(), fps.typed_data(), radius.typed_data(), restitution.typed_data(),
       collision, positions_out->typed_data(), velocity_out->typed_data(),
-      angles_out->typed_data(), angvelocity_out->typed_data(), progress_out->typed_data());
+      angles_out->typed_data(), angvelocity_out->typed_data(), progress_out->typed_data(), blocks);
   return launched("physics");
 }
 
