@@ -56,9 +56,10 @@ try:
 except ImportError as e:  # gymnax is optional: say which extra brings it
     raise ImportError(f"megastep_jax.gymnax needs gymnax 1.0.1: pip install 'megastep_jax[gymnax]' ({e})") from e
 
-from . import envs, validation, wrappers
+from . import envs, validation
 from . import spaces as ms
 from .arrdict import arrdict
+from .vecenv.slots import with_final_observation
 
 __all__ = ["make", "GymnaxAdapter", "Box", "ENV_NAMES"]
 
@@ -156,9 +157,7 @@ class GymnaxAdapter(gymnax_environment.Environment):
         self.legacy_step = legacy_step
         self.final_observation = final_observation
         self.multi_agent = multi_agent
-        self._inner = env
-        if final_observation and hasattr(wrappers, "FinalObservation"):
-            self._inner = wrappers.FinalObservation(env)
+        self._inner = with_final_observation(env) if final_observation else env
 
     # -- gymnax's descriptive interface ----------------------------------------------
     @property

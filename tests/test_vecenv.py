@@ -292,3 +292,17 @@ def test_slots_end_where_their_agent_ends():
     for _ in range(2):
         _, _, dones, infos = venv.step(np.array([1, 2]))
     assert dones.tolist() == [True, False] and infos[0]["episode"] == {"r": 3.0, "l": 3}
+
+
+def test_terminal_observations_of_a_wrapped_env_go_through_its_wrappers():
+    from megastep_jax.wrappers import FrameStack
+
+    venv = VecEnv(FrameStack(TOY1, 2), n_envs=2, seed=0)
+    assert venv.observation_space["imu"].shape == (4,)
+    obs = venv.reset()
+    for _ in range(7):   # truncated at step 7
+        obs, _, dones, infos = venv.step(np.ones(2, int))
+    assert dones.all()
+    final = infos[0]["terminal_observation"]["imu"]
+    assert final[1] == 6 and final[3] == 7 and final[2] == final[0] + 1   # the last two frames, stacked
+    assert obs["imu"][0, 1] == 0 and obs["imu"][0, 3] == 0             # the fresh episode's stack

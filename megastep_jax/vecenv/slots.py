@@ -13,6 +13,7 @@ all its agents.
 """
 from __future__ import annotations
 
+import copy
 import weakref
 from typing import Any, Optional
 
@@ -25,7 +26,24 @@ from .. import spaces as ms
 from .. import validation, wrappers
 from ..arrdict import arrdict
 
-__all__ = ["Slots", "gym_space", "strip_image"]
+__all__ = ["Slots", "gym_space", "strip_image", "with_final_observation"]
+
+
+def with_final_observation(env):
+    """``env`` with a step that reports ``info["final_observation"]``.
+
+    :class:`~megastep_jax.wrappers.FinalObservation` needs the env's raw ``step_env``, so
+    it goes innermost: a wrapped env gets copies of its wrappers around
+    ``FinalObservation(inner env)`` (wrappers that change observations, such as
+    ``FrameStack`` and ``NormalizeObservation``, then transform the final one too).
+    """
+    if isinstance(env, wrappers.FinalObservation):
+        return env
+    if isinstance(env, wrappers.Wrapper):
+        outer = copy.copy(env)
+        outer.env = with_final_observation(env.env)
+        return outer
+    return wrappers.FinalObservation(env)
 
 
 def gym_space(space, per_agent: bool = True, action: bool = False):
@@ -100,8 +118,7 @@ def _compiled(env):
         return _COMPILED[env]
     except (KeyError, TypeError):
         pass
-    # where the env's step no longer reports final observations itself, the wrapper does
-    stepper = wrappers.FinalObservation(env) if hasattr(wrappers, "FinalObservation") else env
+    stepper = with_final_observation(env)  # for the baselines' terminal observations
 
     def reset_one(key, state, e, params):
         obs, fresh = env.reset(key, params)
