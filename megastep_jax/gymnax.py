@@ -91,9 +91,9 @@ class Box(gymnax.environments.spaces.Box):
 
 
 def _leaf_bounds(space) -> tuple[float, float]:
-    if isinstance(space, ms.MultiImage):
-        return space.low, space.high
-    if isinstance(space, (ms.MultiVector, ms.Box)):
+    if isinstance(space, ms.MultiEmpty):
+        return 0.0, 0.0
+    if isinstance(space, (ms.MultiImage, ms.MultiVector, ms.Box)):
         return space.low, space.high
     raise ValueError(f"env: observation space {space!r} cannot be flattened into a gymnax Box")
 
