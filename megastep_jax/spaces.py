@@ -14,7 +14,7 @@ n_actions)``, the shape of the policy's logits; here that is
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Union
+from typing import Union
 
 import jax
 import jax.numpy as jnp

@@ -1,6 +1,5 @@
 """megastep_jax.gymnax: our envs as gymnax environments, driven by gymnax's own wrappers and
 a purejaxrl-shaped PPO (tests/gymnax_ppo.py) under jit and vmap."""
-import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
