@@ -8,7 +8,10 @@ from gymnax.environments import environment as gymnax_environment
 from gymnax.environments import spaces as gxs
 from gymnax.wrappers import FlattenObservationWrapper, LegacyStepAPIWrapper, LogWrapper
 
-from gymnax_ppo import make_evaluate, make_train
+try:  # tests/ is on sys.path under pytest's default import mode
+    from gymnax_ppo import make_evaluate, make_train
+except ImportError:  # importlib mode: import it as a namespace package
+    from tests.gymnax_ppo import make_evaluate, make_train
 from megastep_jax import gymnax as mg
 from megastep_jax.arrdict import arrdict
 from megastep_jax.envs import Explorer, Minimal
