@@ -69,7 +69,8 @@ auto bake_binding() {
 // The Python module's `registrations()`: FFI target name -> handler capsule, as
 // jax.ffi.register_ffi_target takes them.
 template <class R, class P, class B>
-pybind11::dict registrations(R* render, P* physics, B* bake) {
+pybind11::dict registrations(R* render, P* physics, B* bake,
+                             XLA_FFI_Error* (*draw)(XLA_FFI_CallFrame*) = nullptr) {
   auto capsule = [](auto* fn) {
     static_assert(std::is_invocable_r_v<XLA_FFI_Error*, decltype(fn), XLA_FFI_CallFrame*>,
                   "an XLA FFI handler must have the XLA FFI signature");
@@ -79,6 +80,7 @@ pybind11::dict registrations(R* render, P* physics, B* bake) {
   d["megastep_render"] = capsule(render);
   d["megastep_physics"] = capsule(physics);
   d["megastep_bake"] = capsule(bake);
+  if (draw) d["megastep_draw"] = capsule(draw);  // Moving Symbols' draw kernel (CPU only)
   return d;
 }
 
