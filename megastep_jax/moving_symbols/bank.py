@@ -133,11 +133,12 @@ def _polygon_area(v: np.ndarray) -> float:
 class Bank:
     """Device arrays of every symbol image and background a video may draw from.
 
-    Shapes: K symbol images padded to (h, w) at their top-left corner, V hull vertices
+    Shapes: K symbol images padded to (h, w) (the largest) and bordered, V hull vertices
     (the last repeated as padding), B backgrounds (B >= 1; one black one when unused).
     """
 
-    sprites: jax.Array        # (K, h, w, 4) float32, premultiplied RGBA in [0, 1]
+    sprites: jax.Array        # (K, h + 2, w + 2, 4) float32, premultiplied RGBA in [0, 1], each
+    #                           image at [1:1 + height, 1:1 + width], clear elsewhere
     sizes: jax.Array          # (K, 2) int32, each image's (width, height)
     vertices: jax.Array       # (K, V, 2) float32, hitbox hulls relative to the image centre
     half_diagonals: jax.Array  # (K,) float32, half the diagonal of each image
@@ -260,9 +261,10 @@ def _build(labels: list, files: list[list[str]] | None, rgba, hulls) -> HostBank
     paths = [p for ps in files for p in ps] if files is not None else [font_path()] * len(labels)
     h = max(im.shape[0] for im in rgba)
     w = max(im.shape[1] for im in rgba)
-    sprites = np.zeros((len(rgba), h, w, 4), np.float32)
+    # a border of one clear texel on every side: bilinear taps never need bounds checks
+    sprites = np.zeros((len(rgba), h + 2, w + 2, 4), np.float32)
     for i, im in enumerate(rgba):
-        sprites[i, :im.shape[0], :im.shape[1]] = _premultiplied(im)
+        sprites[i, 1:1 + im.shape[0], 1:1 + im.shape[1]] = _premultiplied(im)
     sizes = np.array([[im.shape[1], im.shape[0]] for im in rgba], np.int32)
     V = max(len(v) for v in hulls)
     vertices = np.stack([np.concatenate([v, np.repeat(v[-1:], V - len(v), 0)]) for v in hulls])

@@ -64,7 +64,7 @@ def draw_reference(bank: Bank, sprite, background, position, angle, scale, color
 
             def tap(uu, vv):
                 inside = (uu >= 0) & (uu < sw) & (vv >= 0) & (vv < sh)
-                idx = k * (h * w) + jnp.clip(vv, 0, h - 1) * w + jnp.clip(uu, 0, w - 1)
+                idx = k * (h * w) + jnp.clip(vv + 1, 0, h - 1) * w + jnp.clip(uu + 1, 0, w - 1)
                 return jnp.where(inside[..., None], texels[idx], 0.0)
 
             rgba = ((1 - fu) * (1 - fv) * tap(u0, v0) + fu * (1 - fv) * tap(u0 + 1, v0)

@@ -44,7 +44,8 @@ TOUCH = 0.01
 SEPARATION = 0.01
 """Pixels left between two hitboxes separated after a contact."""
 PLACEMENT_TRIES = 64
-FINAL_ROUNDS = 4
+FINAL_ROUNDS = 2
+SUBSTEP_ROUNDS = 1
 
 
 @struct.dataclass
@@ -109,24 +110,39 @@ def bounds(vertices, angle, scale, size):
     return -placed.min(-2), size - placed.max(-2)
 
 
-def penetration(a, b):
+def edge_normals(polygons):
+    """Unit normals of a convex polygon's edges (..., V, 2), and (..., V) whether each edge
+    has a length (padding repeats a vertex, giving empty edges)."""
+    e = jnp.roll(polygons, -1, -2) - polygons
+    n = jnp.stack([-e[..., 1], e[..., 0]], -1)
+    length = jnp.sqrt(n[..., 0] ** 2 + n[..., 1] ** 2)
+    valid = length > 1e-9
+    return n / jnp.where(valid, length, 1.0)[..., None], valid
+
+
+def _rotate(v, angle):
+    c, s = jnp.cos(angle)[..., None], jnp.sin(angle)[..., None]
+    return jnp.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1]], -1)
+
+
+def penetration(a, b, normals_a=None, normals_b=None):
     """Separating-axis test of two convex polygons (V, 2) (padding repeats a vertex).
+
+    Args:
+        a, b: the placed polygons.
+        normals_a, normals_b: optionally their :func:`edge_normals` (computed if None).
 
     Returns:
         (depth, normal): depth > 0 where they overlap (the least penetration over the
         edge normals of both), normal (2,) the unit axis along which moving ``b`` by
         ``depth`` (or ``a`` by ``-depth``) separates them.
     """
-    def normals(p):
-        e = jnp.roll(p, -1, 0) - p
-        n = jnp.stack([-e[:, 1], e[:, 0]], -1)
-        length = jnp.linalg.norm(n, axis=-1)
-        return n / jnp.where(length > 1e-9, length, 1.0)[:, None], length > 1e-9
-
-    na, va = normals(a)
-    nb, vb = normals(b)
-    axes, valid = jnp.concatenate([na, nb]), jnp.concatenate([va, vb])
-    pa, pb = a @ axes.T, b @ axes.T  # (V, 2V)
+    na, va = edge_normals(a) if normals_a is None else normals_a
+    nb, vb = edge_normals(b) if normals_b is None else normals_b
+    axes, valid = jnp.concatenate([na, nb]), jnp.concatenate([va, vb])  # (2V, 2)
+    # projections as products and sums (a (V, 2) @ (2, 2V) dot is slow on CPU)
+    pa = a[:, None, 0] * axes[None, :, 0] + a[:, None, 1] * axes[None, :, 1]  # (V, 2V)
+    pb = b[:, None, 0] * axes[None, :, 0] + b[:, None, 1] * axes[None, :, 1]
     forward = pa.max(0) - pb.min(0)   # b on the + side of a
     backward = pb.max(0) - pa.min(0)  # b on the - side
     overlap = jnp.where(valid, jnp.minimum(forward, backward), jnp.inf)
@@ -138,9 +154,11 @@ def penetration(a, b):
 def overlaps(polygons):
     """(S, S) bool: the pairs of placed hitboxes (S, V, 2) that overlap."""
     S = polygons.shape[0]
+    normals = edge_normals(polygons)
     out = jnp.zeros((S, S), bool)
     for i, j in itertools.combinations(range(S), 2):
-        depth, _ = penetration(polygons[i], polygons[j])
+        depth, _ = penetration(polygons[i], polygons[j], (normals[0][i], normals[1][i]),
+                               (normals[0][j], normals[1][j]))
         out = out.at[i, j].set(depth > 0).at[j, i].set(depth > 0)
     return out
 
@@ -258,8 +276,8 @@ class Dynamics:
                     ok = ok & (depth <= 0)
                 chosen.append(tries[jnp.where(jnp.any(ok), jnp.argmax(ok), PLACEMENT_TRIES - 1), i])
             position = jnp.stack(chosen)
-            position, velocity = self._separate(position, velocity, vertices, angle, scale, blo, bhi,
-                                                FINAL_ROUNDS)
+            shapes = transform(vertices, jnp.zeros_like(position), angle, scale)
+            position, velocity = self._separate(position, velocity, shapes, blo, bhi, FINAL_ROUNDS)
         else:
             position = tries[0]
         touching = _edges(position, blo, bhi) < TOUCH
@@ -270,17 +288,21 @@ class Dynamics:
         return video, jax.tree_util.tree_map(jnp.asarray, state)
 
     # -- contacts ----------------------------------------------------------------------
-    def _separate(self, position, velocity, vertices, angle, scale, lo, hi, rounds: int):
-        """Separates overlapping hitbox pairs and bounces approaching ones; see the module doc."""
+    def _separate(self, position, velocity, shapes, lo, hi, rounds: int):
+        """Separates overlapping hitbox pairs and bounces approaching ones; see the module doc.
+
+        Args:
+            shapes: (S, V, 2) the hitboxes turned and scaled, about their centres.
+        """
+        normals = edge_normals(shapes)
         for _ in range(rounds):
             for i, j in itertools.combinations(range(self.S), 2):
-                a = transform(vertices[i], position[i], angle[i], scale[i])
-                b = transform(vertices[j], position[j], angle[j], scale[j])
-                depth, n = penetration(a, b)
+                depth, n = penetration(shapes[i] + position[i], shapes[j] + position[j],
+                                       (normals[0][i], normals[1][i]), (normals[0][j], normals[1][j]))
                 hit = depth > 0
                 push = jnp.where(hit, depth / 2 + SEPARATION, 0.0) * n
                 position = position.at[i].add(-push).at[j].add(push)
-                rel = jnp.dot(velocity[j] - velocity[i], n)
+                rel = ((velocity[j] - velocity[i]) * n).sum()
                 dv = jnp.where(hit & (rel < 0), rel, 0.0) * n
                 velocity = velocity.at[i].add(dv).at[j].add(-dv)
             position = jnp.clip(position, lo, hi)
@@ -297,7 +319,8 @@ class Dynamics:
             tau = (k + 1).astype(jnp.float32) / K
             angle = state.angle + state.angular_velocity * tau
             scale = scale_at(self.kind, video, t0 + tau)[0]
-            lo, hi = bounds(vertices, angle, scale, self.size)
+            shapes = transform(vertices, jnp.zeros(angle.shape + (2,)), angle, scale)
+            lo, hi = -shapes.min(-2), self.size - shapes.max(-2)
             position = position + velocity / K
             out_lo = (position < lo) & (velocity < 0)
             out_hi = (position > hi) & (velocity > 0)
@@ -305,7 +328,7 @@ class Dynamics:
             velocity = jnp.where(out_lo | out_hi, -velocity, velocity)
             position = jnp.clip(position, lo, hi)
             if self.interacting and self.S > 1:
-                position, velocity = self._separate(position, velocity, vertices, angle, scale, lo, hi, 2)
+                position, velocity = self._separate(position, velocity, shapes, lo, hi, SUBSTEP_ROUNDS)
             bounced = jnp.stack([out_lo[:, 0], out_hi[:, 0], out_lo[:, 1], out_hi[:, 1]], -1)
             now = _edges(position, lo, hi) < TOUCH
             hits = hits | ((bounced | now) & ~touching)
@@ -321,9 +344,9 @@ class Dynamics:
         angle = state.angle + state.angular_velocity
         scale, scale_velocity = scale_at(self.kind, video, t)
         if self.interacting and self.S > 1:
-            lo, hi = bounds(vertices, angle, scale, self.size)
-            position, velocity = self._separate(position, velocity, vertices, angle, scale, lo, hi,
-                                                FINAL_ROUNDS)
+            shapes = transform(vertices, jnp.zeros(angle.shape + (2,)), angle, scale)
+            lo, hi = -shapes.min(-2), self.size - shapes.max(-2)
+            position, velocity = self._separate(position, velocity, shapes, lo, hi, FINAL_ROUNDS)
         polygons = transform(vertices, position, angle, scale)
         return SymbolStates(step=t, position=position, velocity=velocity, angle=angle,
                             angular_velocity=state.angular_velocity, scale=scale,
