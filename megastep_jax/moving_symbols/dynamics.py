@@ -45,6 +45,7 @@ SEPARATION = 0.01
 """Pixels left between two hitboxes separated after a contact."""
 PLACEMENT_TRIES = 64
 FINAL_ROUNDS = 2
+INIT_ROUNDS = 8  # where no placement try kept the hitboxes apart
 SUBSTEP_ROUNDS = 1
 
 
@@ -277,7 +278,7 @@ class Dynamics:
                 chosen.append(tries[jnp.where(jnp.any(ok), jnp.argmax(ok), PLACEMENT_TRIES - 1), i])
             position = jnp.stack(chosen)
             shapes = transform(vertices, jnp.zeros_like(position), angle, scale)
-            position, velocity = self._separate(position, velocity, shapes, blo, bhi, FINAL_ROUNDS)
+            position, velocity = self._separate(position, velocity, shapes, blo, bhi, INIT_ROUNDS)
         else:
             position = tries[0]
         touching = _edges(position, blo, bhi) < TOUCH

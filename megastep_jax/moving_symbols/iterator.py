@@ -6,7 +6,7 @@ videos in one jitted call with ``generate``. They differ only in their construct
 signature and their defaults (``DEFAULT_PARAMS``).
 
 The iterator computes its video a chunk of frames at a time in one jitted call (8
-frames, then 16, 32, 64, 64, ...), and serves frames and messages from that buffer.
+frames, then 16 at a time), and serves frames and messages from that buffer.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from .params import (DEFAULT_PARAMS, ORIGINAL_DEFAULT_PARAMS, check_conventions,
 
 __all__ = ["MovingSymbols", "MovingSymbolsEnvironment", "Symbol"]
 
-FIRST_CHUNK, LAST_CHUNK = 8, 64
+FIRST_CHUNK, CHUNK = 8, 16
 
 
 # ---------------------------------------------------------------------------------------
@@ -147,7 +147,6 @@ class _Generator:
         self._video = jax.tree_util.tree_map(np.asarray, video)
         self._last_state = jax.tree_util.tree_map(lambda x: x[-1], states)
         self._buffer = (0, jax.tree_util.tree_map(np.asarray, states), np.asarray(frames))
-        self._chunk = FIRST_CHUNK
         host, v = self._symbols_host, self._video
         self._symbol_info = [{"label": host.labels[host.label_of[k]], "image": host.rgba[k],
                               "image_path": host.paths[k], "vertices": host.hulls[k]} for k in v.sprite]
@@ -196,8 +195,7 @@ class _Generator:
                 return {name: getattr(states, name)[i] for name in
                         ("position", "velocity", "angle", "angular_velocity", "scale", "scale_velocity",
                          "hits", "overlaps")}, frames[i]
-            self._chunk = min(2 * self._chunk, LAST_CHUNK)
-            new_states, new_frames = _more(self._dyn, self.bank, self._video, self._last_state, self._chunk)
+            new_states, new_frames = _more(self._dyn, self.bank, self._video, self._last_state, CHUNK)
             self._last_state = jax.tree_util.tree_map(lambda x: x[-1], new_states)
             # keep frame t - 1's overlaps reachable: re-base at the first new frame, and
             # remember the last state of the old chunk
