@@ -684,3 +684,35 @@ def test_other_errors(mnist):
         ms.generate(0, 2, 3)
     with pytest.raises(ValueError, match="videos"):
         msym.save("/tmp/unused", np.zeros((2, 3, 4, 4, 3), np.float32))
+
+
+def test_separating_axis_tests_agree_with_shapely():
+    from megastep_jax.moving_symbols import dynamics
+
+    rng = np.random.default_rng(0)
+    hulls = []
+    for _ in range(2):
+        pts = rng.normal(size=(12, 2)) * [4, 6]
+        hull = shapely.MultiPoint(pts).convex_hull
+        v = np.asarray(shapely.geometry.polygon.orient(hull, 1.0).exterior.coords)[:-1]
+        hulls.append(np.concatenate([v, np.repeat(v[-1:], 12 - len(v), 0)]))  # padded as the bank
+    vertices = np.stack(hulls).astype(np.float32)
+    body = dynamics.body_hulls(vertices)
+    test = jax.jit(lambda pos, ang, sc: (
+        dynamics.posed_penetration(dynamics.posed(vertices, body, ang, sc), 0, 1, pos[0], pos[1]),
+        dynamics.penetration(*dynamics.transform(vertices, pos, ang, sc))))
+    agree = 0
+    for _ in range(200):
+        pos = rng.uniform(0, 14, (2, 2)).astype(np.float32)
+        ang, sc = rng.uniform(-4, 4, 2).astype(np.float32), rng.uniform(0.5, 1.5, 2).astype(np.float32)
+        (d1, n1), (d2, n2) = test(pos, ang, sc)
+        a, b = (shapely.Polygon(placed(hulls[i][:len(hulls[i])], pos[i], ang[i], sc[i])) for i in range(2))
+        area = a.intersection(b).area
+        np.testing.assert_allclose(d1, d2, atol=1e-4)
+        if abs(float(d1)) > 1e-3:
+            assert (float(d1) > 0) == (area > 0)
+        if float(d1) > 0:  # moving b by the depth along the normal separates them
+            moved = shapely.affinity.translate(b, *(np.asarray(n1) * (float(d1) + 1e-3)))
+            assert a.intersection(moved).area < 1e-4
+            agree += 1
+    assert agree > 20

@@ -164,6 +164,56 @@ def overlaps(polygons):
     return out
 
 
+@struct.dataclass
+class Posed:
+    """A video's hitboxes turned and scaled about their centres, with their edge normals
+    and their own extents along them: the separating-axis test then projects only the
+    other polygon (V x V products per pair instead of V x 2V)."""
+
+    shapes: jax.Array   # (S, V, 2) vertices relative to the centres
+    axes: jax.Array     # (S, V, 2) unit edge normals
+    valid: jax.Array    # (S, V) bool, edges with a length
+    lo: jax.Array       # (S, V) own smallest projection on each normal (relative to the centre)
+    hi: jax.Array       # (S, V) own largest
+
+
+def body_hulls(vertices):
+    """(normals (S, V, 2), valid (S, V), lo (S, V), hi (S, V)) of unturned, unscaled hulls."""
+    normals, valid = edge_normals(vertices)
+    proj = jnp.einsum("svd,swd->svw", normals, vertices)  # normal v, vertex w
+    return normals, valid, proj.min(-1), proj.max(-1)
+
+
+def posed(vertices, body, angle, scale) -> Posed:
+    normals, valid, lo, hi = body
+    shapes = transform(vertices, jnp.zeros(angle.shape + (2,)), angle, scale)
+    s = scale[:, None]
+    return Posed(shapes=shapes, axes=_rotate(normals, angle), valid=valid, lo=lo * s, hi=hi * s)
+
+
+def _project(points, axes):
+    """(min, max) over points (P, 2) of their projections on axes (A, 2): (A,), (A,)."""
+    p = points[:, None, 0] * axes[None, :, 0] + points[:, None, 1] * axes[None, :, 1]
+    return p.min(0), p.max(0)
+
+
+def posed_penetration(p: Posed, i: int, j: int, pos_i, pos_j):
+    """:func:`penetration` of hitboxes i and j of ``p`` centred at pos_i and pos_j."""
+    ai, aj = p.axes[i], p.axes[j]
+    off_i = ai[:, 0] * pos_i[0] + ai[:, 1] * pos_i[1]
+    off_j = aj[:, 0] * pos_j[0] + aj[:, 1] * pos_j[1]
+    bmin, bmax = _project(p.shapes[j] + pos_j, ai)  # j on i's normals
+    amin, amax = _project(p.shapes[i] + pos_i, aj)  # i on j's normals
+    forward = jnp.concatenate([p.hi[i] + off_i - bmin, amax - (p.lo[j] + off_j)])
+    backward = jnp.concatenate([bmax - (p.lo[i] + off_i), p.hi[j] + off_j - amin])
+    valid = jnp.concatenate([p.valid[i], p.valid[j]])
+    axes = jnp.concatenate([ai, aj])
+    overlap = jnp.where(valid, jnp.minimum(forward, backward), jnp.inf)
+    k = jnp.argmin(overlap)
+    sign = jnp.where(forward[k] <= backward[k], 1.0, -1.0)
+    return overlap[k], axes[k] * sign
+
+
 def _edges(position, lo, hi):
     """(S, 4) distances of each hitbox to the left, right, top and bottom edges."""
     return jnp.stack([position[:, 0] - lo[:, 0], hi[:, 0] - position[:, 0],
@@ -277,8 +327,8 @@ class Dynamics:
                     ok = ok & (depth <= 0)
                 chosen.append(tries[jnp.where(jnp.any(ok), jnp.argmax(ok), PLACEMENT_TRIES - 1), i])
             position = jnp.stack(chosen)
-            shapes = transform(vertices, jnp.zeros_like(position), angle, scale)
-            position, velocity = self._separate(position, velocity, shapes, blo, bhi, INIT_ROUNDS)
+            p = posed(vertices, body_hulls(vertices), angle, scale)
+            position, velocity = self._separate(position, velocity, p, blo, bhi, INIT_ROUNDS)
         else:
             position = tries[0]
         touching = _edges(position, blo, bhi) < TOUCH
@@ -289,17 +339,16 @@ class Dynamics:
         return video, jax.tree_util.tree_map(jnp.asarray, state)
 
     # -- contacts ----------------------------------------------------------------------
-    def _separate(self, position, velocity, shapes, lo, hi, rounds: int):
+    def _separate(self, position, velocity, p: Posed, lo, hi, rounds: int):
         """Separates overlapping hitbox pairs and bounces approaching ones; see the module doc.
 
         Args:
-            shapes: (S, V, 2) the hitboxes turned and scaled, about their centres.
+            p: the hitboxes turned and scaled (:class:`Posed`).
+            lo, hi: (S, 2) the bounds of the centres (the frame's edges).
         """
-        normals = edge_normals(shapes)
         for _ in range(rounds):
             for i, j in itertools.combinations(range(self.S), 2):
-                depth, n = penetration(shapes[i] + position[i], shapes[j] + position[j],
-                                       (normals[0][i], normals[1][i]), (normals[0][j], normals[1][j]))
+                depth, n = posed_penetration(p, i, j, position[i], position[j])
                 hit = depth > 0
                 push = jnp.where(hit, depth / 2 + SEPARATION, 0.0) * n
                 position = position.at[i].add(-push).at[j].add(push)
@@ -313,6 +362,7 @@ class Dynamics:
     def step(self, bank: Bank, video: Video, state: SymbolStates) -> SymbolStates:
         K = self.fidelity if self.interacting else 1
         vertices = bank.vertices[video.sprite]
+        body = body_hulls(vertices) if self.interacting and self.S > 1 else None
         t0 = state.step.astype(jnp.float32)
 
         def sub(carry, k):
@@ -320,7 +370,11 @@ class Dynamics:
             tau = (k + 1).astype(jnp.float32) / K
             angle = state.angle + state.angular_velocity * tau
             scale = scale_at(self.kind, video, t0 + tau)[0]
-            shapes = transform(vertices, jnp.zeros(angle.shape + (2,)), angle, scale)
+            if body is not None:
+                p = posed(vertices, body, angle, scale)
+                shapes = p.shapes
+            else:
+                shapes = transform(vertices, jnp.zeros(angle.shape + (2,)), angle, scale)
             lo, hi = -shapes.min(-2), self.size - shapes.max(-2)
             position = position + velocity / K
             out_lo = (position < lo) & (velocity < 0)
@@ -329,7 +383,7 @@ class Dynamics:
             velocity = jnp.where(out_lo | out_hi, -velocity, velocity)
             position = jnp.clip(position, lo, hi)
             if self.interacting and self.S > 1:
-                position, velocity = self._separate(position, velocity, shapes, lo, hi, SUBSTEP_ROUNDS)
+                position, velocity = self._separate(position, velocity, p, lo, hi, SUBSTEP_ROUNDS)
             bounced = jnp.stack([out_lo[:, 0], out_hi[:, 0], out_lo[:, 1], out_hi[:, 1]], -1)
             now = _edges(position, lo, hi) < TOUCH
             hits = hits | ((bounced | now) & ~touching)
@@ -345,14 +399,19 @@ class Dynamics:
         angle = state.angle + state.angular_velocity
         scale, scale_velocity = scale_at(self.kind, video, t)
         if self.interacting and self.S > 1:
-            shapes = transform(vertices, jnp.zeros(angle.shape + (2,)), angle, scale)
-            lo, hi = -shapes.min(-2), self.size - shapes.max(-2)
-            position, velocity = self._separate(position, velocity, shapes, lo, hi, FINAL_ROUNDS)
-        polygons = transform(vertices, position, angle, scale)
+            p = posed(vertices, body, angle, scale)
+            lo, hi = -p.shapes.min(-2), self.size - p.shapes.max(-2)
+            position, velocity = self._separate(position, velocity, p, lo, hi, FINAL_ROUNDS)
+        if body is not None:
+            ov = jnp.zeros((self.S, self.S), bool)
+            for i, j in itertools.combinations(range(self.S), 2):
+                depth, _ = posed_penetration(p, i, j, position[i], position[j])
+                ov = ov.at[i, j].set(depth > 0).at[j, i].set(depth > 0)
+        else:
+            ov = overlaps(transform(vertices, position, angle, scale))
         return SymbolStates(step=t, position=position, velocity=velocity, angle=angle,
                             angular_velocity=state.angular_velocity, scale=scale,
-                            scale_velocity=scale_velocity, touching=touching, hits=hits,
-                            overlaps=overlaps(polygons))
+                            scale_velocity=scale_velocity, touching=touching, hits=hits, overlaps=ov)
 
     def states(self, bank: Bank, key, n_frames: int):
         """(Video, SymbolStates stacked over n_frames frames) of the video of ``key``."""
