@@ -6,6 +6,7 @@ jitted ``generate``, for independent and interacting symbols. The symbol folder 
 MNIST-format folder (RGBA PNGs, 10 labels) written to a temporary directory.
 
     PYTHONPATH=. python benchmarks/moving_symbols.py [--batches 256 1024] [--iterated 50]
+    PYTHONPATH=. python benchmarks/moving_symbols.py --gif docs/moving_symbols.gif   # the docs' GIF
 
 Compilation and the first bank load are timed apart and excluded from the rates. Each
 line gives videos per second of wall-clock time and per CPU-second of the process (all
@@ -92,11 +93,31 @@ def batched(p: dict, n_videos: int, repeats: int = 3) -> tuple[float, float, flo
     return compile_s, n_videos / best[0], n_videos / best[1]
 
 
+def gif(path: str) -> None:
+    """Four videos without (top row) and four with (bottom row) symbol contacts, 40 frames."""
+    rows = []
+    for interacting in (False, True):
+        ms = MovingSymbols({"num_symbols": 3, "video_size": (64, 64), "scale_limits": (0.8, 1.2),
+                            "scale_function_type": "sine", "scale_period_limits": (20, 40),
+                            "rotation_speed_limits": (0.0, 0.08), "position_speed_limits": (1.0, 3.0),
+                            "interacting_symbols": interacting, "rotate_at_start": True})
+        v = np.asarray(ms.generate(jax.random.key(7), 4, 40))  # (4, 40, 64, 64, 3)
+        gap = np.full((40, 64, 2, 3), 255, np.uint8)
+        rows.append(np.concatenate([v[0], gap, v[1], gap, v[2], gap, v[3]], axis=2))
+    grid = np.concatenate([rows[0], np.full((40, 2) + rows[0].shape[2:], 255, np.uint8), rows[1]], axis=1)
+    frames = [Image.fromarray(f) for f in grid]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=80, loop=0)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--iterated", type=int, default=50, help="videos through the iterator")
+    parser.add_argument("--gif", help="write the docs' GIF to this path instead")
     args = parser.parse_args()
+    if args.gif:
+        gif(args.gif)
+        return
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
           f"{jax.default_backend()}; {N_FRAMES} frames of {SIZE[0]}x{SIZE[1]}, {N_SYMBOLS} symbols; "
           f"load average {os.getloadavg()[0]:.1f}")
