@@ -699,7 +699,8 @@ def test_separating_axis_tests_agree_with_shapely():
     vertices = np.stack(hulls).astype(np.float32)
     body = dynamics.body_hulls(vertices)
     test = jax.jit(lambda pos, ang, sc: (
-        dynamics.posed_penetration(dynamics.posed(vertices, body, ang, sc), 0, 1, pos[0], pos[1]),
+        dynamics.pair_penetration(dynamics.pair_geometry(dynamics.posed(vertices, body, ang, sc), 0, 1),
+                                  pos[1] - pos[0]),
         dynamics.penetration(*dynamics.transform(vertices, pos, ang, sc))))
     agree = 0
     for _ in range(200):

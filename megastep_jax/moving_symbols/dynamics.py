@@ -15,13 +15,16 @@ One step (a frame) of every symbol:
   ``TOUCH`` pixels of an edge it was not touching; ``hits`` holds the contacts that began
   during the step.
 - with ``interacting_symbols``, the step is taken in ``fidelity`` sub-steps (the
-  original's physics iterations per frame, 10 by default). After each, every pair of
-  hitboxes (convex polygons) that overlaps is separated along its minimum translation
-  vector (the separating-axis normal of least penetration), each moved half the depth
-  plus ``SEPARATION``, and, where approaching along that normal, the two exchange their
+  original's physics iterations per frame, 10 by default), moving the symbols with the
+  pose (angle and scale) of the frame's end. After each, every pair of hitboxes (convex
+  polygons) that overlaps is separated along its minimum translation vector (the
+  separating-axis normal of least penetration), each moved half the depth plus
+  ``SEPARATION``, and, where approaching along that normal, the two exchange their
   velocity components along it (an elastic collision of equal masses with no rotation,
-  as the original's). A few more rounds of this end each frame, so no two hitboxes
-  overlap in any frame (see docs/moving_symbols.md for the jammed exception).
+  as the original's). More rounds of this end each frame, so no two hitboxes overlap in
+  any frame (see docs/moving_symbols.md for the jammed exception). With the pose fixed
+  within a frame, a pair's separating-axis test is precomputed once per frame
+  (:func:`pair_geometry`) and costs O(V) per sub-step.
 """
 from __future__ import annotations
 
@@ -214,6 +217,35 @@ def posed_penetration(p: Posed, i: int, j: int, pos_i, pos_j):
     return overlap[k], axes[k] * sign
 
 
+def pair_geometry(p: Posed, i: int, j: int):
+    """The separating-axis test of hitboxes i and j as a function of d = pos_j - pos_i.
+
+    With the poses fixed, each polygon's extent along any axis only shifts with its
+    centre, so the overlap along axis a is ``min(f - d.a, b + d.a)`` with f and b
+    computed once: each test after that is O(V) instead of O(V^2).
+
+    Returns:
+        (axes (2V, 2), valid (2V,), f (2V,), b (2V,)).
+    """
+    ai, aj = p.axes[i], p.axes[j]
+    bmin, bmax = _project(p.shapes[j], ai)  # j on i's normals, relative to the centres
+    amin, amax = _project(p.shapes[i], aj)  # i on j's normals
+    f = jnp.concatenate([p.hi[i] - bmin, amax - p.lo[j]])
+    b = jnp.concatenate([bmax - p.lo[i], p.hi[j] - amin])
+    return jnp.concatenate([ai, aj]), jnp.concatenate([p.valid[i], p.valid[j]]), f, b
+
+
+def pair_penetration(geometry, d):
+    """(depth, normal) as :func:`penetration`, from :func:`pair_geometry` and d (2,)."""
+    axes, valid, f, b = geometry
+    along = axes[:, 0] * d[0] + axes[:, 1] * d[1]
+    forward, backward = f - along, b + along
+    overlap = jnp.where(valid, jnp.minimum(forward, backward), jnp.inf)
+    k = jnp.argmin(overlap)
+    sign = jnp.where(forward[k] <= backward[k], 1.0, -1.0)
+    return overlap[k], axes[k] * sign
+
+
 def _edges(position, lo, hi):
     """(S, 4) distances of each hitbox to the left, right, top and bottom edges."""
     return jnp.stack([position[:, 0] - lo[:, 0], hi[:, 0] - position[:, 0],
@@ -327,8 +359,8 @@ class Dynamics:
                     ok = ok & (depth <= 0)
                 chosen.append(tries[jnp.where(jnp.any(ok), jnp.argmax(ok), PLACEMENT_TRIES - 1), i])
             position = jnp.stack(chosen)
-            p = posed(vertices, body_hulls(vertices), angle, scale)
-            position, velocity = self._separate(position, velocity, p, blo, bhi, INIT_ROUNDS)
+            pairs, _, _ = self._pairs(vertices, angle, scale)
+            position, velocity = self._separate(position, velocity, pairs, blo, bhi, INIT_ROUNDS)
         else:
             position = tries[0]
         touching = _edges(position, blo, bhi) < TOUCH
@@ -339,16 +371,16 @@ class Dynamics:
         return video, jax.tree_util.tree_map(jnp.asarray, state)
 
     # -- contacts ----------------------------------------------------------------------
-    def _separate(self, position, velocity, p: Posed, lo, hi, rounds: int):
+    def _separate(self, position, velocity, pairs: dict, lo, hi, rounds: int):
         """Separates overlapping hitbox pairs and bounces approaching ones; see the module doc.
 
         Args:
-            p: the hitboxes turned and scaled (:class:`Posed`).
+            pairs: (i, j) -> :func:`pair_geometry` of the hitboxes' current poses.
             lo, hi: (S, 2) the bounds of the centres (the frame's edges).
         """
         for _ in range(rounds):
-            for i, j in itertools.combinations(range(self.S), 2):
-                depth, n = posed_penetration(p, i, j, position[i], position[j])
+            for (i, j), geometry in pairs.items():
+                depth, n = pair_penetration(geometry, position[j] - position[i])
                 hit = depth > 0
                 push = jnp.where(hit, depth / 2 + SEPARATION, 0.0) * n
                 position = position.at[i].add(-push).at[j].add(push)
@@ -358,32 +390,33 @@ class Dynamics:
             position = jnp.clip(position, lo, hi)
         return position, velocity
 
+    def _pairs(self, vertices, angle, scale) -> tuple[dict, jax.Array, jax.Array]:
+        """(pair geometries, lo, hi) of the hitboxes at one pose."""
+        p = posed(vertices, body_hulls(vertices), angle, scale)
+        pairs = {(i, j): pair_geometry(p, i, j) for i, j in itertools.combinations(range(self.S), 2)}
+        return pairs, -p.shapes.min(-2), self.size - p.shapes.max(-2)
+
     # -- one frame to the next ---------------------------------------------------------
     def step(self, bank: Bank, video: Video, state: SymbolStates) -> SymbolStates:
-        K = self.fidelity if self.interacting else 1
+        """The next frame's state. Sub-steps move the symbols with the pose (angle and
+        scale) of the frame's end, which is where the frame's contacts are resolved."""
+        K = self.fidelity if self.interacting and self.S > 1 else 1
         vertices = bank.vertices[video.sprite]
-        body = body_hulls(vertices) if self.interacting and self.S > 1 else None
-        t0 = state.step.astype(jnp.float32)
+        t = state.step + 1
+        angle = state.angle + state.angular_velocity
+        scale, scale_velocity = scale_at(self.kind, video, t)
+        pairs, lo, hi = self._pairs(vertices, angle, scale)
 
-        def sub(carry, k):
+        def sub(carry, _):
             position, velocity, touching, hits = carry
-            tau = (k + 1).astype(jnp.float32) / K
-            angle = state.angle + state.angular_velocity * tau
-            scale = scale_at(self.kind, video, t0 + tau)[0]
-            if body is not None:
-                p = posed(vertices, body, angle, scale)
-                shapes = p.shapes
-            else:
-                shapes = transform(vertices, jnp.zeros(angle.shape + (2,)), angle, scale)
-            lo, hi = -shapes.min(-2), self.size - shapes.max(-2)
             position = position + velocity / K
             out_lo = (position < lo) & (velocity < 0)
             out_hi = (position > hi) & (velocity > 0)
             position = jnp.where(out_lo, 2 * lo - position, jnp.where(out_hi, 2 * hi - position, position))
             velocity = jnp.where(out_lo | out_hi, -velocity, velocity)
             position = jnp.clip(position, lo, hi)
-            if self.interacting and self.S > 1:
-                position, velocity = self._separate(position, velocity, p, lo, hi, SUBSTEP_ROUNDS)
+            if K > 1:
+                position, velocity = self._separate(position, velocity, pairs, lo, hi, SUBSTEP_ROUNDS)
             bounced = jnp.stack([out_lo[:, 0], out_hi[:, 0], out_lo[:, 1], out_hi[:, 1]], -1)
             now = _edges(position, lo, hi) < TOUCH
             hits = hits | ((bounced | now) & ~touching)
@@ -391,24 +424,16 @@ class Dynamics:
 
         carry = (state.position, state.velocity, state.touching, jnp.zeros_like(state.hits))
         if K == 1:
-            carry, _ = sub(carry, jnp.int32(0))
+            carry, _ = sub(carry, None)
         else:
-            carry, _ = jax.lax.scan(sub, carry, jnp.arange(K))
+            carry, _ = jax.lax.scan(sub, carry, None, length=K)
         position, velocity, touching, hits = carry
-        t = state.step + 1
-        angle = state.angle + state.angular_velocity
-        scale, scale_velocity = scale_at(self.kind, video, t)
         if self.interacting and self.S > 1:
-            p = posed(vertices, body, angle, scale)
-            lo, hi = -p.shapes.min(-2), self.size - p.shapes.max(-2)
-            position, velocity = self._separate(position, velocity, p, lo, hi, FINAL_ROUNDS)
-        if body is not None:
-            ov = jnp.zeros((self.S, self.S), bool)
-            for i, j in itertools.combinations(range(self.S), 2):
-                depth, _ = posed_penetration(p, i, j, position[i], position[j])
-                ov = ov.at[i, j].set(depth > 0).at[j, i].set(depth > 0)
-        else:
-            ov = overlaps(transform(vertices, position, angle, scale))
+            position, velocity = self._separate(position, velocity, pairs, lo, hi, FINAL_ROUNDS)
+        ov = jnp.zeros((self.S, self.S), bool)
+        for (i, j), geometry in pairs.items():
+            depth, _ = pair_penetration(geometry, position[j] - position[i])
+            ov = ov.at[i, j].set(depth > 0).at[j, i].set(depth > 0)
         return SymbolStates(step=t, position=position, velocity=velocity, angle=angle,
                             angular_velocity=state.angular_velocity, scale=scale,
                             scale_velocity=scale_velocity, touching=touching, hits=hits, overlaps=ov)
