@@ -26,7 +26,7 @@ from . import messages as msg
 from .dynamics import WALL_LABELS, Dynamics, SymbolStates, Video, transform
 from .drawing import DRAW_BACKENDS, draw
 from .params import (DEFAULT_PARAMS, ORIGINAL_DEFAULT_PARAMS, check_conventions, check_debug_options,
-                     check_params, range_arrays)
+                     check_params)
 
 __all__ = ["MovingSymbols", "MovingSymbolsEnvironment", "Symbol"]
 
@@ -49,17 +49,23 @@ def _frames(dyn: Dynamics, bank: banks.Bank, video: Video, states: SymbolStates)
     return frames.reshape(lead + frames.shape[1:])
 
 
+def _last(states: SymbolStates) -> SymbolStates:
+    return jax.tree_util.tree_map(lambda x: x[-1], states)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def _start(dyn: Dynamics, bank: banks.Bank, seed, index, n: int):
+    """(video, its first n states, their frames, the last state) of a seed's video."""
     key = jax.random.fold_in(jax.random.key(seed), index)
     video, states = dyn.states(bank, key, n)
-    return video, states, _frames(dyn, bank, video, states)
+    return video, states, _frames(dyn, bank, video, states), _last(states)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def _more(dyn: Dynamics, bank: banks.Bank, video: Video, state: SymbolStates, n: int):
+    """(the n states after ``state``, their frames, the last of them)."""
     (states,) = dyn.more_states(bank, video, state, n)
-    return states, _frames(dyn, bank, video, states)
+    return states, _frames(dyn, bank, video, states), _last(states)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
@@ -106,7 +112,7 @@ class _Generator:
 
     def _setup(self, params, seed, fidelity, debug_options, video_index, backend, max_images_per_label,
                conventions):
-        self.params = check_params(params, type(self).DEFAULT_PARAMS)
+        self.params, ranges = check_params(params, type(self).DEFAULT_PARAMS, with_ranges=True)
         self.debug_options = check_debug_options(debug_options)
         self.seed = validation.nonnegative_int("seed", seed)
         if self.seed >= 2 ** 32:
@@ -121,7 +127,6 @@ class _Generator:
         self._symbols_host = banks.symbol_bank(p["data_dir"], p["split"], p["symbol_labels"], max_images_per_label)
         self._backgrounds = banks.background_bank(p["background_data_dir"], p["split"], p["background_labels"],
                                                   tuple(p["video_size"]), max_images_per_label)
-        ranges = range_arrays(p)
         W, H = p["video_size"]
         biggest = 2 * self._symbols_host.circumradii.max() * ranges["scale_limits"][:, 1].max()
         if biggest > min(W, H):
@@ -142,10 +147,10 @@ class _Generator:
     def _ensure_started(self):
         if self._video is not None:
             return
-        video, states, frames = _start(self._dyn, self.bank, np.uint32(self.seed), np.int32(self.video_index),
-                                       FIRST_CHUNK)
+        video, states, frames, self._last_state = _start(self._dyn, self.bank, np.uint32(self.seed),
+                                                         np.int32(self.video_index), FIRST_CHUNK)
+        self._device_video = video
         self._video = jax.tree_util.tree_map(np.asarray, video)
-        self._last_state = jax.tree_util.tree_map(lambda x: x[-1], states)
         self._buffer = (0, jax.tree_util.tree_map(np.asarray, states), np.asarray(frames))
         host, v = self._symbols_host, self._video
         self._symbol_info = [{"label": host.labels[host.label_of[k]], "image": host.rgba[k],
@@ -195,8 +200,8 @@ class _Generator:
                 return {name: getattr(states, name)[i] for name in
                         ("position", "velocity", "angle", "angular_velocity", "scale", "scale_velocity",
                          "hits", "overlaps")}, frames[i]
-            new_states, new_frames = _more(self._dyn, self.bank, self._video, self._last_state, CHUNK)
-            self._last_state = jax.tree_util.tree_map(lambda x: x[-1], new_states)
+            new_states, new_frames, self._last_state = _more(self._dyn, self.bank, self._device_video,
+                                                             self._last_state, CHUNK)
             # keep frame t - 1's overlaps reachable: re-base at the first new frame, and
             # remember the last state of the old chunk
             self._previous_overlaps = states.overlaps[-1]

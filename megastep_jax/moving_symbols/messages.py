@@ -23,8 +23,6 @@ pixel-index frame with y up (``x - 1/2``, ``1/2 - y``), and ``hit_wall``'s "top"
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from .dynamics import WALL_LABELS
@@ -41,14 +39,14 @@ def init_messages(params: dict, debug_options: dict | None, symbols: list[dict],
     """The step -1 messages.
 
     Args:
-        params: the merged params (copied into the message).
+        params: the merged params (a shallow copy goes into the message, as the original's).
         debug_options: the merged debug options, or None (no message).
         symbols: per symbol ``{"label", "image", "image_path", "vertices"}`` (vertices in
             the screen convention).
         background: ``{"label", "image", "image_path"}`` or None (no message).
         conventions: "screen" or "original".
     """
-    msgs = [{"step": -1, "type": "params", "meta": copy.deepcopy(params)}]
+    msgs = [{"step": -1, "type": "params", "meta": dict(params)}]
     if debug_options is not None:
         msgs.append({"step": -1, "type": "debug_options", "meta": dict(debug_options)})
     for i, s in enumerate(symbols):

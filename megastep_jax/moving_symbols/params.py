@@ -150,8 +150,12 @@ def _range_checks(p: dict) -> dict[str, np.ndarray]:
     }
 
 
-def check_params(params: dict | None, defaults: dict = DEFAULT_PARAMS) -> dict:
-    """Merges params over ``defaults`` and validates them; returns the merged copy.
+def check_params(params: dict | None, defaults: dict = DEFAULT_PARAMS, with_ranges: bool = False):
+    """Merges params over ``defaults`` and validates them.
+
+    Returns:
+        The merged dict (a shallow copy, as the original's), and with ``with_ranges``
+        also the four range parameters as (R, 2) arrays.
 
     Raises:
         ValueError: naming the first bad or unknown key.
@@ -163,7 +167,7 @@ def check_params(params: dict | None, defaults: dict = DEFAULT_PARAMS) -> dict:
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         raise ValueError(f"params: unknown keys {unknown}; expected keys among {sorted(defaults)}")
-    p = {**copy.deepcopy(defaults), **copy.deepcopy(params)}
+    p = {**defaults, **params}
     validation.positive_int("num_symbols", p["num_symbols"])
     size = p["video_size"]
     if not isinstance(size, (tuple, list)) or len(size) != 2:
@@ -189,8 +193,8 @@ def check_params(params: dict | None, defaults: dict = DEFAULT_PARAMS) -> dict:
     bl = p["background_labels"]
     if bl is not None and (isinstance(bl, (str, bytes)) or not isinstance(bl, Iterable) or len(list(bl)) == 0):
         raise ValueError(f"background_labels: expected None or a non-empty sequence of labels, got {bl!r}")
-    _range_checks(p)
-    return p
+    ranges = _range_checks(p)
+    return (p, ranges) if with_ranges else p
 
 
 def range_arrays(p: dict) -> dict[str, np.ndarray]:
