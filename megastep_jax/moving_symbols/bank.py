@@ -19,7 +19,9 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import shapely
 from flax import struct
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["Bank", "HostBank", "symbol_bank", "background_bank", "load_symbol", "text_symbol",
            "hitbox", "font_path", "cache_dir", "clear_memory_cache", "CACHE_VERSION"]
@@ -33,7 +35,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 def font_path() -> str:
     """Path of the DejaVu Sans Bold font file that ships with matplotlib."""
-    import matplotlib  # deferred: a heavy optional import, needed only without a data_dir
+    import matplotlib  # deferred: a heavy import (~0.3 s), needed only without a data_dir
 
     path = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans-Bold.ttf")
     if not os.path.exists(path):
@@ -69,8 +71,6 @@ def load_symbol(path: str) -> np.ndarray:
         if the image has one, else from the brightest channel (dark = clear, colour scaled
         up so that it times alpha is the pixel's colour).
     """
-    from PIL import Image  # deferred: Pillow is needed only where images are read
-
     with Image.open(path) as im:
         has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
         if has_alpha:
@@ -83,8 +83,6 @@ def load_symbol(path: str) -> np.ndarray:
 
 def text_symbol(text: str, size: int = FONT_SIZE) -> np.ndarray:
     """A white label drawn with DejaVu Sans Bold, cropped like :func:`load_symbol`."""
-    from PIL import Image, ImageDraw, ImageFont  # deferred, as in load_symbol
-
     font = ImageFont.truetype(font_path(), size)
     x0, y0, x1, y1 = font.getbbox(text, anchor="mm")
     w = int(math.ceil(x1 - x0)) + 4
@@ -106,8 +104,6 @@ def hitbox(rgba: np.ndarray, name: str = "image") -> np.ndarray:
         counter-clockwise as seen with y up. A hull of one row or column of pixels is
         widened by half a pixel each way to have an area.
     """
-    import shapely  # deferred: needed only where hitboxes are computed (not from the cache)
-
     rows, cols = np.nonzero(rgba[..., 3] > 0)
     if len(rows) == 0:
         raise ValueError(f"{name}: no pixel with alpha > 0, so no hitbox")
@@ -181,6 +177,7 @@ class HostBackgrounds:
 _LOCK = threading.Lock()
 _SYMBOLS: dict = {}
 _BACKGROUNDS: dict = {}
+_DEVICE: dict = {}  # (id(symbols), id(backgrounds)) -> (symbols, backgrounds, Bank); holding both keeps the ids unique
 
 
 def clear_memory_cache() -> None:
@@ -188,6 +185,7 @@ def clear_memory_cache() -> None:
     with _LOCK:
         _SYMBOLS.clear()
         _BACKGROUNDS.clear()
+        _DEVICE.clear()
 
 
 def _image_files(directory: str) -> list[os.DirEntry]:
@@ -330,8 +328,6 @@ def background_bank(data_dir: str | None, split: str, labels: Sequence | None, s
             bg = HostBackgrounds([], [], [], np.zeros(0, int), np.zeros(0, int), np.zeros(0, int),
                                  jnp.zeros((1, H, W, 3), jnp.float32))
         else:
-            from PIL import Image  # deferred, as in load_symbol
-
             labels = list(labels)
             files, _ = _listing(data_dir, split, labels, max_images_per_label, "background_data_dir")
             images = []
@@ -351,11 +347,19 @@ def background_bank(data_dir: str | None, split: str, labels: Sequence | None, s
 
 
 def device_bank(symbols: HostBank, backgrounds: HostBackgrounds) -> Bank:
-    """The device arrays of a symbol bank and its backgrounds."""
-    return Bank(sprites=symbols.sprites, sizes=symbols.sizes, vertices=symbols.vertices,
+    """The device arrays of a symbol bank and its backgrounds (made once per pair)."""
+    key = (id(symbols), id(backgrounds))
+    with _LOCK:
+        hit = _DEVICE.get(key)
+        if hit is not None:
+            return hit[2]
+    bank = Bank(sprites=symbols.sprites, sizes=symbols.sizes, vertices=symbols.vertices,
                 half_diagonals=jnp.asarray(symbols.half_diagonals, jnp.float32),
                 label_starts=jnp.asarray(symbols.starts, jnp.int32),
                 label_counts=jnp.asarray(symbols.counts, jnp.int32),
                 backgrounds=backgrounds.device,
                 bg_label_starts=jnp.asarray(backgrounds.starts, jnp.int32),
                 bg_label_counts=jnp.asarray(backgrounds.counts, jnp.int32))
+    with _LOCK:
+        _DEVICE[key] = (symbols, backgrounds, bank)
+    return bank

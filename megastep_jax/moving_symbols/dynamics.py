@@ -29,7 +29,6 @@ One step (a frame) of every symbol:
 from __future__ import annotations
 
 import itertools
-import math
 
 import jax
 import jax.numpy as jnp

@@ -19,11 +19,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from .. import validation
 from . import bank as banks
 from . import messages as msg
-from .dynamics import WALL_LABELS, Dynamics, SymbolStates, Video, transform
+from .dynamics import Dynamics, SymbolStates, Video, transform
 from .drawing import DRAW_BACKENDS, draw
 from .params import (DEFAULT_PARAMS, ORIGINAL_DEFAULT_PARAMS, check_conventions, check_debug_options,
                      check_params)
@@ -82,9 +83,6 @@ def _check_key(key):
         raise ValueError(f"key: expected a jax PRNG key (jax.random.key or PRNGKey), got {key!r}")
 
 
-_DEVICE_BANKS: dict = {}
-
-
 # ---------------------------------------------------------------------------------------
 
 @dataclass
@@ -133,10 +131,7 @@ class _Generator:
             raise ValueError(f"video_size: expected at least {math.ceil(biggest)} pixels each way to fit "
                              f"the largest symbol at the largest scale, got {(W, H)}")
         self._dyn = Dynamics(p, ranges, self.fidelity, backend)
-        key = (id(self._symbols_host), id(self._backgrounds))
-        self.bank = _DEVICE_BANKS.get(key)
-        if self.bank is None:
-            self.bank = _DEVICE_BANKS[key] = banks.device_bank(self._symbols_host, self._backgrounds)
+        self.bank = banks.device_bank(self._symbols_host, self._backgrounds)
         self._subscribers: list = []
         self._video = None
         self._t = 0
@@ -169,8 +164,6 @@ class _Generator:
         frame yielded."""
         self._ensure_started()
         if not hasattr(self, "_symbol_objects"):
-            from PIL import Image  # deferred: Pillow is needed only for PIL output
-
             self._symbol_objects = [Symbol(i, s["label"], Image.fromarray(s["image"], "RGBA"), s["image_path"],
                                            s["vertices"].copy()) for i, s in enumerate(self._symbol_info)]
             if self._t > 0:
@@ -226,8 +219,6 @@ class _Generator:
 
     def send(self, _value=None):
         """The next frame (a PIL image, "RGB" or "L"); publishes its messages first."""
-        from PIL import Image  # deferred, as in symbols
-
         first = self._video is None
         self._ensure_started()
         t = self._t
@@ -283,8 +274,6 @@ class _Generator:
         self._last_yield = time.perf_counter()
 
     def _debug_view(self, image, st: dict, t: int):
-        from PIL import Image, ImageDraw, ImageFont  # deferred, as in symbols
-
         view = image.convert("RGB")
         d = ImageDraw.Draw(view)
         o = self.debug_options

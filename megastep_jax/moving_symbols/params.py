@@ -1,7 +1,6 @@
 """Parameters and debug options of Moving Symbols: defaults, meanings and checks."""
 from __future__ import annotations
 
-import copy
 import os
 import sys
 from typing import Any, Iterable
