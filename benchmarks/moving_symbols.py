@@ -122,6 +122,7 @@ def main():
           f"{jax.default_backend()}; {N_FRAMES} frames of {SIZE[0]}x{SIZE[1]}, {N_SYMBOLS} symbols; "
           f"load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MEGASTEP_JAX_CACHE"] = os.path.join(tmp, "cache")  # not the user's cache
         data = mnist_like(tmp)
         for interacting in (False, True):
             p = params(data, interacting)

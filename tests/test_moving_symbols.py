@@ -36,6 +36,14 @@ INTERACTING = {"num_symbols": 3, "video_size": (36, 30), "scale_limits": (0.6, 0
                "interacting_symbols": True, "rotate_at_start": True}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """The symbol banks' disk cache in a temporary folder, not the user's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEGASTEP_JAX_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 class Recorder:
     def __init__(self):
         self.messages = []
