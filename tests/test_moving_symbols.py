@@ -283,10 +283,14 @@ def original_triangle(p, a, x_offset, y_offset):
 
 @pytest.mark.parametrize("kind, rescale", [("sine", True), ("triangle", False)])
 def test_scale_functions_are_the_originals(kind, rescale):
-    params = {**BASE, "scale_function_type": kind, "rescale_at_start": rescale, "num_symbols": 2}
-    ms, _, videos, st = batch(frozen(params), n=4, n_frames=25)
+    if kind == "sine":  # BASE's batch
+        ms, _, videos, st = batch()
+        st = jax.tree_util.tree_map(lambda x: x[:, :25], st)
+    else:
+        params = {**BASE, "scale_function_type": kind, "rescale_at_start": rescale, "num_symbols": 2}
+        ms, _, videos, st = batch(frozen(params), n=4, n_frames=25)
     make = original_sine if kind == "sine" else original_triangle
-    for v, i in itertools.product(range(4), range(2)):
+    for v, i in itertools.product(range(3), range(2)):
         lo, hi = videos.scale_lo[v, i], videos.scale_hi[v, i]
         f = make(videos.period[v, i], (hi - lo) / 2, videos.offset[v, i], (hi + lo) / 2)
         np.testing.assert_allclose(st.scale[v, :, i], [f(t) for t in range(25)], atol=2e-5)

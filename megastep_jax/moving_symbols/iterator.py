@@ -39,11 +39,11 @@ FIRST_CHUNK, CHUNK = 8, 16
 
 def _frames(dyn: Dynamics, bank: banks.Bank, video: Video, states: SymbolStates):
     """uint8 frames of states stacked over leading axes (..., T) of one or many videos."""
-    lead = states.angle.shape[:-1]
+    lead = states.angle.shape[:-1]  # (T,) for one video, (N, T) for a batch
     n = int(np.prod(lead))
     S = dyn.S
-    sprite = jnp.broadcast_to(video.sprite.reshape(video.sprite.shape[:-1] + (1,) * (len(lead) - video.sprite.ndim + 1) + (S,)), lead + (S,))
-    background = jnp.broadcast_to(video.background.reshape(video.background.shape + (1,) * (len(lead) - video.background.ndim)), lead)
+    sprite = jnp.broadcast_to(jnp.expand_dims(video.sprite, -2), lead + (S,))
+    background = jnp.broadcast_to(video.background[..., None], lead)
     frames = draw(dyn.draw_backend, bank, sprite.reshape(n, S), background.reshape(n),
                   states.position.reshape(n, S, 2), states.angle.reshape(n, S), states.scale.reshape(n, S),
                   dyn.color)
