@@ -19,10 +19,14 @@ import tempfile
 from collections import deque
 from typing import Callable, Optional, Sequence
 
+import jax
 import numpy as np
 
+from . import validation
+from .arrdict import dotdict
+
 __all__ = ["Encoder", "ParallelEncoder", "to_array", "capped_cubic_video_schedule",
-           "save_video", "rollout", "record"]
+           "save_video", "rollout_fn", "rollout", "record"]
 
 log = logging.getLogger(__name__)
 
@@ -336,28 +340,25 @@ def save_video(frames: list, video_folder: str, episode_trigger: Optional[Callab
     return written
 
 
-def rollout(env, params, policy: Callable, key, length: int):
-    """Runs one env for ``length`` steps in a single jitted ``lax.scan``.
+def rollout_fn(env, policy: Callable, length: int, keep_state: bool = True) -> Callable:
+    """A jitted ``run(key, params)`` that rolls one env out for ``length`` steps.
+
+    The one rollout helper of the project (recording, tests and examples use it):
+    ``reset`` with the first half of ``key``, then ``length`` auto-resetting steps in a
+    ``lax.scan``, each splitting its key into the policy's and the step's.
 
     Args:
-        env: a :class:`megastep_jax.envs.base.Environment`.
-        params: its params (None for ``env.default_params``).
+        env: an env (or wrapper) with ``reset``/``step``.
         policy: ``policy(key, obs) -> action`` for one env, traceable by JAX.
-        key: a PRNG key.
         length: number of steps, a positive int.
+        keep_state: whether to stack every step's state (for plots and videos).
 
     Returns:
-        A dotdict with ``state`` and ``obs``, each stacked over the ``length + 1`` steps
-        (index 0 is the reset), and ``reward`` (length, A), ``terminated`` and
-        ``truncated`` (length,) of each step.
+        ``run(key, params) -> dotdict`` with ``obs`` (and ``state``) stacked over the
+        ``length + 1`` steps (index 0 is the reset), and ``reward`` (length, A),
+        ``terminated``, ``truncated`` (length,) and ``info`` of each step.
     """
-    import jax
-
-    from .arrdict import dotdict
-
-    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
-        raise ValueError(f"length: expected a positive int, got {length!r}")
-    params = env.default_params if params is None else params
+    length = validation.positive_int("length", length)
 
     @jax.jit
     def run(key, params):
@@ -368,17 +369,39 @@ def rollout(env, params, policy: Callable, key, length: int):
             obs, state = carry
             key_act, key_step = jax.random.split(key)
             action = policy(key_act, obs)
-            obs, state, reward, terminated, truncated, _ = env.step(key_step, state, action, params)
-            return (obs, state), (obs, state, reward, terminated, truncated)
+            obs, state, reward, terminated, truncated, info = env.step(key_step, state, action, params)
+            out = dict(obs=obs, reward=reward, terminated=terminated, truncated=truncated, info=info)
+            if keep_state:
+                out["state"] = state
+            return (obs, state), out
 
-        _, (obss, states, reward, terminated, truncated) = jax.lax.scan(
-            body, (obs, state), jax.random.split(key_steps, length))
+        _, traj = jax.lax.scan(body, (obs, state), jax.random.split(key_steps, length))
         cat = lambda first, rest: jax.numpy.concatenate([first[None], rest])
-        return (jax.tree_util.tree_map(cat, state, states), jax.tree_util.tree_map(cat, obs, obss),
-                reward, terminated, truncated)
+        traj["obs"] = jax.tree_util.tree_map(cat, obs, traj["obs"])
+        if keep_state:
+            traj["state"] = jax.tree_util.tree_map(cat, state, traj["state"])
+        return dotdict(traj)
 
-    states, obss, reward, terminated, truncated = run(key, params)
-    return dotdict(state=states, obs=obss, reward=reward, terminated=terminated, truncated=truncated)
+    return run
+
+
+def rollout(env, params, policy: Callable, key, length: int):
+    """Runs one env for ``length`` steps in a single jitted ``lax.scan``.
+
+    Args:
+        env: a :class:`megastep_jax.envs.Environment`.
+        params: its params (None for ``env.default_params``).
+        policy: ``policy(key, obs) -> action`` for one env, traceable by JAX.
+        key: a PRNG key.
+        length: number of steps, a positive int.
+
+    Returns:
+        A dotdict as :func:`rollout_fn`'s: ``state`` and ``obs`` stacked over the
+        ``length + 1`` steps (index 0 is the reset), ``reward`` (length, A),
+        ``terminated``, ``truncated`` (length,) and ``info``.
+    """
+    params = env.default_params if params is None else params
+    return rollout_fn(env, policy, length)(key, params)
 
 
 def _default_plot_state(env, params) -> tuple[Callable, Callable]:
@@ -428,15 +451,14 @@ def record(env, params, policy: Callable, key, length: int, path: str = "video.m
     Returns:
         ``path``.
     """
-    import jax
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # deferred: only recording shows a progress bar
 
     fmt = os.path.splitext(path)[1].lstrip(".")
     if fmt not in FORMATS:
         raise ValueError(f"path: expected a .mp4 or .gif file name, got {path!r}")
     params = env.default_params if params is None else params
     if state_fn is None:
-        from .envs.base import Environment
+        from .envs.protocol import Environment  # deferred: the package imports recording before envs
 
         if getattr(type(env), "state", Environment.state) is Environment.state:
             raise ValueError(f"env: {type(env).__name__} has no `state(env_state, params)` method to give "
