@@ -40,7 +40,7 @@ test-fast: install
 
 # The main job: train an agent on Explorer with procedural floorplans, on the CPU.
 demo: install
-	$(PY) -m agents.train --env explorer --res 128 --subsample 2 --small-convs --minutes $(DEMO_MINUTES) --out runs/demo
+	$(PY) -m agents.train --env explorer --res 128 --subsample 2 --small-convs --minutes $(DEMO_MINUTES) --out runs/demo --if-exists resume
 
 bench: install
 	$(PY) benchmarks/kernels.py
