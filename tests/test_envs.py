@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from megastep_jax import recording, spaces, toys
+from megastep_jax import modules, recording, spaces, toys
 from megastep_jax.arrdict import arrdict
 from megastep_jax.envs import (Batched, Deathmatch, Explorer, Minimal, MinimalParams, Stateful,
                                sweep)
@@ -169,6 +169,7 @@ def test_explorer_reward_counts_new_texels_and_potential_ends_episode():
         obs, state, reward, terminated, truncated, info = step(jax.random.PRNGKey(t), state, turn, params)
         total += float(reward[0])
     assert int(state.potential) > p0  # turning reveals new walls
+    assert int(state.seen.sum()) == int(state.potential)  # the incremental count is the full sum
     assert np.isclose(total * env.width, int(state.potential) - p0)
     # noop after a reset: the view and potential stay, so the episode ends exactly when
     # length reaches potential + patience
@@ -180,6 +181,19 @@ def test_explorer_reward_counts_new_texels_and_potential_ends_episode():
         obs, state, reward, terminated, truncated, info = step(jax.random.PRNGKey(t), state, noop, params)
         ends.append(bool(terminated))
     assert ends == [False, False, False, True, True, True]
+
+
+def test_count_new_matches_a_full_recount():
+    from megastep_jax.envs.explorer import count_new
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        seen = rng.random(50) < 0.3
+        texels = rng.integers(-1, 50, 40).astype(np.int32)  # repeats, off-wall -1s
+        new_seen, new = jax.jit(count_new)(jnp.asarray(seen), jnp.asarray(texels))
+        expect = seen.copy()
+        expect[texels[texels >= 0]] = True
+        assert np.array_equal(new_seen, expect) and int(new) == int(expect.sum() - seen.sum())
 
 
 def scripted_duel(env, angle1):
@@ -393,3 +407,45 @@ def test_checked_step_reports_errors_under_jit():
     err, _ = step(jax.random.PRNGKey(1), state, jnp.array([3]), params.replace(fov=jnp.float32(200.0)))
     with pytest.raises(Exception, match=r"params.fov: expected a value in \(0, 180\)"):
         err.throw()
+
+
+def test_envs_written_on_the_former_base_class_still_run():
+    """The deprecated SceneryEnvironment: underscore hooks, agents with an env axis of 1."""
+    from flax import struct
+
+    from megastep_jax.envs import SceneryEnvironment
+
+    @struct.dataclass
+    class OldState:
+        agents: object
+        geometry: jax.Array
+
+    class Old(SceneryEnvironment):
+        def __init__(self):
+            super().__init__([toys.box()], n_agents=1, res=16, subsample=1, backend="kernel", seed=0)
+            self.rgb = modules.RGB(1, 16)
+            self.movement = modules.SimpleMovement(1)
+
+        default_params = MinimalParams()
+
+        def action_space(self, params=None):
+            return {"movement": self.movement.space}
+
+        def reset_env(self, key, params):
+            state = OldState(self._spawn(key, jnp.int32(0)), jnp.int32(0))
+            return arrdict(rgb=self.rgb(self._render(state.geometry, state.agents, params.fov))), state
+
+        def step_env(self, key, state, action, params):
+            agents = self.movement.apply(state.agents, self._movement(action), params.fps)
+            agents, _ = self._physics(state.geometry, agents, params.fps)
+            state = state.replace(agents=agents)
+            obs = arrdict(rgb=self.rgb(self._render(state.geometry, state.agents, params.fov)))
+            return obs, state, jnp.zeros(1), jnp.bool_(False), jnp.bool_(True), {}
+
+    env = Old()
+    obs, state = env.reset(jax.random.PRNGKey(0))
+    assert state.agents.positions.shape == (1, 1, 2) and obs.rgb.shape == (1, 3, 1, 16)
+    obs, new, reward, terminated, truncated, info = env.step(jax.random.PRNGKey(1), state, jnp.int32(3))
+    fresh_obs, fresh = env.reset_env(jax.random.split(jax.random.PRNGKey(1))[1], env.default_params)
+    assert np.array_equal(obs.rgb, fresh_obs.rgb) and info["agent_truncated"].tolist() == [True]
+    assert env._plot_state(new, None).agents.positions.shape == (1, 2)
