@@ -6,6 +6,9 @@
     python -m agents.train --out runs/explorer --resume --minutes 5     # continue it
     python -m agents.train ... --out runs/explorer --if-exists resume   # resume if it exists
 
+Several processes (hosts) join one run with ``--coordinator HOST:PORT --num-processes N
+--process-id I`` (``jax.distributed``); process 0 writes the outputs.
+
 ``--resume`` (or ``--if-exists resume``) with neither ``--minutes`` nor ``--updates``
 trains for 10 more minutes; ``--if-exists new`` starts a fresh run in ``OUT-2``, ``OUT-3``...
 
