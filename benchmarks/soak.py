@@ -63,7 +63,7 @@ def plans(n: int, seed: int):
         elif kind == "box":
             out.append(toys.box(float(rng.uniform(1, 6)), float(rng.uniform(1, 6))))
         elif kind == "column":
-            out.append(toys.column())
+            out.append(toys.room_with_column())
         else:
             out.append(toys.maze(int(rng.integers(0, 2**31)), size=int(rng.integers(2, 8))))
     return out

@@ -23,7 +23,7 @@ def main():
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    scenery = scene.scenery([toys.column()], n_agents=2, key=jax.random.key(0))
+    scenery = scene.scenery([toys.room_with_column()], n_agents=2, key=jax.random.key(0))
     agents = core.init_agents(1, 2).replace(
         positions=jnp.array([[[1.8, 3.3], [4.8, 4.6]]]), angles=jnp.array([[20.0, -150.0]]),
         velocity=jnp.array([[[3.0, 0.5], [0.0, 0.0]]]))

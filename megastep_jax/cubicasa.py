@@ -13,13 +13,20 @@ geometry the way megastep did:
 - SVG coordinates (about 1 cm per unit, y pointing down) become metres with y pointing
   up, the plan's lower-left corner at (MARGIN, MARGIN).
 
-:func:`sample` reads the whole dataset (its zip or the unpacked folder) once, caches the
-parsed geometries in a compressed file, and draws plans with megastep's seeded 90/10
-training/test split. The dataset is **CC BY-NC 4.0**: non-commercial use only. For a
-default that needs no download and no licence, use :func:`megastep_jax.floorplans.sample`.
+:func:`sample` reads the whole dataset once, caches the parsed geometries in a compressed
+file, and draws plans with megastep's seeded 90/10 training/test split. Its ``source`` may be
+the dataset's zip, the unpacked folder, or one of the two files megastep itself keeps in
+``.cache/``: ``cubicasa-svgs.json.gz`` (every SVG, as megastep's ``svg_data`` wrote it) or
+``cubicasa-geometry.npz.gz`` (megastep's processed plans, as its ``geometry_data`` wrote them;
+these are used as they are: megastep's open plans and masks). The dataset is **CC BY-NC
+4.0**: non-commercial use only. For a default that needs no download and no licence, use
+:func:`megastep_jax.floorplans.sample`.
 """
 from __future__ import annotations
 
+import gzip
+import io
+import json
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -31,10 +38,11 @@ from typing import Iterator
 import numpy as np
 import shapely
 
-from . import geometry as geom
+from . import geometry as geom, validation
 from .arrdict import dotdict
 
-__all__ = ["geometry_from_svg", "sample", "load", "cache_path", "unique_walls", "SCALE", "DOOR_DILATION"]
+__all__ = ["geometry_from_svg", "sample", "load", "cache_path", "unique_walls", "flatten", "unflatten",
+           "read_megastep_geometries", "read_megastep_svgs", "SCALE", "DOOR_DILATION"]
 
 SCALE = 100.0
 """SVG units per metre (Cubicasa5k's units are roughly centimetres)."""
@@ -54,7 +62,7 @@ CACHE_ENV = "MEGASTEP_JAX_CACHE"
 SOURCE_ENV = "MEGASTEP_JAX_CUBICASA"
 """Environment variable naming the Cubicasa5k zip or folder, used when ``source`` is None."""
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bumped whenever :func:`geometry_from_svg` changes its output, so stale caches are not read."""
 
 LICENCE = (
@@ -63,7 +71,8 @@ LICENCE = (
 )
 _HOW_TO_GET = (
     "Download cubicasa5k.zip (about 5 GB) from https://zenodo.org/record/2613548 and pass "
-    f"it (or the folder it unpacks to) as source=..., or set ${SOURCE_ENV}. "
+    f"it (or the folder it unpacks to) as source=..., or set ${SOURCE_ENV}; megastep's own "
+    "caches (.cache/cubicasa-geometry.npz.gz, .cache/cubicasa-svgs.json.gz) work as sources too. "
     "For plans that need no download and no licence, use megastep_jax.floorplans.sample."
 )
 
@@ -257,15 +266,182 @@ def geometry_from_svg(svg_text_or_path, id: int | None = None, res: float = geom
     return geom.geometry(walls, lights, masks, res, id=id)
 
 
+# --------------------------------------------------------------------------- megastep's caches
+
+
+def flatten(tree: dict) -> dict:
+    """Nested dicts to one flat dict with ``'a/b'`` keys, as megastep's caches store them.
+
+    ``flatten({'353': {'walls': w, 'res': r}})`` is ``{'353/walls': w, '353/res': r}``.
+    """
+    flat = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat.update({f"{k}/{kk}": vv for kk, vv in flatten(v).items()})
+        else:
+            flat[k] = v
+    return flat
+
+
+def unflatten(flat: dict) -> dict:
+    """The inverse of :func:`flatten`: ``'a/b'`` keys back to nested dicts."""
+    tree: dict = {}
+    for k, v in flat.items():
+        *parents, leaf = k.split("/")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return tree
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when it is gzip-compressed."""
+    raw = path.read_bytes()
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"source: {str(path)!r} is a corrupt gzip file ({e})") from None
+    return raw
+
+
+def _is_geometry_npz(names: list[str]) -> bool:
+    return any(n.endswith("/walls.npy") for n in names)
+
+
+def _geometries_from_npz(raw: bytes, where: str) -> dict[str, dotdict]:
+    """Geometries from the bytes of an npz holding ``<id>/walls``, ``lights``, ``masks``, ``res``."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            flat = {name[:-len(".npy")]: np.lib.format.read_array(io.BytesIO(archive.read(name)), allow_pickle=False)
+                    for name in archive.namelist() if name.endswith(".npy")}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as e:
+        raise ValueError(f"source: {where} is not a readable geometry npz ({e})") from None
+    out = {}
+    for k, fields in sorted(unflatten(flat).items()):
+        missing = {"walls", "lights", "masks", "res"} - set(fields) if isinstance(fields, dict) else {"walls"}
+        if missing or not k.isdigit():
+            raise ValueError(f"source: {where} is not a megastep geometry cache: entry {k!r} "
+                             f"lacks {sorted(missing)} or is not a plan id")
+        try:
+            out[k] = geom.geometry(fields["walls"], fields["lights"], fields["masks"], float(fields["res"]), id=int(k))
+        except ValueError as e:
+            raise ValueError(f"source: {where}, plan {k}: {e}") from None
+    if not out:
+        raise ValueError(f"source: {where} holds no geometries")
+    return out
+
+
+def read_megastep_geometries(path: str | os.PathLike) -> dict[str, dotdict]:
+    """Reads megastep's processed-plan cache, ``.cache/cubicasa-geometry.npz.gz``.
+
+    The file is a gzipped npz whose arrays are named ``<id>/walls``, ``<id>/lights``,
+    ``<id>/masks`` and ``<id>/res`` (megastep's :func:`flatten` of its per-plan dicts). An
+    npz that is not gzipped is read too. The plans are megastep's, used as they are: open
+    entrance doors and megastep's masks.
+
+    Args:
+        path: the file.
+
+    Returns:
+        A dict from id (a string) to geometry.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: if the file is not in that format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no megastep geometry cache at {str(path)!r}")
+    return _geometries_from_npz(_read_bytes(path), repr(str(path)))
+
+
+def _svg_rows(data, where: str) -> list[tuple[int, str]]:
+    """(id, svg) rows of megastep's SVG table, in either pandas JSON layout."""
+    if isinstance(data, dict) and "svg" in data and "id" in data:  # pandas' default: column -> {row: value}
+        rows = [(data["id"][r], data["svg"][r]) for r in data["svg"] if r in data["id"]]
+    elif isinstance(data, list):  # orient='records'
+        rows = [(row.get("id"), row.get("svg")) for row in data if isinstance(row, dict)]
+    else:
+        raise ValueError(f"source: {where} is not megastep's SVG table (no 'id' and 'svg' columns)")
+    out = []
+    for id, svg in rows:
+        if not isinstance(svg, str) or not str(id).isdigit():
+            raise ValueError(f"source: {where} has a row with id {id!r} that is not a plan id and its SVG text")
+        out.append((int(id), svg))
+    return out
+
+
+def read_megastep_svgs(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """Reads megastep's SVG cache, ``.cache/cubicasa-svgs.json.gz``.
+
+    The file is the gzipped JSON of a pandas table with columns ``path``, ``category``,
+    ``id``, ``filename`` and ``svg``, one row per ``model.svg`` of the dataset (megastep's
+    ``svg_data``). Only ``id`` and ``svg`` are read.
+
+    Args:
+        path: the file.
+
+    Returns:
+        A list of (id, SVG text), in the table's order.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: if the file is not in that format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no megastep SVG cache at {str(path)!r}")
+    try:
+        data = json.loads(_read_bytes(path))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"source: {str(path)!r} is not megastep's SVG table ({e})") from None
+    return _svg_rows(data, repr(str(path)))
+
+
+def _kind(source: Path) -> str:
+    """What a source is: 'folder', 'dataset' (zip), 'megastep-geometry' or 'megastep-svgs'."""
+    if source.is_dir():
+        return "folder"
+    with open(source, "rb") as f:
+        head = f.read(2)
+    if head == _GZIP_MAGIC:
+        try:
+            with gzip.open(source) as f:  # only the start: megastep's SVG table is large
+                raw = f.read(64)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"source: {str(source)!r} is a corrupt gzip file ({e})") from None
+        if raw[:2] == b"PK":
+            return "megastep-geometry"
+        if raw.lstrip()[:1] in (b"{", b"["):
+            return "megastep-svgs"
+        raise ValueError(f"source: {str(source)!r} is gzipped but holds neither megastep's geometry npz nor its SVG table")
+    if head == b"PK":
+        try:
+            with zipfile.ZipFile(source) as archive:
+                return "megastep-geometry" if _is_geometry_npz(archive.namelist()) else "dataset"
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ValueError(f"source: {str(source)!r} is not a readable Cubicasa5k zip ({e})") from None
+    if head[:1] in (b"{", b"["):
+        return "megastep-svgs"
+    raise ValueError(f"source: {str(source)!r} is not a Cubicasa5k zip or folder, nor one of megastep's caches")
+
+
 # --------------------------------------------------------------------------- the dataset
 
 
-def cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
+def cache_path(cache_dir: str | os.PathLike | None = None, closed: bool = True) -> Path:
     """Where :func:`sample` keeps its parsed geometries.
 
     Args:
         cache_dir: a folder; by default ``$MEGASTEP_JAX_CACHE``, else
             ``$XDG_CACHE_HOME/megastep_jax``, else ``~/.cache/megastep_jax``.
+        closed: whether the cached plans are closed (see :func:`geometry_from_svg`); the
+            open plans have a file of their own.
 
     Returns:
         The path of the compressed cache file in that folder.
@@ -275,21 +451,29 @@ def cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
     if cache_dir is None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         cache_dir = os.path.join(base, "megastep_jax")
-    return Path(cache_dir) / f"cubicasa-geometries-v{CACHE_VERSION}.npz"
+    return Path(cache_dir) / f"cubicasa-geometries{'' if closed else '-open'}-v{CACHE_VERSION}.npz"
 
 
 _SVG_NAME = re.compile(r"(?:^|/)(?P<id>\d+)/model\.svg$")
 
 
-def _svg_sources(source: Path) -> Iterator[tuple[int, bytes]]:
-    """(id, SVG bytes) for every ``<id>/model.svg`` in a Cubicasa5k zip or folder."""
-    if source.is_dir():
+def _progress(items, n: int):
+    from tqdm.auto import tqdm  # deferred: a heavy optional dependency, needed only while parsing
+
+    return tqdm(items, total=n, desc="cubicasa: parsing SVGs", unit="plan")
+
+
+def _svg_sources(source: Path, kind: str) -> Iterator[tuple[int, bytes | str]]:
+    """(id, SVG) for every plan of a Cubicasa5k zip or folder, or of megastep's SVG table."""
+    if kind == "megastep-svgs":
+        rows = read_megastep_svgs(source)
+        yield from _progress(rows, len(rows))
+        return
+    if kind == "folder":
         paths = sorted(source.rglob("model.svg"))
         items = [(p, _SVG_NAME.search(p.as_posix())) for p in paths]
         items = [(p, m) for p, m in items if m]
-        from tqdm.auto import tqdm
-
-        for p, m in tqdm(items, desc="cubicasa: parsing SVGs", unit="plan"):
+        for p, m in _progress(items, len(items)):
             yield int(m["id"]), p.read_bytes()
         return
     try:
@@ -299,9 +483,7 @@ def _svg_sources(source: Path) -> Iterator[tuple[int, bytes]]:
     with archive:
         names = [(n, _SVG_NAME.search(n)) for n in sorted(archive.namelist())]
         names = [(n, m) for n, m in names if m]
-        from tqdm.auto import tqdm
-
-        for n, m in tqdm(names, desc="cubicasa: parsing SVGs", unit="plan"):
+        for n, m in _progress(names, len(names)):
             try:
                 data = archive.read(n)
             except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
@@ -309,30 +491,31 @@ def _svg_sources(source: Path) -> Iterator[tuple[int, bytes]]:
             yield int(m["id"]), data
 
 
-def _parse_all(source: Path) -> dict[str, dotdict]:
+def _parse_all(source: Path, kind: str, closed: bool) -> dict[str, dotdict]:
     geometries, seen = {}, 0
-    for id, svg in _svg_sources(source):
+    for id, svg in _svg_sources(source, kind):
         seen += 1
         try:
-            g = geometry_from_svg(svg, id=id)
+            g = geometry_from_svg(svg, id=id, closed=closed)
         except ValueError:
             continue  # megastep also loses a handful of plans that have no spaces
         # Some plans appear in more than one subset; the first copy wins.
         geometries.setdefault(str(id), g)
     if not seen:
-        raise ValueError(f"source: found no <id>/model.svg files in {str(source)!r}; is it Cubicasa5k?")
+        hint = "; is it Cubicasa5k?"
+        if kind == "folder":
+            caches = [n for n in ("cubicasa-geometry.npz.gz", "cubicasa-svgs.json.gz") if (source / n).is_file()]
+            if caches:
+                hint = f"; megastep's caches are passed as files, e.g. source={str(source / caches[0])!r}"
+        raise ValueError(f"source: found no <id>/model.svg files in {str(source)!r}{hint}")
     if not geometries:
         raise ValueError(f"source: none of the {seen} SVGs in {str(source)!r} gave a geometry")
     return geometries
 
 
 def _save(path: Path, geometries: dict[str, dotdict]) -> None:
-    arrays = {}
-    for k, g in geometries.items():
-        arrays[f"{k}/walls"] = g.walls
-        arrays[f"{k}/lights"] = g.lights
-        arrays[f"{k}/masks"] = g.masks.astype(np.int16)
-        arrays[f"{k}/res"] = np.float64(g.res)
+    arrays = flatten({k: dict(walls=g.walls, lights=g.lights, masks=g.masks.astype(np.int16), res=np.float64(g.res))
+                      for k, g in geometries.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, **arrays)
@@ -341,17 +524,11 @@ def _save(path: Path, geometries: dict[str, dotdict]) -> None:
 
 def _load(path: Path) -> dict[str, dotdict]:
     try:
-        with np.load(path) as data:
-            fields: dict[str, dict] = {}
-            for name in data.files:
-                k, field = name.split("/")
-                fields.setdefault(k, {})[field] = data[name]
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise ValueError(f"cache_dir: the cache {str(path)!r} is unreadable ({e}); delete it, or pass rebuild=True with a source") from None
-    return {
-        k: geom.geometry(f["walls"], f["lights"], f["masks"], float(f["res"]), id=int(k))
-        for k, f in fields.items()
-    }
+        raw = path.read_bytes()
+        return _geometries_from_npz(raw, repr(str(path)))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cache_dir: the cache {str(path)!r} is unreadable ({e}); delete it, or pass "
+                         "rebuild=True with a source") from None
 
 
 def _show_licence() -> None:
@@ -361,14 +538,18 @@ def _show_licence() -> None:
         _licence_shown = True
 
 
-def load(source=None, cache_dir=None, rebuild: bool = False) -> dict[str, dotdict]:
+def load(source=None, cache_dir=None, rebuild: bool = False, closed: bool = True) -> dict[str, dotdict]:
     """All Cubicasa5k geometries by id, parsing the dataset on first use and caching the result.
 
     Args:
-        source: the Cubicasa5k zip or its unpacked folder; by default ``$MEGASTEP_JAX_CUBICASA``.
-            Only needed while the cache does not exist.
+        source: the Cubicasa5k zip, its unpacked folder, or megastep's
+            ``cubicasa-svgs.json.gz`` (parsed like the dataset, then cached), or megastep's
+            ``cubicasa-geometry.npz.gz`` (read as it is, no cache; ``closed`` and
+            ``rebuild`` do not apply); by default ``$MEGASTEP_JAX_CUBICASA``. A dataset or
+            SVG source is only needed while the cache does not exist.
         cache_dir: see :func:`cache_path`.
         rebuild: if True, parse the source again and overwrite the cache.
+        closed: passed to :func:`geometry_from_svg`; False gives megastep's open plans.
 
     Returns:
         A dict from id (a string) to geometry.
@@ -377,28 +558,37 @@ def load(source=None, cache_dir=None, rebuild: bool = False) -> dict[str, dotdic
         ValueError: if there is no cache and no source, or the source is unusable.
         FileNotFoundError: if ``source`` names a path that does not exist.
     """
-    path = cache_path(cache_dir)
-    if str(path) in _loaded and not rebuild:
-        return _loaded[str(path)]
+    if not isinstance(closed, bool):
+        raise ValueError(f"closed: expected a bool, got {closed!r}")
     if source is None:
         source = os.environ.get(SOURCE_ENV)
+    if source is not None:
+        source = Path(source)
+        if not source.exists():
+            raise FileNotFoundError(f"source: no Cubicasa5k zip or folder at {str(source)!r}. {_HOW_TO_GET}")
+        kind = _kind(source)
+        if kind == "megastep-geometry":
+            key = f"megastep:{source.resolve()}"
+            if key not in _loaded:
+                _loaded[key] = read_megastep_geometries(source)
+            return _loaded[key]
+    path = cache_path(cache_dir, closed)
+    if str(path) in _loaded and not rebuild:
+        return _loaded[str(path)]
     if path.exists() and not rebuild:
         geometries = _load(path)
     else:
         if source is None:
             why = "rebuild=True needs one" if rebuild else f"and there is no cache at {str(path)!r}"
             raise ValueError(f"source: no Cubicasa5k source given, {why}. {_HOW_TO_GET}")
-        source = Path(source)
-        if not source.exists():
-            raise FileNotFoundError(f"source: no Cubicasa5k zip or folder at {str(source)!r}. {_HOW_TO_GET}")
-        geometries = _parse_all(source)
+        geometries = _parse_all(source, kind, closed)
         _save(path, geometries)
     _loaded[str(path)] = geometries
     return geometries
 
 
 def sample(n: int, split: str = "training", seed: int = 1, source=None, cache_dir=None,
-           rebuild: bool = False) -> list[dotdict]:
+           rebuild: bool = False, closed: bool = True) -> list[dotdict]:
     """Returns ``n`` Cubicasa5k geometries; the same arguments give the same list.
 
     As in megastep, the ids are shuffled with ``seed`` and cut 90/10 into a training and a
@@ -409,19 +599,21 @@ def sample(n: int, split: str = "training", seed: int = 1, source=None, cache_di
         n: number of geometries, >= 0.
         split: ``'training'``, ``'test'`` or ``'all'``.
         seed: seeds the shuffle that assigns plans to the splits.
-        source: the Cubicasa5k zip or unpacked folder (read once, then cached); by default
-            ``$MEGASTEP_JAX_CUBICASA``.
+        source: the Cubicasa5k zip or unpacked folder, or megastep's own
+            ``cubicasa-svgs.json.gz`` or ``cubicasa-geometry.npz.gz`` (see :func:`load`);
+            by default ``$MEGASTEP_JAX_CUBICASA``.
         cache_dir: folder of the parsed-geometry cache; see :func:`cache_path`.
         rebuild: if True, parse ``source`` again and overwrite the cache.
+        closed: if True (the default), walls close the plans' outer openings; False gives
+            megastep's open plans (see :func:`geometry_from_svg`).
 
     Returns:
         A list of ``n`` geometry dotdicts.
     """
-    if not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n: expected a non-negative int, got {n!r}")
-    if split not in ("training", "test", "all"):
-        raise ValueError(f"split: expected 'training', 'test' or 'all', got {split!r}")
-    geometries = load(source, cache_dir, rebuild)
+    validation.nonnegative_int("n", n)
+    validation.one_of("split", split, ("training", "test", "all"))
+    validation.integer("seed", seed)
+    geometries = load(source, cache_dir, rebuild, closed)
     _show_licence()
     ids = np.random.RandomState(seed).permutation(sorted(geometries))
     cutoff = int(0.9 * len(ids))

@@ -24,10 +24,11 @@ from __future__ import annotations
 import numbers
 from typing import Sequence
 
+import jax
 import numpy as np
 import shapely
 
-from . import geometry as geom
+from . import geometry as geom, validation
 from .arrdict import dotdict
 
 __all__ = ["generate", "sample", "split_of", "MIN_DOOR_WIDTH"]
@@ -69,8 +70,6 @@ def _seed(key_or_seed) -> int:
             raise ValueError(f"key_or_seed: expected a non-negative int seed, got {key_or_seed}")
         return int(key_or_seed)
     try:
-        import jax
-
         data = np.asarray(jax.random.key_data(key_or_seed)) if jax.dtypes.issubdtype(
             getattr(key_or_seed, "dtype", None), jax.dtypes.prng_key) else np.asarray(key_or_seed)
     except Exception:  # anything that is not a key
@@ -145,18 +144,19 @@ def _adjacency(leaves, tol=1e-6):
     return edges
 
 
+def _find(parent: list[int], i: int) -> int:
+    """The root of ``i`` in the union-find forest ``parent``, halving the path on the way."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
 def _connected(n, edges) -> bool:
     parent = list(range(n))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     for i, j, *_ in edges:
-        parent[find(i)] = find(j)
-    return len({find(i) for i in range(n)}) == 1
+        parent[_find(parent, i)] = _find(parent, j)
+    return len({_find(parent, i) for i in range(n)}) == 1
 
 
 def _drop_boundary_leaves(rng, leaves, n_drop, width, height):
@@ -199,22 +199,15 @@ def _doors(rng, n_rooms, edges, door_width, clearance, loops, openings):
     usable = [e for e in edges if e[5] - e[4] >= door_width[0] + 2 * clearance]
     order = rng.permutation(len(usable))
     parent = list(range(n_rooms))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     chosen = []
     for k in order:
         i, j = usable[k][:2]
-        if find(i) != find(j):
-            parent[find(i)] = find(j)
+        if _find(parent, i) != _find(parent, j):
+            parent[_find(parent, i)] = _find(parent, j)
             chosen.append(usable[k])
         elif rng.random() < loops:
             chosen.append(usable[k])
-    if len({find(i) for i in range(n_rooms)}) != 1:
+    if len({_find(parent, i) for i in range(n_rooms)}) != 1:
         return None
     doors = []
     for i, j, axis, c, lo, hi in chosen:
@@ -311,8 +304,7 @@ def generate(
         raise ValueError(f"min_room_side: expected a length in [0.5, extent[0]/2], got {min_room_side}")
     if door_width[0] + 2 * max(interior_wall[1], 0.1) > min_room_side:
         raise ValueError(f"door_width: {door_width} leaves no room for door frames in a {min_room_side} m room")
-    if not isinstance(res, numbers.Real) or not 0 < res <= 1:
-        raise ValueError(f"res: expected a mask resolution in (0, 1] metres, got {res!r}")
+    validation.scalar_in_range("res", res, 0.0, 1.0, hi_open=False)
 
     rng = np.random.default_rng([id, 0x6D656761])
     for _ in range(100):
@@ -432,12 +424,9 @@ def sample(n: int, split: str = "training", seed: int = 1, **kwargs) -> list[dot
     Returns:
         A list of ``n`` geometry dotdicts.
     """
-    if not isinstance(n, (numbers.Integral, np.integer)) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"n: expected a non-negative int, got {n!r}")
-    if split not in ("training", "test", "all"):
-        raise ValueError(f"split: expected 'training', 'test' or 'all', got {split!r}")
-    if not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    validation.nonnegative_int("n", n)
+    validation.one_of("split", split, ("training", "test", "all"))
+    validation.nonnegative_int("seed", seed)
     return [generate(id, **kwargs) for id in _sample_ids(n, split, seed)]
 
 

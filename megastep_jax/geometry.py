@@ -5,7 +5,8 @@ A geometry is a :class:`~megastep_jax.arrdict.dotdict` with
 - ``id``: an int naming the plan;
 - ``walls``: (M, 2, 2) float32, wall endpoints as (x, y) in metres, all strictly positive;
 - ``lights``: (N, 2) float32, light positions, strictly positive;
-- ``masks``: (H, W) int32, -1 in cells touching a wall, 0 in free space, k > 0 in room k.
+- ``masks``: (H, W) int32, -1 in cells within 1 cm of a wall, k > 0 in cells room k touches,
+  0 elsewhere (megastep's rule, see :func:`masks`).
   Row 0 is the top of the plan (largest y), so ``imshow(masks)`` shows the plan upright;
 - ``res``: float, the side of a mask cell in metres.
 
@@ -13,12 +14,12 @@ Extra keys may be added by users; every function here reads only these five.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Sequence
 
 import numpy as np
 import shapely
 
+from . import validation
 from .arrdict import dotdict
 
 MARGIN = 1.0
@@ -40,10 +41,28 @@ def cyclic_pairs(xs: np.ndarray) -> np.ndarray:
     return np.stack([xs, np.roll(xs, -1, axis=0)], axis=1)
 
 
+WALL_BUFFER = 0.01
+"""Metres: walls are widened by this before rasterising, so a cell within 1 cm of a wall is a
+wall cell (megastep's ``masks``). A spawn at the centre of any other cell is then at least
+``res/2 + WALL_BUFFER`` = 0.11 m from every wall, more than the agent radius."""
+
+
 def mask_shape(points: np.ndarray, res: float = MASK_RES) -> tuple[int, int]:
-    """(H, W) of a mask covering the points (e.g. wall ends) plus the margin on the top and right."""
-    top_right = np.asarray(points).reshape(-1, 2).max(0) + MARGIN
-    return int(np.ceil(top_right[1] / res)), int(np.ceil(top_right[0] / res))
+    """(H, W) of a mask covering the points plus the margin on the top and right.
+
+    megastep's rule: with (r, t) the largest x and y of the points plus :data:`MARGIN`,
+    ``H = int(t / res) + 1`` and ``W = int(r / res) + 1``, so the 5 m box toy (walls at 1 and
+    6 m) has a 36 x 36 mask.
+
+    Args:
+        points: (..., 2) points, e.g. wall ends and room corners.
+        res: side of a cell in metres.
+
+    Returns:
+        (H, W) ints.
+    """
+    top_right = np.asarray(points, np.float64).reshape(-1, 2).max(0) + MARGIN
+    return int(top_right[1] / res) + 1, int(top_right[0] / res) + 1
 
 
 def centers(indices: np.ndarray, shape: Sequence[int], res: float) -> np.ndarray:
@@ -65,68 +84,79 @@ def centers(indices: np.ndarray, shape: Sequence[int], res: float) -> np.ndarray
 def indices(coords: np.ndarray, shape: Sequence[int], res: float) -> np.ndarray:
     """Converts (x, y) coordinates to the (i, j) indices of the cells containing them.
 
+    As megastep's, indices are clipped to the mask: a point beyond the mask's edge maps to
+    the nearest edge cell, so the result always indexes the mask.
+
     Args:
         coords: (..., 2) float array of (x, y) coordinates.
         shape: (H, W) of the mask.
         res: side of a cell in metres.
 
     Returns:
-        (..., 2) int array of (row, column) indices.
+        (..., 2) int array of (row, column) indices, rows in [0, H), columns in [0, W).
     """
-    coords = np.asarray(coords)
-    j = np.floor(coords[..., 0] / res).astype(int)
-    i = np.floor(shape[0] - coords[..., 1] / res).astype(int)
-    return np.stack([i, j], -1)
+    coords = np.asarray(coords, np.float64)
+    i = np.clip(np.floor(shape[0] - coords[..., 1] / res), 0, shape[0] - 1)
+    j = np.clip(np.floor(coords[..., 0] / res), 0, shape[1] - 1)
+    return np.stack([i, j], -1).astype(int)
 
 
 def masks(walls: np.ndarray, spaces: Sequence[np.ndarray], res: float = MASK_RES) -> np.ndarray:
-    """Rasterises walls and rooms into a mask.
+    """Rasterises walls and rooms into a mask, as megastep's ``geometry.masks`` does.
+
+    The mask's shape follows :func:`mask_shape` over the wall ends and room corners. Every
+    cell that room k touches (any overlap with the cell's interior, not only a cell whose
+    centre is inside) gets k, later rooms overwriting earlier ones; then every cell that a
+    wall widened by :data:`WALL_BUFFER` touches gets -1.
 
     Args:
         walls: (M, 2, 2) wall endpoints in metres.
         spaces: room outlines, each a (V, 2) array of polygon corners (or a shapely
             polygon). Room k (1-based) is ``spaces[k-1]``.
-        res: side of a cell in metres.
+        res: side of a cell in metres, > 0.
 
     Returns:
-        (H, W) int32 array: -1 where a cell touches a wall, k inside room k, else 0.
+        (H, W) int32 array: -1 where a cell is within 1 cm of a wall, k in cells room k
+        touches, else 0.
+
+    Raises:
+        ValueError: if ``res`` is not positive or the walls are not (M, 2, 2).
     """
-    walls = np.asarray(walls, dtype=np.float64).reshape(-1, 2, 2)
-    polys = [s if isinstance(s, shapely.Geometry) else shapely.Polygon(np.asarray(s)) for s in spaces]
+    res = validation.scalar_in_range("res", res, 0.0)
+    walls = np.asarray(walls, dtype=np.float64)
+    if walls.size and (walls.ndim != 3 or walls.shape[1:] != (2, 2)):
+        raise ValueError(f"walls: expected shape (M, 2, 2), got {walls.shape}")
+    walls = walls.reshape(-1, 2, 2)
+    # megastep repairs room outlines with buffer(0); shapely geometries are taken as they are.
+    polys = [s if isinstance(s, shapely.Geometry) else shapely.Polygon(np.asarray(s, np.float64)).buffer(0)
+             for s in spaces]
     # The mask covers the walls and the rooms: a room may reach past the walls (a terrace).
     corners = [walls.reshape(-1, 2)] + [np.asarray(shapely.get_coordinates(p)) for p in polys]
-    corners = np.concatenate(corners) if sum(len(c) for c in corners) else np.zeros((0, 2))
+    corners = np.concatenate(corners)
     shape = mask_shape(corners, res) if len(corners) else (1, 1)
     ii, jj = np.indices(shape)
-    xy = centers(np.stack([ii, jj], -1), shape, res)
-    out = np.zeros(shape, np.int32)
-    for k, poly in enumerate(polys, start=1):
-        out[shapely.contains_xy(poly, xy[..., 0], xy[..., 1])] = k
+    lo = centers(np.stack([ii, jj], -1), shape, res).reshape(-1, 2) - res / 2
+    eps = 1e-9 * max(res, 1.0)
+    cells = shapely.box(lo[:, 0] + eps, lo[:, 1] + eps, lo[:, 0] + res - eps, lo[:, 1] + res - eps)
+    tree = shapely.STRtree(cells)
+    out = np.zeros(shape, np.int32).reshape(-1)
+    rooms = [(k, p) for k, p in enumerate(polys, start=1) if not p.is_empty]
+    # The cells are shrunk by a hair, so a shape that only meets a cell's edge does not touch it.
+    for k, poly in rooms:
+        out[tree.query(poly, predicate="intersects")] = k
     if len(walls):
-        # Cells grow by a hair so a wall lying exactly on a cell edge touches it despite
-        # rounding in the cell coordinates (megastep widened the walls instead).
-        lo = xy.reshape(-1, 2) - res / 2 - 1e-6
-        cells = shapely.box(lo[:, 0], lo[:, 1], lo[:, 0] + res + 2e-6, lo[:, 1] + res + 2e-6)
-        lines = shapely.linestrings(walls)
-        _, hit = shapely.STRtree(cells).query(lines, predicate="intersects")
-        out.reshape(-1)[np.unique(hit)] = -1
-    return out
+        _, hit = tree.query(shapely.buffer(shapely.linestrings(walls), WALL_BUFFER), predicate="intersects")
+        out[hit] = -1
+    return out.reshape(shape)
 
 
 def _check_points(name: str, x: np.ndarray, trailing: tuple[int, ...]) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype.kind not in "fiu":
         raise ValueError(f"{name}: expected a real-valued array, got dtype {x.dtype}")
-    if x.ndim != 1 + len(trailing) or x.shape[1:] != trailing:
-        want = "(n, " + ", ".join(map(str, trailing)) + ")"
-        raise ValueError(f"{name}: expected shape {want}, got {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name}: expected finite coordinates, found NaN or inf")
-    if np.any(x <= 0):
-        raise ValueError(
-            f"{name}: expected strictly positive coordinates (the plan sits in the top-right "
-            f"quadrant), smallest is {x.min():g}"
-        )
+    validation.shape(name, x, (None,) + trailing)
+    # strictly positive: the plan sits in the top-right quadrant
+    validation.finite_positive(name, x)
     return x.astype(np.float32)
 
 
@@ -152,10 +182,8 @@ def geometry(walls, lights, masks, res: float = MASK_RES, id: int = 0, **extra) 
     masks = np.asarray(masks)
     if masks.ndim != 2 or masks.dtype.kind not in "iu" or 0 in masks.shape:
         raise ValueError(f"masks: expected a non-empty 2D integer array, got {masks.dtype} {masks.shape}")
-    if not isinstance(res, numbers.Real) or not np.isfinite(res) or res <= 0:
-        raise ValueError(f"res: expected a positive finite float, got {res!r}")
-    if not isinstance(id, numbers.Integral):
-        raise ValueError(f"id: expected an int, got {type(id).__name__}")
+    validation.scalar_in_range("res", res, 0.0)
+    validation.integer("id", id)
     return dotdict(id=int(id), walls=walls, lights=lights, masks=masks.astype(np.int32),
                    res=float(res), **extra)
 

@@ -43,6 +43,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .arrdict import dotdict
+from .scene import MODEL_COLORS
 
 __all__ = [
     "BACKGROUND", "MODEL_COLOURS", "gamma_encode", "scenery_state", "core_state",
@@ -51,10 +52,9 @@ __all__ = [
 
 BACKGROUND = "#c6c1b3"
 """The plan's floor colour, as in megastep's plots."""
-MODEL_COLOURS = np.array(
-    [[.25, .25, .25], [0, .5, 0], [.25, .25, .25], [.75, 0, 0],
-     [.25, .25, .25], [.75, 0, 0], [.25, .25, .25], [0, .5, 0]], np.float32)
-"""(8, 3) display colours of the agent model's lines, used when the state has no agent texels."""
+MODEL_COLOURS = MODEL_COLORS
+"""(8, 3) display colours of the agent model's lines (:data:`megastep_jax.scene.MODEL_COLORS`,
+megastep's values), used when the state has no agent texels."""
 WEDGE_RADIUS = 1.0
 """Radius in metres of the field-of-view wedges."""
 ZOOM_RADIUS = 2.5

@@ -4,7 +4,7 @@
 - :class:`ParallelEncoder` draws frames in a pool of worker processes (matplotlib is
   the slow part) and encodes them in order in this one.
 - :func:`save_video` writes the clips that episode and step triggers ask for, with the
-  semantics of gymnasium's ``save_video`` (seed 003); :func:`capped_cubic_video_schedule`
+  semantics of gymnasium's ``save_video``; :func:`capped_cubic_video_schedule`
   is the default trigger.
 - :func:`record` runs a jitted rollout of an env, keeps every step's state and writes a
   video of it with a progress bar.
@@ -19,10 +19,14 @@ import tempfile
 from collections import deque
 from typing import Callable, Optional, Sequence
 
+import jax
 import numpy as np
 
+from . import validation
+from .arrdict import dotdict
+
 __all__ = ["Encoder", "ParallelEncoder", "to_array", "capped_cubic_video_schedule",
-           "save_video", "rollout", "record"]
+           "save_video", "rollout_fn", "rollout", "record"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +83,8 @@ class Encoder:
 
     Frames are (H, W, 1|3) arrays or matplotlib figures (see :func:`to_array`); every
     frame must have the size of the first. mp4 (H.264) frames with an odd height or width
-    are padded by one white row or column, since the codec needs even sizes. In a gif,
+    are padded by one white row or column, since the codec needs even sizes. mp4 is encoded
+    in this process with PyAV (no ffmpeg subprocess is forked). In a gif,
     Pillow merges identical consecutive frames into one shown for their summed duration,
     so the timing is kept but the decoded frame count can be smaller.
 
@@ -117,17 +122,22 @@ class Encoder:
                              f"got {arr.shape[:2]}")
         if self.format == "mp4":
             if self._writer is None:
-                import imageio.v2 as iio2
-
-                self._dir = tempfile.TemporaryDirectory()
-                self._path = os.path.join(self._dir.name, "video.mp4")
-                self._writer = iio2.get_writer(self._path, format="FFMPEG", mode="I", fps=self.fps,
-                                               codec="libx264", pixelformat="yuv420p",
-                                               macro_block_size=1, quality=7)
-            self._writer.append_data(arr)
+                self._open_mp4()
+            self._writer.write_frame(arr)
         else:
             self._frames.append(arr)
         self.n_frames += 1
+
+    def _open_mp4(self) -> None:
+        # PyAV encodes in this process (imageio's pyav plugin). imageio's ffmpeg plugin
+        # would fork an ffmpeg subprocess from a multithreaded JAX process instead, which
+        # Python warns may deadlock.
+        import imageio.v3 as iio
+
+        self._dir = tempfile.TemporaryDirectory()
+        self._path = os.path.join(self._dir.name, "video.mp4")
+        self._writer = iio.imopen(self._path, "w", plugin="pyav")
+        self._writer.init_video_stream("libx264", fps=self.fps, pixel_format="yuv420p")
 
     def close(self) -> None:
         """Finishes the video; its bytes are then in :attr:`value`."""
@@ -138,6 +148,7 @@ class Encoder:
             return
         if self.format == "mp4":
             self._writer.close()
+            self._writer = None  # collected now, not at interpreter exit after PyAV is torn down
             with open(self._path, "rb") as f:
                 self.value = f.read()
             self._dir.cleanup()
@@ -285,7 +296,7 @@ def save_video(frames: list, video_folder: str, episode_trigger: Optional[Callab
                fps: float = 20, format: str = "mp4") -> list[str]:
     """Writes clips of one episode's frames, as the triggers ask.
 
-    The semantics are gymnasium's ``save_video`` (seed 003):
+    The semantics are those of ``gymnasium.utils.save_video.save_video``:
 
     - with no trigger, ``episode_trigger`` is :func:`capped_cubic_video_schedule`;
     - if ``episode_trigger(episode_index)``, ``frames[:video_length]`` goes to
@@ -336,28 +347,25 @@ def save_video(frames: list, video_folder: str, episode_trigger: Optional[Callab
     return written
 
 
-def rollout(env, params, policy: Callable, key, length: int):
-    """Runs one env for ``length`` steps in a single jitted ``lax.scan``.
+def rollout_fn(env, policy: Callable, length: int, keep_state: bool = True) -> Callable:
+    """A jitted ``run(key, params)`` that rolls one env out for ``length`` steps.
+
+    The one rollout helper of the project (recording, tests and examples use it):
+    ``reset`` with the first half of ``key``, then ``length`` auto-resetting steps in a
+    ``lax.scan``, each splitting its key into the policy's and the step's.
 
     Args:
-        env: a :class:`megastep_jax.envs.base.Environment`.
-        params: its params (None for ``env.default_params``).
+        env: an env (or wrapper) with ``reset``/``step``.
         policy: ``policy(key, obs) -> action`` for one env, traceable by JAX.
-        key: a PRNG key.
         length: number of steps, a positive int.
+        keep_state: whether to stack every step's state (for plots and videos).
 
     Returns:
-        A dotdict with ``state`` and ``obs``, each stacked over the ``length + 1`` steps
-        (index 0 is the reset), and ``reward`` (length, A), ``terminated`` and
-        ``truncated`` (length,) of each step.
+        ``run(key, params) -> dotdict`` with ``obs`` (and ``state``) stacked over the
+        ``length + 1`` steps (index 0 is the reset), and ``reward`` (length, A),
+        ``terminated``, ``truncated`` (length,) and ``info`` of each step.
     """
-    import jax
-
-    from .arrdict import dotdict
-
-    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
-        raise ValueError(f"length: expected a positive int, got {length!r}")
-    params = env.default_params if params is None else params
+    length = validation.positive_int("length", length)
 
     @jax.jit
     def run(key, params):
@@ -368,17 +376,39 @@ def rollout(env, params, policy: Callable, key, length: int):
             obs, state = carry
             key_act, key_step = jax.random.split(key)
             action = policy(key_act, obs)
-            obs, state, reward, terminated, truncated, _ = env.step(key_step, state, action, params)
-            return (obs, state), (obs, state, reward, terminated, truncated)
+            obs, state, reward, terminated, truncated, info = env.step(key_step, state, action, params)
+            out = dict(obs=obs, reward=reward, terminated=terminated, truncated=truncated, info=info)
+            if keep_state:
+                out["state"] = state
+            return (obs, state), out
 
-        _, (obss, states, reward, terminated, truncated) = jax.lax.scan(
-            body, (obs, state), jax.random.split(key_steps, length))
+        _, traj = jax.lax.scan(body, (obs, state), jax.random.split(key_steps, length))
         cat = lambda first, rest: jax.numpy.concatenate([first[None], rest])
-        return (jax.tree_util.tree_map(cat, state, states), jax.tree_util.tree_map(cat, obs, obss),
-                reward, terminated, truncated)
+        traj["obs"] = jax.tree_util.tree_map(cat, obs, traj["obs"])
+        if keep_state:
+            traj["state"] = jax.tree_util.tree_map(cat, state, traj["state"])
+        return dotdict(traj)
 
-    states, obss, reward, terminated, truncated = run(key, params)
-    return dotdict(state=states, obs=obss, reward=reward, terminated=terminated, truncated=truncated)
+    return run
+
+
+def rollout(env, params, policy: Callable, key, length: int):
+    """Runs one env for ``length`` steps in a single jitted ``lax.scan``.
+
+    Args:
+        env: a :class:`megastep_jax.envs.Environment`.
+        params: its params (None for ``env.default_params``).
+        policy: ``policy(key, obs) -> action`` for one env, traceable by JAX.
+        key: a PRNG key.
+        length: number of steps, a positive int.
+
+    Returns:
+        A dotdict as :func:`rollout_fn`'s: ``state`` and ``obs`` stacked over the
+        ``length + 1`` steps (index 0 is the reset), ``reward`` (length, A),
+        ``terminated``, ``truncated`` (length,) and ``info``.
+    """
+    params = env.default_params if params is None else params
+    return rollout_fn(env, policy, length)(key, params)
 
 
 def _default_plot_state(env, params) -> tuple[Callable, Callable]:
@@ -428,15 +458,14 @@ def record(env, params, policy: Callable, key, length: int, path: str = "video.m
     Returns:
         ``path``.
     """
-    import jax
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # deferred: only recording shows a progress bar
 
     fmt = os.path.splitext(path)[1].lstrip(".")
     if fmt not in FORMATS:
         raise ValueError(f"path: expected a .mp4 or .gif file name, got {path!r}")
     params = env.default_params if params is None else params
     if state_fn is None:
-        from .envs.base import Environment
+        from .envs.protocol import Environment  # deferred: the package imports recording before envs
 
         if getattr(type(env), "state", Environment.state) is Environment.state:
             raise ValueError(f"env: {type(env).__name__} has no `state(env_state, params)` method to give "

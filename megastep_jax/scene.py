@@ -23,9 +23,14 @@ MODEL_CORNERS = np.array(
     [[-.5, -1], [.5, -1], [1, -.5], [1, .5], [.5, 1], [-.5, 1], [-1, .5], [-1, -.5]], np.float32)
 """Corners of the octagonal agent model, in units of half the agent width."""
 
-_GREY, _GREEN, _RED = (.25, .25, .25), (0., 1., 0.), (1., 0., 0.)
+# megastep's agent_colors: matplotlib's '.25', 'g' and 'r', i.e. these display (gamma-encoded)
+# values. Textures store them decoded (x**2.2), as megastep's init_textures does; plots encode.
+_GREY, _GREEN, _RED = (.25, .25, .25), (0., .5, 0.), (1., 0., 0.)
 MODEL_COLORS = np.array([_GREY, _GREEN, _GREY, _RED, _GREY, _RED, _GREY, _GREEN], np.float32)
-"""Colour of each model line: green on the agent's right, red on its left."""
+"""(8, 3) display colour of each model line, in model-line order (megastep's values): grey
+0.25 on the four straight sides, green (0, 0.5, 0) on the two diagonals of the agent's right
+side, red (1, 0, 0) on the two of its left. The one definition: scenery decodes these into
+textures and :mod:`megastep_jax.plotting` draws them."""
 
 WALL_PALETTE = np.array(
     [[int(h[i:i + 2], 16) / 255 for i in (1, 3, 5)] for h in

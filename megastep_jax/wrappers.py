@@ -6,8 +6,14 @@ compose in any order, e.g.::
 
     env = EpisodeStatistics(FrameStack(NormalizeObservation(Explorer()), 4))
 
-and :class:`LegacyStep`, which changes the return convention, goes outermost. Attributes a
-wrapper does not define (``n_agents``, ``default_params``, ``state``...) are the inner env's.
+and :class:`LegacyStep`, which changes the return convention, goes outermost;
+:class:`FinalObservation`, which needs the env's raw ``step_env``, goes innermost.
+Attributes a wrapper does not define (``n_agents``, ``default_params``, ``state``...) are
+the inner env's.
+
+Episode ends are per agent: every wrapper honours ``info["agent_terminated"]`` and
+``info["agent_truncated"]`` (A,) (see :mod:`megastep_jax.envs.protocol`), so in
+Deathmatch an agent that respawns ends its own episode statistics and frame stack.
 
 All are written for one env; ``jax.vmap`` them (or wrap them in
 :class:`~megastep_jax.envs.base.Batched`) for many.
@@ -22,9 +28,11 @@ from flax import struct
 
 from . import spaces
 from .arrdict import arrdict, dotdict
-from .envs.base import Environment
+from . import validation
+from .envs.protocol import Environment, _select_step, agent_ends
 
-__all__ = ["Wrapper", "EpisodeStatistics", "NormalizeObservation", "FrameStack", "LegacyStep"]
+__all__ = ["Wrapper", "FinalObservation", "NextStepAutoReset", "EpisodeStatistics", "NormalizeObservation", "FrameStack",
+           "LegacyStep"]
 
 
 class Wrapper(Environment):
@@ -80,34 +88,127 @@ class Wrapper(Environment):
         return self.env.state(env_state.env_state, params)
 
 
+def agent_done(info, terminated, truncated, n_agents: int) -> jax.Array:
+    """bool (A,): where each agent's stream of experience ended this step."""
+    info = agent_ends(info, terminated, truncated, n_agents)
+    return info["agent_terminated"] | info["agent_truncated"]
+
+
+class FinalObservation(Wrapper):
+    """Adds ``info["final_observation"]``: the ended episode's last observation where the
+    episode ended, else the step's observation.
+
+    It costs a second render on every step under ``vmap`` (the ended episode's last state
+    and the fresh one are both rendered), which is why the envs do not compute it by
+    default. Wrap the env itself (innermost): it needs the env's raw ``step_env``. Its
+    ``step`` is otherwise exactly the env's.
+    """
+
+    def reset_env(self, key, params):
+        return self.env.reset_env(key, params)
+
+    def step_env(self, key, state, action, params):
+        obs, state, reward, terminated, truncated, info = self.env.step_env(key, state, action, params)
+        return obs, state, reward, terminated, truncated, dict(info, final_observation=obs)
+
+    def state(self, env_state, params=None):
+        return self.env.state(env_state, params)  # the state is the inner env's, unwrapped
+
+    def step(self, key, state, action, params=None):
+        env = self.env
+        params = env.check_params(params)
+        if state is None:
+            raise ValueError("state: expected the state returned by reset(...) or step(...), got None")
+        action = env.as_action(action, params)
+        key_step, key_reset = jax.random.split(key)
+        return _select_step(self, key_step, key_reset, state, action, params)
+
+
+@struct.dataclass
+class NextStepAutoResetState:
+    env_state: Any
+    ended: jax.Array   # () bool, the last step ended the episode: this step resets
+
+
+class NextStepAutoReset(Wrapper):
+    """gymnasium 1.x's next-step auto-reset: the step that ends an episode returns that
+    episode's own last observation; the step after it returns a fresh episode's first
+    observation, with reward 0 and no episode end, and ignores its action.
+
+    Still one render per step (so the ended episode's last observation comes free, unlike
+    :class:`FinalObservation`). Needs an env written in the split protocol
+    (``init``/``transition``/``observe``). Per-agent ends inside an episode (Deathmatch's
+    respawns) stay same-step: the respawned agent's observation is its new life's.
+    ``Batched(env, n, autoreset="next_step")`` wraps the env in it.
+    """
+
+    def __init__(self, env):
+        super().__init__(env)
+        if not getattr(env, "is_split", False):
+            raise ValueError(f"env: next-step auto-reset needs an env with init/transition/observe; "
+                             f"{type(env).__name__} has none")
+
+    def reset(self, key, params=None):
+        obs, env_state = self.env.reset(key, params)
+        return obs, NextStepAutoResetState(env_state, jnp.zeros((), bool))
+
+    def step(self, key, state, action, params=None):
+        env = self.env
+        params = env.check_params(params)
+        if state is None:
+            raise ValueError("state: expected the state returned by reset(...) or step(...), got None")
+        action = env.as_action(action, params)
+        key_step, key_reset = jax.random.split(key)
+        state_t, reward, terminated, truncated, info = env.transition(key_step, state.env_state, action, params)
+        info = agent_ends(info, terminated, truncated, self.n_agents)
+        fresh = env.init(key_reset, params)
+        ended = state.ended
+        env_state = jax.tree_util.tree_map(lambda f, s: jnp.where(ended, f, s), fresh, state_t)
+        obs, env_state, seen_reward = env.observe(env_state, params)
+        episode_end = terminated | truncated
+        # an agent whose stream ended inside the episode (a respawn) gets no render reward
+        inside = (info["agent_terminated"] | info["agent_truncated"]) & ~episode_end
+        reward = jnp.where(ended, 0.0, reward + jnp.where(inside, 0.0, seen_reward)).astype(jnp.float32)
+        no = lambda x: jnp.where(ended, False, x)
+        terminated, truncated = no(terminated), no(truncated)
+        info = dict(info, agent_terminated=no(info["agent_terminated"]),
+                    agent_truncated=no(info["agent_truncated"]))
+        return obs, NextStepAutoResetState(env_state, terminated | truncated), reward, terminated, truncated, info
+
+    def state(self, env_state, params=None):
+        return self.env.state(env_state.env_state, params)
+
+
 @struct.dataclass
 class EpisodeStatisticsState:
     env_state: Any
-    episode_returns: jax.Array   # (A,) float32, running return of the current episode
-    episode_lengths: jax.Array   # () int32
-    returned_episode_returns: jax.Array  # (A,) float32, return of the last finished episode
-    returned_episode_lengths: jax.Array  # () int32
+    episode_returns: jax.Array   # (A,) float32, running return of each agent's current episode
+    episode_lengths: jax.Array   # (A,) int32
+    returned_episode_returns: jax.Array  # (A,) float32, return of each agent's last finished episode
+    returned_episode_lengths: jax.Array  # (A,) int32
 
 
 class EpisodeStatistics(Wrapper):
-    """Tracks episode returns and lengths.
+    """Tracks episode returns and lengths, per agent.
 
-    ``info`` gains ``returned_episode`` (bool (), true on the step that ends an episode),
-    ``returned_episode_returns`` (A,) and ``returned_episode_lengths`` () (those of the last
-    finished episode, as purejaxrl's LogWrapper), and ``episode_returns``/``episode_lengths``
-    of the episode in progress (before the auto-reset).
+    ``info`` gains ``returned_episode`` (bool (A,), true on the step that ends that agent's
+    episode: ``agent_terminated | agent_truncated``), ``returned_episode_returns`` (A,)
+    and ``returned_episode_lengths`` (A,) (those of each agent's last finished episode, as
+    purejaxrl's LogWrapper), and ``episode_returns``/``episode_lengths`` (A,) of the
+    episode in progress (before the auto-reset). In single-stream envs every agent's
+    episode is the env's.
     """
 
     def reset(self, key, params=None):
         obs, env_state = self.env.reset(key, params)
         A = self.n_agents
-        zf, zi = jnp.zeros((A,), jnp.float32), jnp.zeros((), jnp.int32)
+        zf, zi = jnp.zeros((A,), jnp.float32), jnp.zeros((A,), jnp.int32)
         return obs, EpisodeStatisticsState(env_state, zf, zi, zf, zi)
 
     def step(self, key, state, action, params=None):
         obs, env_state, reward, terminated, truncated, info = self.env.step(
             key, state.env_state, action, params)
-        done = terminated | truncated
+        done = agent_done(info, terminated, truncated, self.n_agents)
         returns = state.episode_returns + reward.astype(jnp.float32)
         lengths = state.episode_lengths + 1
         new = EpisodeStatisticsState(
@@ -227,15 +328,15 @@ class FrameStack(Wrapper):
     """Stacks the last ``n_frames`` observations along the channel axis (newest last).
 
     Images (A, C, H, W) become (A, n*C, H, W); vectors (A, D) become (A, n*D). At a reset,
-    and after an auto-reset, the stack is filled with copies of the first observation.
-    ``info["final_observation"]`` is the stack ending in the final observation.
+    and for each agent whose stream ended (``agent_terminated | agent_truncated``), the
+    stack is filled with copies of the first observation. Where the inner env gives
+    ``info["final_observation"]`` (see :class:`FinalObservation`), it becomes the stack
+    ending in the final observation.
     """
 
     def __init__(self, env, n_frames: int = 4):
         super().__init__(env)
-        if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames <= 0:
-            raise ValueError(f"n_frames: expected a positive int, got {n_frames!r}")
-        self.n_frames = n_frames
+        self.n_frames = validation.positive_int("n_frames", n_frames)
 
     def observation_space(self, params=None):
         space = self.env.observation_space(params)
@@ -267,13 +368,15 @@ class FrameStack(Wrapper):
     def step(self, key, state, action, params=None):
         obs, env_state, reward, terminated, truncated, info = self.env.step(
             key, state.env_state, action, params)
-        done = terminated | truncated
+        done = agent_done(info, terminated, truncated, self.n_agents)
         info = dict(info)
-        final = self._push(state.frames, info["final_observation"]) if "final_observation" in info \
-            else self._push(state.frames, obs)
-        frames = jax.tree_util.tree_map(lambda f, c: jnp.where(done, f, c), self._fill(obs),
-                                        self._push(state.frames, obs))
-        info["final_observation"] = final
+        if "final_observation" in info:
+            info["final_observation"] = self._push(state.frames, info["final_observation"])
+
+        def pick(f, c):
+            return jnp.where(done.reshape(-1, *([1] * (c.ndim - 1))), f, c)
+
+        frames = jax.tree_util.tree_map(pick, self._fill(obs), self._push(state.frames, obs))
         return frames, FrameStackState(env_state, frames), reward, terminated, truncated, info
 
 
@@ -281,7 +384,8 @@ class LegacyStep(Wrapper):
     """gymnax's original convention, for craftax/purejaxrl code: a 5-tuple step.
 
     ``step`` returns ``(obs, state, reward, done, info)`` with ``done = terminated |
-    truncated``; ``info`` keeps ``terminated``, ``truncated`` and ``final_observation``.
+    truncated``; ``info`` keeps ``terminated`` and ``truncated`` (and
+    ``final_observation`` where :class:`FinalObservation` added it).
     ``reset`` is unchanged. Wrap it outermost; its state is the inner env's state.
     """
 

@@ -11,6 +11,8 @@ import pytest
 
 from megastep_jax import core, scene, toys
 
+from conftest import ALL_BACKENDS
+
 R = core.AGENT_RADIUS
 LO, HI = 1.0, 6.0  # the box toy's walls
 
@@ -52,7 +54,7 @@ def separated_agents(rng, n_envs, n_agents, speed):
 # ---------------------------------------------------------------------------------------
 # stop: megastep's behaviour
 
-@pytest.mark.parametrize("backend", ["kernel", "reference"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_stop_is_the_default_and_matches_the_golden_case(backend):
     # SPEC.md: box toy, agent at (3, 3), velocity (1000, 0), fps 10 -> (5.8649, 3.0)
     s = box_scenery(1, 1)
@@ -100,7 +102,7 @@ def test_every_mode_has_the_same_first_contact_and_slide_and_bounce_continue():
 # ---------------------------------------------------------------------------------------
 # slide
 
-@pytest.mark.parametrize("backend", ["kernel", "reference"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_slide_removes_only_the_normal_component(backend):
     s = box_scenery(1, 1)
     # into the right wall (normal -x) at an angle: (30, 10) -> (0, 10)
@@ -129,7 +131,7 @@ def test_slide_keeps_moving_along_the_wall():
 # ---------------------------------------------------------------------------------------
 # bounce
 
-@pytest.mark.parametrize("backend", ["kernel", "reference"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 @pytest.mark.parametrize("restitution", [1.0, 0.5, 0.0])
 def test_bounce_reflects_the_normal_component_times_restitution(backend, restitution):
     s = box_scenery(1, 1)
@@ -173,7 +175,7 @@ def test_shallow_motion_ending_past_a_wall_end_is_stopped_by_that_wall():
     agents = agents_at([[[4.856195, 1.1161522]]], [[[12.465489, -0.8265196]]])
     touch = (1.1161522 - (LO + 1.001 * R)) / 0.08265196  # progress where the disc meets y = 1
     for mode in ("stop", "slide", "bounce"):
-        for backend in ("kernel", "reference"):
+        for backend in core.BACKENDS:
             moved, progress = core.physics(s, agents, fps=10.0, collision=mode, backend=backend)
             np.testing.assert_allclose(progress[0, 0], 0.99 * touch, atol=1e-3)
             assert float(moved.positions[0, 0, 1]) >= LO + R
@@ -186,7 +188,7 @@ def test_shallow_motion_ending_past_a_wall_end_is_stopped_by_that_wall():
 # ---------------------------------------------------------------------------------------
 # disc-disc contacts
 
-@pytest.mark.parametrize("backend", ["kernel", "reference"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_head_on_discs(backend):
     s = box_scenery(1, 2)
     agents = agents_at([[[3.0, 3.0], [3.5, 3.0]]], [[[10.0, 0.0], [-10.0, 0.0]]])
@@ -210,7 +212,7 @@ def contact_normal(p, m):
     return n / np.linalg.norm(n)
 
 
-@pytest.mark.parametrize("backend", ["kernel", "reference"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_glancing_discs_conserve_momentum_and_keep_the_tangential_component(backend):
     s = box_scenery(1, 2)
     # agent 0 moving +x hits agent 1 (at rest) off-centre
@@ -271,15 +273,16 @@ def test_fast_discs_in_a_box_bounce_elastically():
 # kernel == reference, step by step along a rollout with many contacts
 
 @pytest.mark.parametrize("collision", ["stop", "slide", "bounce"])
-def test_kernel_matches_reference_along_a_rollout(collision):
+def test_kernel_matches_reference_along_a_rollout(collision, compiled_backend):
     rng = np.random.default_rng(2)
     E, A = 3, 3
-    s = scene.scenery([toys.box(), toys.column(), toys.box(4.0, 3.0)], n_agents=A, key=jax.random.key(1))
+    s = scene.scenery([toys.box(), toys.room_with_column(), toys.box(4.0, 3.0)], n_agents=A, key=jax.random.key(1))
     grid = np.array([[2.0, 2.0], [4.5, 2.0], [2.0, 4.5], [4.5, 4.5], [3.0, 1.6]], np.float32)
     positions = np.stack([grid[rng.permutation(5)[:A]] for _ in range(E)])
     positions[2] = np.clip(positions[2], 1.3, 3.7)
     agents = agents_at(positions, rng.normal(0, 3, (E, A, 2)))
-    kernel = jax.jit(lambda a: core.physics(s, a, fps=10.0, collision=collision, restitution=0.8))
+    kernel = jax.jit(lambda a: core.physics(s, a, fps=10.0, collision=collision, restitution=0.8,
+                                            backend=compiled_backend))
     ref = jax.jit(lambda a: core.physics(s, a, fps=10.0, collision=collision, restitution=0.8,
                                          backend="reference"))
     contacts = 0

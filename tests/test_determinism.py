@@ -98,14 +98,6 @@ def run(seeds: str, what: str) -> dict:
     return json.loads(line[len("DIGESTS "):])
 
 
-def _ppo_usable() -> bool:
-    try:
-        import agents.ppo  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
 def test_scenery_and_rollout_are_bit_identical_across_processes():
     first, second = run("0,1", "scenery,rollout"), run("0,1", "scenery,rollout")
     assert set(first) == {f"{k}/{n}" for k in (0, 1) for n in ("floorplans", "scenery", "rollout")}
@@ -115,7 +107,6 @@ def test_scenery_and_rollout_are_bit_identical_across_processes():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _ppo_usable(), reason="agents.ppo not importable")
 def test_training_metrics_are_bit_identical_across_processes():
     first, second = run("0,1", "ppo"), run("0,1", "ppo")
     assert first == second

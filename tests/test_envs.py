@@ -10,12 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from megastep_jax import spaces, toys
+from megastep_jax import modules, recording, spaces, toys
 from megastep_jax.arrdict import arrdict
 from megastep_jax.envs import (Batched, Deathmatch, Explorer, Minimal, MinimalParams, Stateful,
                                sweep)
+from megastep_jax.wrappers import FinalObservation
 
-GEOMS = [toys.box(), toys.column()]
+GEOMS = [toys.box(), toys.room_with_column()]
 
 
 @functools.lru_cache(maxsize=None)
@@ -32,28 +33,24 @@ def short_params(name, env):
     return p.replace(max_steps=12)  # truncates; Explorer's termination is tested on its own
 
 
+def random_policy(env, params):
+    return lambda key, obs: spaces.sample(env.action_space(params), key)
+
+
 @functools.lru_cache(maxsize=None)
 def rollout_fn(name, length, backend="kernel"):
+    """The project's one rollout helper (recording.rollout_fn), jitted once per env and length."""
     env = make(name, backend)
+    run = recording.rollout_fn(env, random_policy(env, env.default_params), length)
 
-    @jax.jit
-    def run(key, params):
-        k_reset, k_steps = jax.random.split(key)
-        obs, state = env.reset(k_reset, params)
+    def go(key, params):
+        traj = run(key, params)
+        first = jax.tree_util.tree_map(lambda x: x[0], traj.obs)
+        traj["obs"] = jax.tree_util.tree_map(lambda x: x[1:], traj.obs)
+        traj["state"] = jax.tree_util.tree_map(lambda x: x[1:], traj.state)
+        return first, traj
 
-        def body(carry, key):
-            obs, state = carry
-            k_act, k_step = jax.random.split(key)
-            action = spaces.sample(env.action_space(params), k_act)
-            obs, state, reward, terminated, truncated, info = env.step(k_step, state, action, params)
-            return (obs, state), arrdict(obs=obs, reward=reward, terminated=terminated,
-                                         truncated=truncated, final=info["final_observation"],
-                                         state=state)
-
-        _, traj = jax.lax.scan(body, (obs, state), jax.random.split(k_steps, length))
-        return obs, traj
-
-    return run
+    return go
 
 
 NAMES = ["minimal", "explorer", "deathmatch"]
@@ -74,7 +71,10 @@ def test_episode_in_scan_is_finite_and_in_spaces(name):
             assert bool(jnp.all(jnp.isfinite(leaf)))
     space = env.observation_space(params)
     assert bool(spaces.contains(space, first))
-    assert bool(spaces.contains(space, traj.obs)) and bool(spaces.contains(space, traj.final))
+    assert bool(spaces.contains(space, traj.obs))
+    assert "final_observation" not in traj.info  # only through wrappers.FinalObservation
+    A = env.n_agents
+    assert traj.info["agent_terminated"].shape == (30, A) and traj.info["agent_truncated"].shape == (30, A)
     A = env.n_agents
     assert traj.reward.shape == (30, A) and traj.reward.dtype == jnp.float32
     assert traj.terminated.dtype == jnp.bool_ and traj.terminated.shape == (30,)
@@ -125,26 +125,34 @@ def test_sweep_validates():
         sweep(p, nope=[1.0])
 
 
-def test_auto_reset_returns_final_observation_and_fresh_state():
+def test_auto_reset_gives_fresh_state_and_final_observation_on_request():
     env = make("minimal")
+    final = FinalObservation(env)
     params = env.default_params.replace(max_steps=3)
     key = jax.random.PRNGKey(0)
     obs, state = jitted(env, "reset")(key, params)
-    step = jitted(env, "step")
+    step, step_final = jitted(env, "step"), jitted(final, "step")
     action = arrdict(movement=jnp.array([3], jnp.int32))  # keeps moving: obs changes
     for t in range(3):
         prev = state
-        obs, state, reward, terminated, truncated, info = step(jax.random.PRNGKey(t), state, action, params)
-    assert bool(truncated) and not bool(terminated)
+        out = step(jax.random.PRNGKey(t), state, action, params)
+        obs, state, reward, terminated, truncated, info = out
+    assert bool(truncated) and not bool(terminated) and "final_observation" not in info
+    assert info["agent_truncated"].tolist() == [True] and info["agent_terminated"].tolist() == [False]
     assert int(state.length) == 0
-    raw_obs, raw_state, *_ = jitted(env, "step_env")(jax.random.split(jax.random.PRNGKey(2))[0], prev, action, params)
-    assert np.array_equal(info["final_observation"].rgb, raw_obs.rgb)
-    assert int(raw_state.length) == 3
-    fresh_obs, fresh = jitted(env, "reset")(jax.random.split(jax.random.PRNGKey(2))[1], params)
+    # the wrapper's step is the env's step plus the ended episode's last observation
+    out_final = step_final(jax.random.PRNGKey(2), prev, action, params)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(out[:5]),
+                                                      jax.tree_util.tree_leaves(out_final[:5])))
+    k_step, k_reset = jax.random.split(jax.random.PRNGKey(2))
+    raw_obs, raw_state, *_ = jitted(env, "step_env")(k_step, prev, action, params)
+    assert np.array_equal(out_final[5]["final_observation"].rgb, raw_obs.rgb)
+    assert not np.array_equal(raw_obs.rgb, obs.rgb) and int(raw_state.length) == 3
+    fresh_obs, fresh = jitted(env, "reset")(k_reset, params)
     assert np.array_equal(obs.rgb, fresh_obs.rgb)
     assert np.array_equal(state.agents.positions, fresh.agents.positions)
     # a step that does not end the episode passes the step's own obs through
-    obs2, state2, *_, info2 = step(jax.random.PRNGKey(9), state, action, params)
+    obs2, state2, *_, info2 = step_final(jax.random.PRNGKey(9), state, action, params)
     assert np.array_equal(obs2.rgb, info2["final_observation"].rgb) and int(state2.length) == 1
 
 
@@ -161,6 +169,7 @@ def test_explorer_reward_counts_new_texels_and_potential_ends_episode():
         obs, state, reward, terminated, truncated, info = step(jax.random.PRNGKey(t), state, turn, params)
         total += float(reward[0])
     assert int(state.potential) > p0  # turning reveals new walls
+    assert int(state.seen.sum()) == int(state.potential)  # the incremental count is the full sum
     assert np.isclose(total * env.width, int(state.potential) - p0)
     # noop after a reset: the view and potential stay, so the episode ends exactly when
     # length reaches potential + patience
@@ -174,11 +183,24 @@ def test_explorer_reward_counts_new_texels_and_potential_ends_episode():
     assert ends == [False, False, False, True, True, True]
 
 
+def test_count_new_matches_a_full_recount():
+    from megastep_jax.envs.explorer import count_new
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        seen = rng.random(50) < 0.3
+        texels = rng.integers(-1, 50, 40).astype(np.int32)  # repeats, off-wall -1s
+        new_seen, new = jax.jit(count_new)(jnp.asarray(seen), jnp.asarray(texels))
+        expect = seen.copy()
+        expect[texels[texels >= 0]] = True
+        assert np.array_equal(new_seen, expect) and int(new) == int(expect.sum() - seen.sum())
+
+
 def scripted_duel(env, angle1):
     params = env.default_params
     obs, state = jitted(env, "reset")(jax.random.PRNGKey(0), params)
-    positions = jnp.array([[[2.0, 3.5], [4.0, 3.5], [5.5, 5.5]]])
-    angles = jnp.array([[0.0, angle1, 90.0]])
+    positions = jnp.array([[2.0, 3.5], [4.0, 3.5], [5.5, 5.5]])
+    angles = jnp.array([0.0, angle1, 90.0])
     state = state.replace(geometry=jnp.int32(0), health=jnp.ones(3), agents=state.agents.replace(
         positions=positions, angles=angles, velocity=jnp.zeros_like(positions),
         angvelocity=jnp.zeros_like(angles)))
@@ -207,8 +229,12 @@ def test_deathmatch_respawns_dead_agents():
     noop = arrdict(movement=jnp.zeros((3,), jnp.int32))
     obs, new, reward, terminated, truncated, info = jitted(env, "step_env")(jax.random.PRNGKey(1), state, noop, params)
     assert info["respawned"].tolist() == [True, False, False]
+    assert info["agent_terminated"].tolist() == [True, False, False]  # its stream alone ends
+    assert info["agent_truncated"].tolist() == [False, False, False]
+    assert not bool(terminated) and not bool(truncated)
     assert float(new.health[0]) > 0.9 and float(new.health[1]) <= 0.5
-    assert not np.allclose(new.agents.positions[0, 0], state.agents.positions[0, 0])
+    assert not np.allclose(new.agents.positions[0], state.agents.positions[0])
+    assert float(reward[0]) == 0.0  # the respawned agent's last step scores nothing
 
 
 def test_batched_form_matches_one_env_steps():
@@ -245,7 +271,7 @@ def test_stateful_megastep_loop_with_optimistic_resets():
         decision = arrdict(actions=spaces.sample(loop.action_space, k, (4,)))
         world = loop.step(decision)
     assert world.reward.shape == (4, 1) and bool(world.reset.all()) and bool(world.truncated.all())
-    assert loop.env_state.length.tolist() == [0, 0, 0, 0]
+    assert loop.env_state.length.tolist() == [0, 0, 0, 0] and world.reset.shape == (4, 1)
     assert bool(spaces.contains(loop.observation_space, world.obs))
     # 4 envs ended at once with 2 fresh episodes: envs 0, 2 and 1, 3 share one each
     rgb = np.asarray(world.obs.rgb)
@@ -261,10 +287,12 @@ def test_state_extraction_and_plot(name):
     obs, state = jitted(env, "reset")(jax.random.PRNGKey(0), env.default_params)
     s = env.state(state)
     assert isinstance(s.agents.positions, np.ndarray) and s.agents.positions.shape == (env.n_agents, 2)
-    s["obs"] = jax.device_get(obs)
-    fig = type(env).plot_state(s)
+    # the state renders its own first-person strips: the plot's strips are not empty
+    assert np.array_equal(s.obs.rgb, np.asarray(obs.rgb)) and float(np.abs(s.obs.rgb).max()) > 0
+    fig = env.plot_state(env.state(state, env.default_params))
     assert fig is not None
     assert len(fig.axes) >= 2  # plan and strips
+    assert any(len(ax.images) > 0 for ax in fig.axes)
 
 
 @pytest.mark.slow
@@ -313,8 +341,111 @@ def test_tutorial_code_runs():
 
 def test_bad_actions_raise_naming_the_argument():
     env = make("minimal")
-    obs, state = jitted(env, "reset")(jax.random.PRNGKey(0), env.default_params)
-    with pytest.raises(ValueError, match="action: expected an arrdict with a 'movement' key"):
-        env.step_env(jax.random.PRNGKey(0), state, arrdict(move=jnp.zeros(1, jnp.int32)), env.default_params)
-    with pytest.raises(ValueError, match=r"actions: expected shape \(\.\.\., 1\)"):
-        env.step_env(jax.random.PRNGKey(0), state, arrdict(movement=jnp.zeros(2, jnp.int32)), env.default_params)
+    params = env.default_params
+    obs, state = jitted(env, "reset")(jax.random.PRNGKey(0), params)
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match=r"action: expected a dict with keys \['movement'\]"):
+        env.step_env(key, state, arrdict(move=jnp.zeros(1, jnp.int32)), params)
+    with pytest.raises(ValueError, match=r"action: expected shape \(\.\.\., 1\)"):
+        env.step(key, state, arrdict(movement=jnp.zeros(2, jnp.int32)), params)
+    with pytest.raises(ValueError, match=r"action: expected shape \(\.\.\., 1\)"):
+        env.step(key, state, jnp.zeros(2, jnp.int32), params)  # bare ints: the same messages
+    with pytest.raises(ValueError, match=r"action: expected values in \[0, 7\)"):
+        env.step(key, state, jnp.array([7]), params)
+    with pytest.raises(ValueError, match="action: expected integer actions"):
+        env.step(key, state, jnp.array([1.0]), params)
+
+
+def test_bare_integer_actions_are_the_arrdict_actions():
+    env = make("deathmatch")
+    params = env.default_params
+    obs, state = jitted(env, "reset")(jax.random.PRNGKey(0), params)
+    a = jnp.array([3, 5, 1], jnp.int32)
+    step = jitted(env, "step")
+    one, two = step(jax.random.PRNGKey(1), state, a, params), step(jax.random.PRNGKey(1), state, arrdict(movement=a), params)
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(two)))
+    env1 = make("minimal")
+    obs, state = jitted(env1, "reset")(jax.random.PRNGKey(0), env1.default_params)
+    scalar = jitted(env1, "step")(jax.random.PRNGKey(1), state, jnp.int32(3), env1.default_params)
+    array = jitted(env1, "step")(jax.random.PRNGKey(1), state, arrdict(movement=jnp.array([3])), env1.default_params)
+    assert np.array_equal(scalar[0].rgb, array[0].rgb)
+    batched = Batched(env, 2)
+    obs, states = batched.reset(jax.random.PRNGKey(0), params)
+    out = batched.step(jax.random.PRNGKey(1), states, jnp.zeros((2, 3), jnp.int32), params)
+    assert out[5]["agent_terminated"].shape == (2, 3)
+
+
+def test_misuse_raises_naming_the_argument():
+    env = make("minimal")
+    params = env.default_params
+    with pytest.raises(ValueError, match="state: expected the state returned by reset"):
+        env.step(jax.random.PRNGKey(0), None, jnp.array([0]), params)
+    obs, state = env.reset(jax.random.PRNGKey(0), params)
+    with pytest.raises(ValueError, match="params: expected a MinimalParams"):
+        env.step(jax.random.PRNGKey(0), state, jnp.array([0]), {"fov": 90.0})
+    with pytest.raises(ValueError, match="params: expected a MinimalParams"):
+        env.reset(jax.random.PRNGKey(0), {"fov": 90.0})
+    with pytest.raises(ValueError, match=r"params.fov: expected a value in \(0, 180\)"):
+        env.reset(jax.random.PRNGKey(0), params.replace(fov=200.0))
+    with pytest.raises(ValueError, match="state: expected the state"):
+        Batched(env, 2).step(jax.random.PRNGKey(0), None, jnp.zeros((2, 1), jnp.int32), params)
+
+
+def test_checked_step_reports_errors_under_jit():
+    from megastep_jax.envs import checked_step
+
+    env = make("minimal")
+    params = env.default_params
+    obs, state = jitted(env, "reset")(jax.random.PRNGKey(0), params)
+    step = checked_step(env)
+    err, out = step(jax.random.PRNGKey(1), state, jnp.array([3]), params)
+    err.throw()  # a valid step: no error
+    assert np.array_equal(out[0].rgb, jitted(env, "step")(jax.random.PRNGKey(1), state, jnp.array([3]), params)[0].rgb)
+    err, _ = step(jax.random.PRNGKey(1), state, jnp.array([9]), params)
+    with pytest.raises(Exception, match=r"action: expected values in \[0, 7\)"):
+        err.throw()
+    err, _ = step(jax.random.PRNGKey(1), state, jnp.array([3]), params.replace(fov=jnp.float32(200.0)))
+    with pytest.raises(Exception, match=r"params.fov: expected a value in \(0, 180\)"):
+        err.throw()
+
+
+def test_envs_written_on_the_former_base_class_still_run():
+    """The deprecated SceneryEnvironment: underscore hooks, agents with an env axis of 1."""
+    from flax import struct
+
+    from megastep_jax.envs import SceneryEnvironment
+
+    @struct.dataclass
+    class OldState:
+        agents: object
+        geometry: jax.Array
+
+    class Old(SceneryEnvironment):
+        def __init__(self):
+            super().__init__([toys.box()], n_agents=1, res=16, subsample=1, backend="kernel", seed=0)
+            self.rgb = modules.RGB(1, 16)
+            self.movement = modules.SimpleMovement(1)
+
+        default_params = MinimalParams()
+
+        def action_space(self, params=None):
+            return {"movement": self.movement.space}
+
+        def reset_env(self, key, params):
+            state = OldState(self._spawn(key, jnp.int32(0)), jnp.int32(0))
+            return arrdict(rgb=self.rgb(self._render(state.geometry, state.agents, params.fov))), state
+
+        def step_env(self, key, state, action, params):
+            agents = self.movement.apply(state.agents, self._movement(action), params.fps)
+            agents, _ = self._physics(state.geometry, agents, params.fps)
+            state = state.replace(agents=agents)
+            obs = arrdict(rgb=self.rgb(self._render(state.geometry, state.agents, params.fov)))
+            return obs, state, jnp.zeros(1), jnp.bool_(False), jnp.bool_(True), {}
+
+    env = Old()
+    obs, state = env.reset(jax.random.PRNGKey(0))
+    assert state.agents.positions.shape == (1, 1, 2) and obs.rgb.shape == (1, 3, 1, 16)
+    obs, new, reward, terminated, truncated, info = env.step(jax.random.PRNGKey(1), state, jnp.int32(3))
+    fresh_obs, fresh = env.reset_env(jax.random.split(jax.random.PRNGKey(1))[1], env.default_params)
+    assert np.array_equal(obs.rgb, fresh_obs.rgb) and info["agent_truncated"].tolist() == [True]
+    assert env._plot_state(new, None).agents.positions.shape == (1, 2)

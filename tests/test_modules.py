@@ -118,13 +118,13 @@ def test_imu_reads_scaled_local_velocity():
 
 def test_random_empty_positions_lie_in_rooms_and_follow_the_key():
     g = toys.box()
-    pts = modules.random_empty_positions([g, toys.column()], 2, 50, jax.random.PRNGKey(0))
+    pts = modules.random_empty_positions([g, toys.room_with_column()], 2, 50, jax.random.PRNGKey(0))
     assert pts.shape == (2, 2, 50, 2) and pts.dtype == np.float32
     from megastep_jax import geometry
     idx = geometry.indices(pts[0], g.masks.shape, g.res)
     assert np.all(g.masks[idx[..., 0], idx[..., 1]] > 0)
-    again = modules.random_empty_positions([g, toys.column()], 2, 50, jax.random.PRNGKey(0))
-    other = modules.random_empty_positions([g, toys.column()], 2, 50, jax.random.PRNGKey(1))
+    again = modules.random_empty_positions([g, toys.room_with_column()], 2, 50, jax.random.PRNGKey(0))
+    other = modules.random_empty_positions([g, toys.room_with_column()], 2, 50, jax.random.PRNGKey(1))
     assert np.array_equal(pts, again) and not np.array_equal(pts, other)
     bad = dict(g, masks=np.zeros_like(g.masks))
     with pytest.raises(ValueError, match="geometries: geometry 0"):
@@ -132,7 +132,7 @@ def test_random_empty_positions_lie_in_rooms_and_follow_the_key():
 
 
 def test_random_spawns_move_only_reset_agents_and_zero_velocity():
-    spawns = modules.RandomSpawns.create([toys.box(), toys.column()], 2, jax.random.PRNGKey(0), 10)
+    spawns = modules.RandomSpawns.create([toys.box(), toys.room_with_column()], 2, jax.random.PRNGKey(0), 10)
     assert spawns.positions.shape == (2, 2, 10, 2) and spawns.angles.shape == (2, 2, 10)
     assert float(spawns.angles.min()) >= -180 and float(spawns.angles.max()) < 180
     agents = init_agents(3, 2).replace(velocity=jnp.ones((3, 2, 2)), angvelocity=jnp.ones((3, 2)))

@@ -136,3 +136,32 @@ def test_plot_state_of_a_real_minimal_env():
     walls = [c for c in plan.collections if isinstance(c, PathCollection)][0]
     assert len(walls.get_offsets()) == state.scenery.texel_widths[8:].sum() == 400   # 4 walls of 5 m
     assert strip.get_title() == "agent #0"
+
+
+def test_agent_colours_are_megastep_and_one_definition():
+    """megastep's scene.agent_colors: '.25', 'g', 'r' as matplotlib reads them, in model-line order."""
+    from megastep_jax import core, scene, toys
+
+    megastep = np.array([mcolors.to_rgb(c) for c in (".25", "g", ".25", "r", ".25", "r", ".25", "g")])
+    np.testing.assert_allclose(megastep[1], [0, 0.5, 0])    # matplotlib's 'g' is half green
+    np.testing.assert_array_equal(scene.MODEL_COLORS, megastep.astype(np.float32))
+    assert plotting.MODEL_COLOURS is scene.MODEL_COLORS
+    # Scenery stores them decoded (linear), agent texels unpatterned: green is 0.5**2.2 ~ 0.218.
+    s = scene.scenery([toys.box()], n_agents=1, key=jax.random.key(0))
+    state = plotting.scenery_state(s, 0)
+    for k in range(8):
+        texels = state.textures[state.texel_starts[k]:state.texel_starts[k] + state.texel_widths[k]]
+        np.testing.assert_allclose(texels, np.tile(megastep[k] ** 2.2, (len(texels), 1)), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(core.gamma_encode(texels), np.tile(megastep[k], (len(texels), 1)), rtol=1e-5)
+    # Plots encode them back to megastep's display values.
+    agents = init_agents(1, 1).replace(positions=np.full((1, 1, 2), 3.5, np.float32))
+    ax = plotting.plot_plan(plotting.core_state(s, agents))
+    (model,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    np.testing.assert_allclose(model.get_colors()[:, :3], megastep, atol=1e-5)
+    # Without agent texels in the state, the plot falls back on the same table.
+    bare = toy_state(n_agents=1)
+    bare.scenery["texel_widths"] = np.zeros_like(bare.scenery.texel_widths)
+    bare.scenery["texel_starts"] = np.zeros_like(bare.scenery.texel_starts)
+    ax = plotting.plot_plan(bare)
+    (model,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    np.testing.assert_allclose(model.get_colors()[:, :3], megastep, atol=1e-6)

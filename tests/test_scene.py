@@ -17,7 +17,7 @@ def test_model_is_megasteps_octagon():
 
 
 def test_layout_padding_and_counts():
-    geoms = [toys.box(), toys.column(), toys.box(2.0, 3.0)]
+    geoms = [toys.box(), toys.room_with_column(), toys.box(2.0, 3.0)]
     s = scene.scenery(geoms, n_agents=2, key=jax.random.key(0))
     assert s.n_envs == 3 and s.n_agents == 2
     np.testing.assert_array_equal(s.n_lines, [16 + 4, 16 + 8, 16 + 4])
@@ -42,7 +42,7 @@ def test_textures_colours_and_pattern():
     starts, widths = np.asarray(s.texel_starts[0]), np.asarray(s.texel_widths[0])
     # agent line 1 is green, line 3 red, pattern 1
     green = tex[starts[1]:starts[1] + widths[1]]
-    np.testing.assert_allclose(green, np.tile([0, 1, 0], (len(green), 1)))
+    np.testing.assert_allclose(green, np.tile([0, 0.5 ** 2.2, 0], (len(green), 1)), rtol=1e-5)  # megastep's 'g', decoded
     np.testing.assert_allclose(tex[starts[0]], [0.25 ** 2.2] * 3, rtol=1e-5)
     # wall 0 is the first palette colour, decoded, times a pattern in [0.5, 1)
     wall = tex[starts[8]:starts[8] + widths[8]]
@@ -52,7 +52,7 @@ def test_textures_colours_and_pattern():
 
 
 def test_same_key_same_scenery_different_key_differs():
-    g = [toys.column(), toys.box()]
+    g = [toys.room_with_column(), toys.box()]
     a = scene.scenery(g, 1, jax.random.key(5))
     b = scene.scenery(g, 1, jax.random.key(5))
     c = scene.scenery(g, 1, jax.random.key(6))
@@ -64,7 +64,7 @@ def test_same_key_same_scenery_different_key_differs():
 
 
 def test_baked_light_falls_off_and_shadows():
-    column = toys.column()
+    column = toys.room_with_column()
     s = scene.scenery([column], n_agents=1, key=jax.random.key(0))
     baked = np.asarray(s.baked[0])
     starts = np.asarray(s.texel_starts[0])
@@ -112,7 +112,7 @@ def test_geometry_validation():
 def test_masks_and_coordinates():
     box = toys.box()
     m = box.masks
-    assert m.shape == (35, 35)
+    assert m.shape == (36, 36)  # megastep's rule: int(7 m / 0.2) + 1
     ij = geometry.indices(np.array([[3.5, 3.5], [1.0, 3.0], [0.5, 0.5]]), m.shape, box.res)
     assert m[tuple(ij[0])] == 1 and m[tuple(ij[1])] == -1 and m[tuple(ij[2])] == 0
     np.testing.assert_allclose(geometry.centers(ij[0], m.shape, box.res), [3.5, 3.5], atol=box.res / 2)

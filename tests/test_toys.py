@@ -9,25 +9,64 @@ import shapely
 from megastep_jax import geometry as geom, toys
 
 
-def test_box_walls_at_margin():
+def test_box_is_megastep_box():
+    """megastep's toys.box(): corners at 45, 135, 225, 315 degrees joined cyclically."""
     g = toys.box()
-    np.testing.assert_allclose(g.walls.reshape(-1, 2).min(0), [1, 1])
-    np.testing.assert_allclose(g.walls.reshape(-1, 2).max(0), [6, 6])
+    corners = [(np.cos(t), np.sin(t)) for t in np.arange(np.pi / 4, 2 * np.pi, np.pi / 2)]
+    corners = 5 / 2**.5 * np.array(corners) + 5 / 2 + 1
+    np.testing.assert_allclose(g.walls, geom.cyclic_pairs(corners), atol=1e-6)
+    # top, left, bottom, right: the wall palette and Minimal's views follow this order
+    np.testing.assert_allclose(g.walls, [[[6, 6], [1, 6]], [[1, 6], [1, 1]], [[1, 1], [6, 1]], [[6, 1], [6, 6]]])
     np.testing.assert_allclose(g.lights, [[3.5, 3.5]])
-    assert len(g.walls) == 4 and g.masks.max() == 1
+    assert g.id == 0 and g.res == 0.2
+    # megastep's mask: 36 x 36, row 0 at the top; columns 4-5 and 29-30, rows 5-6 and 30-31
+    # hold the walls (1 cm either side of x, y = 1 and 6), the 23 x 23 cells between are the
+    # room, the rest is free.
+    assert g.masks.shape == (36, 36)
+    counts = dict(zip(*np.unique(g.masks, return_counts=True)))
+    assert counts == {-1: 200, 0: 567, 1: 529}
+    assert np.all(g.masks[7:30, 6:29] == 1)
+    assert np.all(g.masks[5:32][:, [4, 5, 29, 30]] == -1) and np.all(g.masks[[5, 6, 30, 31], 4:31] == -1)
 
 
-def test_column_has_a_hole():
+def test_box_rectangle_keeps_the_order():
+    g = toys.box(2.0, 3.0)
+    np.testing.assert_allclose(g.walls, [[[3, 4], [1, 4]], [[1, 4], [1, 1]], [[1, 1], [3, 1]], [[3, 1], [3, 4]]])
+    assert g.masks.shape == (int(5 / .2) + 1, int(4 / .2) + 1)
+    np.testing.assert_allclose(toys.box(3.0).walls.reshape(-1, 2).max(0), [4, 4])  # square by default
+
+
+def test_column_is_megastep_column():
+    """megastep's toys.column(): a 0.1 m pillar, no outer walls, four lights round it."""
     g = toys.column()
-    assert len(g.walls) == 8 and len(g.lights) == 2
+    np.testing.assert_allclose(
+        g.walls, [[[3.55, 3.55], [3.45, 3.55]], [[3.45, 3.55], [3.45, 3.45]],
+                  [[3.45, 3.45], [3.55, 3.45]], [[3.55, 3.45], [3.55, 3.55]]], atol=1e-6)
+    np.testing.assert_allclose(g.lights, [[4.5, 4.5], [2.5, 4.5], [2.5, 2.5], [4.5, 2.5]], atol=1e-6)
+    # The unwalled 5 m room is the mask: 25 x 25 cells, less the one the pillar stands in.
+    assert g.masks.shape == (36, 36)
+    assert dict(zip(*np.unique(g.masks, return_counts=True))) == {-1: 1, 0: 671, 1: 624}
+    i, j = geom.indices(np.array([3.5, 3.5]), g.masks.shape, g.res)
+    assert g.masks[i, j] == -1
+    assert np.all(g.masks[6:31, 5:30][g.masks[6:31, 5:30] != -1] == 1)
+
+
+def test_room_with_column_has_a_hole():
+    g = toys.room_with_column()
+    assert len(g.walls) == 8 and len(g.lights) == 2 and g.id == 2
     i, j = geom.indices(np.array([3.5, 3.5]), g.masks.shape, g.res)
     assert g.masks[i, j] == 0  # inside the column: not room
+    np.testing.assert_allclose(g.walls[:4], toys.box().walls)
 
 
-@pytest.mark.parametrize("bad", [dict(width=0), dict(height=-1)])
-def test_box_bad(bad):
-    with pytest.raises(ValueError, match="width, height"):
-        toys.box(**bad)
+@pytest.mark.parametrize("fn, bad, name", [
+    (toys.box, dict(width=0), "width"), (toys.box, dict(height=-1), "height"),
+    (toys.column, dict(column_width=0.0), "column_width"), (toys.column, dict(width=-1.0), "width"),
+    (toys.room_with_column, dict(side=4.8), "width, height, side"),
+])
+def test_toys_bad(fn, bad, name):
+    with pytest.raises(ValueError, match=name):
+        fn(**bad)
 
 
 # --------------------------------------------------------------------------- maze

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from flax import struct
 
-from megastep_jax import spaces
+from megastep_jax import recording, spaces
 from megastep_jax.arrdict import arrdict, dotdict
 from megastep_jax.envs import Environment, Minimal
-from megastep_jax.wrappers import (EpisodeStatistics, FrameStack, LegacyStep, NormalizeObservation,
-                                   Wrapper)
+from megastep_jax.wrappers import (EpisodeStatistics, FinalObservation, FrameStack, LegacyStep,
+                                   NormalizeObservation, Wrapper)
 
 
 @struct.dataclass
@@ -51,15 +51,15 @@ class Counter(Environment):
 
 
 def run(env, n, key=jax.random.PRNGKey(0), params=None):
+    """Steps 0..n of a rollout with action 0 (the project's one helper, recording.rollout_fn)."""
     params = env.default_params if params is None else params
-    obs, state = env.reset(key, params)
-    out = [(obs, state, None)]
-    action = arrdict(movement=jnp.zeros((env.n_agents,), jnp.int32))
-    step = jax.jit(env.step)
-    for i in range(n):
-        result = step(jax.random.PRNGKey(i), state, action, params)
-        obs, state = result[0], result[1]
-        out.append(result)
+    zeros = lambda key, obs: arrdict(movement=jnp.zeros((env.n_agents,), jnp.int32))
+    traj = recording.rollout_fn(env, zeros, n)(key, params)
+    at = lambda tree, t: jax.tree_util.tree_map(lambda x: x[t], tree)
+    out = [(at(traj.obs, 0), at(traj.state, 0), None)]
+    for t in range(n):
+        out.append((at(traj.obs, t + 1), at(traj.state, t + 1), traj.reward[t], traj.terminated[t],
+                    traj.truncated[t], at(traj.info, t)))
     return out
 
 
@@ -67,19 +67,19 @@ def test_episode_statistics_tracks_returns_and_lengths():
     env = EpisodeStatistics(Counter())
     steps = run(env, 4)
     _, state, reward, terminated, truncated, info = steps[3]
-    assert bool(truncated) and bool(info["returned_episode"])
+    assert bool(truncated) and info["returned_episode"].tolist() == [True, True]  # per agent
     assert info["returned_episode_returns"].tolist() == [6.0, 12.0]  # 1+2+3, 2+4+6
-    assert int(info["returned_episode_lengths"]) == 3
-    assert state.episode_returns.tolist() == [0.0, 0.0] and int(state.episode_lengths) == 0
+    assert info["returned_episode_lengths"].tolist() == [3, 3]
+    assert state.episode_returns.tolist() == [0.0, 0.0] and state.episode_lengths.tolist() == [0, 0]
     _, state, _, _, _, info = steps[4]  # first step of the next episode
-    assert not bool(info["returned_episode"])
+    assert not bool(info["returned_episode"].any())
     assert state.episode_returns.tolist() == [1.0, 2.0]
     assert info["returned_episode_returns"].tolist() == [6.0, 12.0]
     assert env.n_agents == 2 and env.unwrapped.__class__ is Counter
 
 
 def test_frame_stack_rolls_and_refills_after_reset():
-    env = FrameStack(Counter(), 3)
+    env = FrameStack(FinalObservation(Counter()), 3)
     space = env.observation_space()
     assert space.img == spaces.MultiImage(2, 3, 1, 3) and space.vec.shape == (2, 6)
     steps = run(env, 4)
@@ -134,7 +134,9 @@ def test_legacy_step_returns_gymnax_five_tuple():
     assert len(out) == 5
     obs, state, reward, done, info = out
     assert done.dtype == jnp.bool_ and not bool(done)
-    assert "terminated" in info and "truncated" in info and "final_observation" in info
+    assert "terminated" in info and "truncated" in info and "final_observation" not in info
+    info = LegacyStep(FinalObservation(Counter())).step(jax.random.PRNGKey(0), state.env_state, action, params)[4]
+    assert "final_observation" in info
 
 
 def test_wrappers_refuse_raw_transitions():
@@ -164,7 +166,7 @@ def test_composition_on_minimal_in_a_jitted_scan():
     assert obss.rgb.shape == (12, 1, 6, 1, 16)
     assert bool(jnp.all(jnp.isfinite(obss.rgb)))
     assert np.asarray(ended).nonzero()[0].tolist() == [4, 9]
-    assert int(lengths[-1]) == 5
+    assert lengths[-1].tolist() == [5]  # per agent
     assert bool(spaces.contains(env.observation_space(params), obs))
     # the plot state reaches through the wrappers to the base env
     assert env.state(state).agents.positions.shape == (1, 2)

@@ -1,9 +1,12 @@
 """Deathmatch: several agents per floorplan shoot each other through their middle pixels.
 
-As megastep's: res 512 averaged by 4 (128-pixel observations), fov 70, momentum movement,
-observations ``rgb``, ``d``, ``imu`` and ``health``. Each step:
+As megastep's (``demo/envs/deathmatch.py``): res 512 averaged by 4 (128-pixel
+observations), fov 70, momentum movement, observations ``rgb``, ``d``, ``imu`` and
+``health``. Each step:
 
 1. agents whose health fell to 0 or below respawn at a random spawn point with health 1;
+   that agent's stream of experience ends here (``info["agent_terminated"]`` True for it
+   alone, as megastep's per-agent ``reset``), and its reward this step is 0;
 2. the agents move;
 3. the scene is rendered; agent i *hits* agent j when one of the two middle observation
    pixels of i (each read at the centre of its ``subsample`` group) sees j's model;
@@ -11,8 +14,10 @@ observations ``rgb``, ``d``, ``imu`` and ``health``. Each step:
    the plan's bounds (plus 1 m clearance) loses 5% more.
 
 The reward of an agent is the number of hits it inflicted this step. There is no
-terminal state (agents respawn); episodes are truncated after ``params.max_steps``.
-The reset also renders and scores once, as megastep's did, so health starts at 0.999.
+terminal state (agents respawn); episodes are truncated after ``params.max_steps``, and
+on that step nothing is rendered for the ended episode (reward 0, the render serves the
+fresh one). The reset also renders and scores once, as megastep's did, so health starts
+at 0.999.
 
 megastep gave 4 envs each floorplan; here every reset draws one of the env's
 ``n_geometries`` plans, so for n envs pass about n/4 geometries to get its mix.
@@ -30,10 +35,11 @@ import numpy as np
 from flax import struct
 
 from .. import modules, spaces
-from ..arrdict import arrdict, dotdict
+from ..arrdict import dotdict
 from ..state import Agents
-from .base import SceneryEnvironment
-from .explorer import _default_geometries
+from .explorer import default_geometries
+from .protocol import Environment
+from .runtime import SceneRuntime, first_person_obs
 
 
 @struct.dataclass
@@ -55,7 +61,7 @@ class DeathmatchParams:
 
 @struct.dataclass
 class DeathmatchState:
-    agents: Agents          # E=1: (1, A) poses
+    agents: Agents          # angles (A,), positions (A, 2), angvelocity (A,), velocity (A, 2)
     geometry: jax.Array     # () int32
     health: jax.Array       # (A,) float32, respawn when <= 0
     inflicted: jax.Array    # (A,) float32, damage dealt since the agent's last respawn
@@ -63,11 +69,11 @@ class DeathmatchState:
     length: jax.Array       # () int32
 
 
-class Deathmatch(SceneryEnvironment):
+class Deathmatch(Environment):
     """Multi-agent shooting. See the module docstring.
 
     Observations ``arrdict(rgb=(A, 3, 1, W), d=(A, 1, 1, W), imu=(A, 3), health=(A, 1))``;
-    actions ``arrdict(movement=int32 (A,))``; reward (A,) hits inflicted.
+    actions ``arrdict(movement=int32 (A,))`` or the bare (A,); reward (A,) hits inflicted.
 
     Args:
         n_agents: agents per plan.
@@ -81,11 +87,17 @@ class Deathmatch(SceneryEnvironment):
                  geometries: Optional[Sequence] = None, n_geometries: int = 4,
                  backend: str = "kernel", seed: int = 0):
         if geometries is None:
-            geometries = _default_geometries(n_geometries, seed)
-        super().__init__(geometries, n_agents, res, subsample, backend, seed)
-        if self.width < 2:
-            raise ValueError(f"res, subsample: expected at least 2 observation pixels, got {self.width}")
-        self._first_person_modules()
+            geometries = default_geometries(n_geometries, seed)
+        self.scene = SceneRuntime(geometries, n_agents, res, subsample, backend, seed)
+        if self.scene.width < 2:
+            raise ValueError(f"res, subsample: expected at least 2 observation pixels, got {self.scene.width}")
+        self.n_agents, self.res, self.subsample = self.scene.n_agents, res, subsample
+        self.width, self.backend = self.scene.width, backend
+        A = self.n_agents
+        self.rgb = modules.RGB(A, res, subsample)
+        self.depth = modules.Depth(A, res, subsample)
+        self.imu = modules.IMU(A)
+        self.movement = modules.MomentumMovement(A)
 
     @property
     def default_params(self) -> DeathmatchParams:
@@ -98,59 +110,61 @@ class Deathmatch(SceneryEnvironment):
     def action_space(self, params=None):
         return dotdict(movement=self.movement.space)
 
-    def _targets(self, r):
-        """(A, A) bool: [i, j] where i's middle pixels see agent j's model."""
+    def init(self, key, params):
+        k_geom, k_spawn = jax.random.split(key)
+        geometry = self.scene.pick_geometry(k_geom)
         A = self.n_agents
-        idx = modules.downsample(r.indices[:, 0], self.subsample)[..., self.subsample // 2]  # (A, W)
+        return DeathmatchState(
+            agents=self.scene.spawn(k_spawn, geometry), geometry=geometry,
+            health=jnp.ones((A,), jnp.float32), inflicted=jnp.zeros((A,), jnp.float32),
+            hits=jnp.zeros((A, A), bool), length=jnp.zeros((), jnp.int32))
+
+    def transition(self, key, state, action, params):
+        dead = state.health <= 0
+        agents = self.scene.spawn(key, state.geometry, state.agents, dead)
+        agents = self.movement.apply(agents, action["movement"], params.fps, params.accel,
+                                     params.ang_accel, params.decay)
+        agents, _ = self.scene.physics(state.geometry, agents, params.fps)
+        state = state.replace(agents=agents, health=jnp.where(dead, 1.0, state.health),
+                              inflicted=jnp.where(dead, 0.0, state.inflicted), length=state.length + 1)
+        truncated = state.length >= params.max_steps
+        reward = jnp.zeros((self.n_agents,), jnp.float32)
+        info = {"respawned": dead, "agent_terminated": dead}
+        return state, reward, jnp.zeros((), bool), truncated, info
+
+    def targets(self, r):
+        """(A, A) bool: [i, j] where i's middle pixels see agent j's model."""
+        A, s = self.n_agents, self.subsample
+        idx = modules.downsample(r.indices[:, 0], s)[..., s // 2]  # (A, W)
         middle = idx[:, self.width // 2 - 1:self.width // 2 + 1]
         owner = jnp.where((middle >= 0) & (middle < 8 * A), middle // 8, -1)
         sees = jnp.any(owner[:, :, None] == jnp.arange(A), axis=1)
         return sees & ~jnp.eye(A, dtype=bool)  # an agent never sees its own model
 
-    def _observe(self, state, params):
-        r = self._render(state.geometry, state.agents, params.fov)
-        hits = self._targets(r)
-        inflicted_now = jnp.sum(hits, 1).astype(jnp.float32)
+    def observe(self, state, params):
+        r = self.scene.render(state.geometry, state.agents, params.fov)
+        hits = self.targets(r)
+        inflicted = jnp.sum(hits, 1).astype(jnp.float32)
         wounds = jnp.sum(hits, 0).astype(jnp.float32)
-        pos = state.agents.positions[0]
-        bounds = self.bounds[state.geometry]
+        pos = state.agents.positions
+        bounds = self.scene.bounds[state.geometry]
         outside = jnp.any((pos < -params.clearance) | (pos > bounds + params.clearance), -1)
         health = (state.health - params.hit_damage * wounds
                   - params.outside_damage * outside - params.step_cost)
         state = state.replace(health=health.astype(jnp.float32), hits=hits,
-                              inflicted=state.inflicted + params.hit_damage * inflicted_now)
-        obs = arrdict(rgb=self.rgb(r), d=self.depth(r, params.max_depth),
-                      imu=self.imu(state.agents)[0], health=state.health[:, None])
-        return obs, state, inflicted_now
-
-    def reset_env(self, key, params):
-        k_geom, k_spawn = jax.random.split(key)
-        geometry = self._pick_geometry(k_geom)
-        A = self.n_agents
-        state = DeathmatchState(
-            agents=self._spawn(k_spawn, geometry), geometry=geometry,
-            health=jnp.ones((A,), jnp.float32), inflicted=jnp.zeros((A,), jnp.float32),
-            hits=jnp.zeros((A, A), bool), length=jnp.zeros((), jnp.int32))
-        obs, state, _ = self._observe(state, params)
-        return obs, state
-
-    def step_env(self, key, state, action, params):
-        dead = state.health <= 0
-        agents = self.spawns(key, state.agents, dead, state.geometry)
-        state = state.replace(agents=agents, health=jnp.where(dead, 1.0, state.health),
-                              inflicted=jnp.where(dead, 0.0, state.inflicted))
-        agents = self.movement.apply(state.agents, self._movement(action), params.fps, params.accel,
-                                     params.ang_accel, params.decay)
-        agents, _ = self._physics(state.geometry, agents, params.fps)
-        state = state.replace(agents=agents, length=state.length + 1)
-        obs, state, reward = self._observe(state, params)
-        truncated = state.length >= params.max_steps
-        return obs, state, reward, jnp.zeros((), bool), truncated, {"respawned": dead}
+                              inflicted=state.inflicted + params.hit_damage * inflicted)
+        obs = first_person_obs(self.rgb, self.depth, self.imu, r, state.agents, params.max_depth)
+        obs["health"] = state.health[:, None]
+        return obs, state, inflicted
 
     def state(self, env_state, params=None) -> dotdict:
-        """Numpy plot state: plan, health and inflicted-damage bars, last step's hits."""
+        """Numpy plot state: plan, strips, health and inflicted-damage bars, last step's hits."""
+        params = self.default_params if params is None else params
+        env_state = jax.tree_util.tree_map(jnp.asarray, env_state)  # numpy states too
+        obs, _, _ = self.observe(env_state, params)
+        obs["health"] = env_state.health[:, None]
         s = jax.device_get(env_state)
-        return self._plot_state(
-            env_state, params, bars=dotdict(health=np.clip(np.asarray(s.health), 0, 1),
-                                            inflicted=np.asarray(s.inflicted)),
+        return self.scene.plot_state(
+            s.geometry, s.agents, params.fov, obs=jax.device_get(obs),
+            bars=dotdict(health=np.clip(np.asarray(s.health), 0, 1), inflicted=np.asarray(s.inflicted)),
             hits=np.asarray(s.hits), text=[f"length {int(s.length)}"])

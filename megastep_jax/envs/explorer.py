@@ -1,16 +1,20 @@
 """Explorer: one agent per floorplan, rewarded for seeing wall texels it has not seen yet.
 
-As megastep's: res 256 rendered and averaged down to 64-pixel observations, fov 130,
-momentum movement, observations ``rgb``, depth ``d`` and ``imu``. The reward is the number
-of newly seen wall texels (texels under a rendered pixel) divided by the observation width
-(64 at the defaults). The number of texels seen so far is the episode's *potential*; an
-episode terminates when its length reaches ``potential + patience`` (200), so an agent that
-keeps finding new walls keeps playing.
+As megastep's (``demo/envs/explorer.py``): res 256 rendered and averaged down to 64-pixel
+observations, fov 130, momentum movement, observations ``rgb``, depth ``d`` and ``imu``.
+The reward is the number of newly seen wall texels (texels under a rendered pixel)
+divided by the observation width (64 at the defaults). The number of texels seen so far
+is the episode's *potential*.
+
+The episode's end is megastep's: after the move, an episode whose length has reached
+``potential + patience`` (200), with the potential of the previous step, terminates
+before anything is rendered; the move is discarded (the env resets) and the step's
+reward is 0. So an agent that keeps finding new walls keeps playing, and a step costs one
+render, reset or not.
 
 megastep gave every env its own floorplan; here every reset draws one of the env's
 ``geometries`` uniformly (all vmapped envs share their scenery, see
-:mod:`megastep_jax.envs.base`). On the step that ends an episode the reward is that
-step's (megastep zeroed it).
+:mod:`megastep_jax.envs.runtime`).
 """
 from __future__ import annotations
 
@@ -21,9 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from .. import modules
 from ..arrdict import arrdict, dotdict
 from ..state import Agents
-from .base import SceneryEnvironment
+from .protocol import Environment
+from .runtime import SceneRuntime, first_person_obs
 
 
 @struct.dataclass
@@ -43,24 +49,45 @@ class ExplorerParams:
 
 @struct.dataclass
 class ExplorerState:
-    agents: Agents          # E=1
+    agents: Agents          # angles (A,), positions (A, 2), angvelocity (A,), velocity (A, 2)
     geometry: jax.Array     # () int32
     seen: jax.Array         # (T,) bool, texels of this geometry seen this episode
     potential: jax.Array    # () int32, number of texels seen
     length: jax.Array       # () int32, steps since reset
 
 
-def _default_geometries(n: int, seed: int):
-    from .. import floorplans
+def default_geometries(n: int, seed: int):
+    """``n`` procedural training floorplans (the demo envs' default plans)."""
+    from .. import floorplans  # deferred: only the default plans need the generator
 
     return floorplans.sample(n, "training", seed)
 
 
-class Explorer(SceneryEnvironment):
+def count_new(seen: jax.Array, texels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Marks ``texels`` seen and counts those not seen before, without a sum over ``seen``.
+
+    Args:
+        seen: bool (T,).
+        texels: int32 (N,) texel indices, -1 for none; repeats count once.
+
+    Returns:
+        (seen with ``texels`` set, int32 () number of distinct texels newly set).
+    """
+    T = seen.shape[0]
+    t = jax.lax.sort(texels, is_stable=False)  # ints: unstable is exact, and faster
+    distinct = jnp.concatenate([jnp.ones((1,), bool), t[1:] != t[:-1]])
+    new = distinct & (t >= 0) & ~seen[jnp.maximum(t, 0)]
+    seen = seen.at[jnp.where(texels >= 0, texels, T)].set(True, mode="drop")
+    return seen, jnp.sum(new, dtype=jnp.int32)
+
+
+class Explorer(Environment):
     """Seen-texel exploration. See the module docstring.
 
     Observations ``arrdict(rgb=(A, 3, 1, W), d=(A, 1, 1, W), imu=(A, 3))`` with
-    ``W = res // subsample``; actions ``arrdict(movement=int32 (A,))``.
+    ``W = res // subsample``; actions ``arrdict(movement=int32 (A,))`` or the bare (A,).
+    ``info["potential"]``: int32 (), the texels seen before this step's render (the
+    potential the episode's end was judged by).
 
     Args:
         n_agents: agents per plan (1 as in megastep; more share the seen texels).
@@ -77,9 +104,15 @@ class Explorer(SceneryEnvironment):
                  geometries: Optional[Sequence] = None, n_geometries: int = 8,
                  backend: str = "kernel", seed: int = 0):
         if geometries is None:
-            geometries = _default_geometries(n_geometries, seed)
-        super().__init__(geometries, n_agents, res, subsample, backend, seed)
-        self._first_person_modules()
+            geometries = default_geometries(n_geometries, seed)
+        self.scene = SceneRuntime(geometries, n_agents, res, subsample, backend, seed)
+        self.n_agents, self.res, self.subsample = self.scene.n_agents, res, subsample
+        self.width, self.backend = self.scene.width, backend
+        A = self.n_agents
+        self.rgb = modules.RGB(A, res, subsample)
+        self.depth = modules.Depth(A, res, subsample)
+        self.imu = modules.IMU(A)
+        self.movement = modules.MomentumMovement(A)
 
     @property
     def default_params(self) -> ExplorerParams:
@@ -91,56 +124,41 @@ class Explorer(SceneryEnvironment):
     def action_space(self, params=None):
         return dotdict(movement=self.movement.space)
 
-    def _texels(self, geometry, r):
-        """Texel index (within the geometry) under each pixel, -1 off walls: (A*R,) int32."""
-        starts, widths = self.pool.local(geometry)
-        idx = r.indices.reshape(-1)
-        j = jnp.maximum(idx, 0)
-        w = widths[j]
-        k = jnp.minimum(jnp.floor(w * r.locations.reshape(-1)).astype(jnp.int32), w - 1)
-        wall = (idx >= 8 * self.n_agents) & (w > 0)
-        return jnp.where(wall, starts[j] + k, -1)
-
-    def _observe(self, state, params):
-        """Renders, marks seen texels: (obs, state with new seen/potential, new texel count)."""
-        r = self._render(state.geometry, state.agents, params.fov)
-        tex = self._texels(state.geometry, r)
-        T = state.seen.shape[0]
-        # off-wall pixels write to an out-of-range index, which scatter drops
-        seen = state.seen.at[jnp.where(tex >= 0, tex, T)].set(True, mode="drop")
-        potential = jnp.sum(seen, dtype=jnp.int32)
-        obs = arrdict(rgb=self.rgb(r), d=self.depth(r, params.max_depth), imu=self.imu(state.agents)[0])
-        return obs, state.replace(seen=seen, potential=potential), potential - state.potential
-
-    def reset_env(self, key, params):
+    def init(self, key, params):
         k_geom, k_spawn = jax.random.split(key)
-        geometry = self._pick_geometry(k_geom)
-        state = ExplorerState(
-            agents=self._spawn(k_spawn, geometry), geometry=geometry,
-            seen=jnp.zeros((self.pool.n_texels,), bool), potential=jnp.zeros((), jnp.int32),
+        geometry = self.scene.pick_geometry(k_geom)
+        return ExplorerState(
+            agents=self.scene.spawn(k_spawn, geometry), geometry=geometry,
+            seen=jnp.zeros((self.scene.n_texels,), bool), potential=jnp.zeros((), jnp.int32),
             length=jnp.zeros((), jnp.int32))
-        obs, state, _ = self._observe(state, params)
-        return obs, state
 
-    def step_env(self, key, state, action, params):
-        agents = self.movement.apply(state.agents, self._movement(action), params.fps, params.accel,
+    def transition(self, key, state, action, params):
+        agents = self.movement.apply(state.agents, action["movement"], params.fps, params.accel,
                                      params.ang_accel, params.decay)
-        agents, _ = self._physics(state.geometry, agents, params.fps)
+        agents, _ = self.scene.physics(state.geometry, agents, params.fps)
         state = state.replace(agents=agents, length=state.length + 1)
-        obs, state, new = self._observe(state, params)
-        reward = jnp.full((self.n_agents,), params.reward_scale * new / self.width, jnp.float32)
-        terminated = state.length >= state.potential + params.patience
+        terminated = state.length >= state.potential + params.patience  # last step's potential
         truncated = state.length >= params.max_steps
-        info = {"potential": state.potential}
-        return obs, state, reward, terminated, truncated, info
+        reward = jnp.zeros((self.n_agents,), jnp.float32)
+        return state, reward, terminated, truncated, {"potential": state.potential}
+
+    def observe(self, state, params):
+        r = self.scene.render(state.geometry, state.agents, params.fov)
+        seen, new = count_new(state.seen, self.scene.texels(state.geometry, r).reshape(-1))
+        state = state.replace(seen=seen, potential=state.potential + new)
+        obs = first_person_obs(self.rgb, self.depth, self.imu, r, state.agents, params.max_depth)
+        reward = jnp.full((self.n_agents,), params.reward_scale * new / self.width, jnp.float32)
+        return obs, state, reward
 
     def state(self, env_state, params=None) -> dotdict:
-        """Numpy plot state: plan with seen texels highlighted, length and potential."""
+        """Numpy plot state: plan with seen texels highlighted, strips, length and potential."""
+        params = self.default_params if params is None else params
+        env_state = jax.tree_util.tree_map(jnp.asarray, env_state)  # numpy states too
+        obs, _, _ = self.observe(env_state, params)
         s = jax.device_get(env_state)
-        g = int(np.asarray(s.geometry))
-        n_texels = int(np.asarray(self.pool.scenery.n_texels)[g])
-        patience = int(np.asarray((params or self.default_params).patience))
-        return self._plot_state(
-            env_state, params, seen=np.asarray(s.seen)[:n_texels],
-            text=[f"length {int(s.length)}/{int(s.potential) + patience}",
+        n_texels = self.scene.n_texels_of(s.geometry)
+        return self.scene.plot_state(
+            s.geometry, s.agents, params.fov, obs=jax.device_get(obs),
+            seen=np.asarray(s.seen)[:n_texels],
+            text=[f"length {int(s.length)}/{int(s.potential) + int(params.patience)}",
                   f"potential {int(s.potential)}"])

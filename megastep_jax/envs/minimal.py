@@ -14,7 +14,8 @@ from flax import struct
 from .. import modules, toys
 from ..arrdict import arrdict, dotdict
 from ..state import Agents
-from .base import SceneryEnvironment
+from .protocol import Environment
+from .runtime import SceneRuntime
 
 
 @struct.dataclass
@@ -30,15 +31,16 @@ class MinimalParams:
 
 @struct.dataclass
 class MinimalState:
-    agents: Agents         # E=1: angles (1, A), positions (1, A, 2), ...
+    agents: Agents         # angles (A,), positions (A, 2), angvelocity (A,), velocity (A, 2)
     geometry: jax.Array    # () int32, index into the env's geometries
     length: jax.Array      # () int32, steps since reset
 
 
-class Minimal(SceneryEnvironment):
+class Minimal(Environment):
     """A box, one agent, RGB observations and :class:`~megastep_jax.modules.SimpleMovement`.
 
-    Observations ``arrdict(rgb=(A, 3, 1, res))``; actions ``arrdict(movement=int32 (A,))``.
+    Observations ``arrdict(rgb=(A, 3, 1, res))``; actions ``arrdict(movement=int32 (A,))``
+    or the bare int32 (A,).
 
     Args:
         n_agents: agents in the box.
@@ -50,7 +52,8 @@ class Minimal(SceneryEnvironment):
 
     def __init__(self, n_agents: int = 1, res: int = 64, geometries: Optional[Sequence] = None,
                  backend: str = "kernel", seed: int = 0):
-        super().__init__(geometries or [toys.box()], n_agents, res, 1, backend, seed)
+        self.scene = SceneRuntime(geometries or [toys.box()], n_agents, res, 1, backend, seed)
+        self.n_agents, self.res, self.backend = self.scene.n_agents, res, backend
         self.rgb = modules.RGB(self.n_agents, res)
         self.movement = modules.SimpleMovement(self.n_agents)
 
@@ -64,26 +67,28 @@ class Minimal(SceneryEnvironment):
     def action_space(self, params=None):
         return dotdict(movement=self.movement.space)
 
-    def _observe(self, state, params):
-        r = self._render(state.geometry, state.agents, params.fov)
-        return arrdict(rgb=self.rgb(r))
-
-    def reset_env(self, key, params):
+    def init(self, key, params):
         k_geom, k_spawn = jax.random.split(key)
-        geometry = self._pick_geometry(k_geom)
-        state = MinimalState(agents=self._spawn(k_spawn, geometry), geometry=geometry,
-                             length=jnp.zeros((), jnp.int32))
-        return self._observe(state, params), state
+        geometry = self.scene.pick_geometry(k_geom)
+        return MinimalState(agents=self.scene.spawn(k_spawn, geometry), geometry=geometry,
+                            length=jnp.zeros((), jnp.int32))
 
-    def step_env(self, key, state, action, params):
-        agents = self.movement.apply(state.agents, self._movement(action), params.fps, params.speed,
+    def transition(self, key, state, action, params):
+        agents = self.movement.apply(state.agents, action["movement"], params.fps, params.speed,
                                      params.ang_speed)
-        agents, _ = self._physics(state.geometry, agents, params.fps)
+        agents, _ = self.scene.physics(state.geometry, agents, params.fps)
         state = state.replace(agents=agents, length=state.length + 1)
         reward = jnp.zeros((self.n_agents,), jnp.float32)
-        truncated = state.length >= params.max_steps
-        return self._observe(state, params), state, reward, jnp.zeros((), bool), truncated, {}
+        return state, reward, jnp.zeros((), bool), state.length >= params.max_steps, {}
+
+    def observe(self, state, params):
+        r = self.scene.render(state.geometry, state.agents, params.fov)
+        return arrdict(rgb=self.rgb(r)), state, jnp.zeros((self.n_agents,), jnp.float32)
 
     def state(self, env_state, params=None) -> dotdict:
-        """Numpy plot state: plan, agent poses, fov (see :mod:`megastep_jax.plotting`)."""
-        return self._plot_state(env_state, params, text=[f"length {int(env_state.length)}"])
+        """Numpy plot state: plan, agent poses, fov and the first-person strips."""
+        params = self.default_params if params is None else params
+        env_state = jax.tree_util.tree_map(jnp.asarray, env_state)  # numpy states too
+        obs, _, _ = self.observe(env_state, params)
+        return self.scene.plot_state(env_state.geometry, env_state.agents, params.fov,
+                                     obs=jax.device_get(obs), text=[f"length {int(env_state.length)}"])
