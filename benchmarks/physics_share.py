@@ -50,7 +50,7 @@ def main(argv=None):
     p.add_argument("--backend", default="kernel")
     p.add_argument("--geometries", choices=["toys", "floorplans"], default="floorplans")
     args = p.parse_args(argv)
-    geoms = None if args.geometries == "floorplans" else [toys.box(), toys.column()]
+    geoms = None if args.geometries == "floorplans" else [toys.box(), toys.room_with_column()]
 
     with_physics = Deathmatch(n_agents=args.n_agents, res=args.res, geometries=geoms, backend=args.backend)
     without = Deathmatch(n_agents=args.n_agents, res=args.res, geometries=geoms, backend=args.backend)

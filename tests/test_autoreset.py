@@ -20,7 +20,7 @@ from megastep_jax.arrdict import arrdict
 from megastep_jax.envs import Batched, Deathmatch, Explorer, Minimal
 from megastep_jax.wrappers import EpisodeStatistics
 
-GEOMS = [toys.box(), toys.column()]
+GEOMS = [toys.box(), toys.room_with_column()]
 
 
 @functools.lru_cache(maxsize=None)
