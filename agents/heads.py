@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from megastep_jax import spaces
+
+from .initializers import orthogonal
 from megastep_jax.arrdict import arrdict
 
 __all__ = [
@@ -43,7 +45,7 @@ _POLICY_GAIN = 0.01
 
 
 def _dense(features: int, gain: float = _RELU_GAIN, name: str | None = None) -> nn.Dense:
-    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(gain),
+    return nn.Dense(features, kernel_init=orthogonal(gain),
                     bias_init=nn.initializers.zeros, name=name)
 
 
@@ -133,7 +135,7 @@ class MultiImageIntake(nn.Module):
         x = jnp.swapaxes(x, -1, -2)
         for f, k, st in zip(self.conv_features, self.conv_kernels, self.conv_strides):
             x = nn.Conv(f, (k,), strides=(st,), padding="SAME",
-                        kernel_init=nn.initializers.orthogonal(_RELU_GAIN))(x)
+                        kernel_init=orthogonal(_RELU_GAIN))(x)
             x = nn.relu(x)
         x = x.reshape((*batch, -1))
         x = nn.relu(_dense(self.width)(x))
