@@ -400,6 +400,9 @@ def test_messages_rebuilt_from_a_batch_are_the_iterators():
     for name, value in states(messages).items():
         np.testing.assert_allclose(states(rebuilt)[name], value, atol=1e-5, err_msg=name)
     assert not np.array_equal(bframes[1], bframes[0])
+    # another video of the batch is the iterator's video_index
+    other = MovingSymbols(dict(frozen(BASE)), seed=0, video_index=2)
+    np.testing.assert_array_equal(bframes[2, :5], np.stack([np.asarray(next(other)) for _ in range(5)]))
 
 
 def test_determinism_by_seed():
@@ -633,6 +636,22 @@ def test_debug_options_draw_a_debug_view_and_leave_the_frames():
     view = np.asarray(dbg.debug_image)
     assert view.shape == (H, W, 3) and np.any((view[..., 0] == 255) & (view[..., 1] == 0))  # red outlines
     assert ms.debug_image is None
+
+
+def test_frame_rate_throttles_the_generator(monkeypatch):
+    from megastep_jax.moving_symbols import iterator
+
+    clock, slept = [100.0], []
+    monkeypatch.setattr(iterator.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(iterator.time, "sleep", lambda s: slept.append(s) or clock.__setitem__(0, clock[0] + s))
+    dbg = MovingSymbols(dict(frozen(BASE)), debug_options={"frame_rate": 4})
+    for _ in range(3):
+        next(dbg)
+        clock[0] += 0.05  # the caller's work between frames
+    np.testing.assert_allclose(slept, [0.2, 0.2])  # 1/4 s between frames, less the caller's 0.05 s
+    free = MovingSymbols(dict(frozen(BASE)), debug_options={})
+    next(free), next(free)
+    assert len(slept) == 2  # unlimited by default
 
 
 # ---------------------------------------------------------------------------------------
