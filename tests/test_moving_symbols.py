@@ -621,6 +621,10 @@ def test_the_draw_kernel_equals_its_jnp_twin_on_random_scenes(tmp_path, mnist):
         assert k.shape == (N, 24, 30, 3 if color else 1)
         assert np.abs(k - r).max() <= 1 and (k != r).mean() < 1e-3
         assert k.std() > 10
+    if drawing.kernel_available("cuda_emulated"):  # the CUDA kernel, run by the emulation
+        few = tuple(a[:4] for a in args)
+        c = np.asarray(drawing.draw_kernel(b, *few, True, emulated=True)).astype(int)
+        np.testing.assert_array_equal(c, np.asarray(drawing.draw_kernel(b, *few, True)))
     # indices out of range draw nothing (and read nothing out of bounds)
     bad = (np.full((2, 1), 99, np.int32), np.array([5, -7], np.int32), np.full((2, 1, 2), 15, np.float32),
            np.zeros((2, 1), np.float32), np.ones((2, 1), np.float32))
