@@ -84,8 +84,8 @@ DRAW_FN bool sample(const Bank& b, const Symbol& s, const Placed& p, int64_t px,
 }
 
 DRAW_FN float to_level(float x) {
-  x = fminf(fmaxf(x, 0.f), 1.f) * 255.f;
-  return nearbyintf(x);  // half to even, as jnp.round
+  x = x > 0.f ? (x < 1.f ? x : 1.f) : 0.f;  // NaN to 0; ternaries, not fminf: those stay calls
+  return nearbyintf(x * 255.f);             // half to even, as jnp.round
 }
 
 // One output pixel (the CUDA kernel's unit of work): the background, the symbols in order,
