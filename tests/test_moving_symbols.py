@@ -11,6 +11,7 @@ import json
 import math
 import os
 
+import imageio.v3 as iio
 import jax
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from PIL import Image
 from megastep_jax import moving_symbols as msym
 from megastep_jax.moving_symbols import MovingSymbols, MovingSymbolsEnvironment
 from megastep_jax.moving_symbols import bank as banks
-from megastep_jax.moving_symbols import drawing
+from megastep_jax.moving_symbols import drawing, dynamics, iterator
 
 W, H = 40, 32  # unequal, to catch swapped axes
 T = 30
@@ -643,8 +644,6 @@ def test_debug_options_draw_a_debug_view_and_leave_the_frames():
 
 
 def test_frame_rate_throttles_the_generator(monkeypatch):
-    from megastep_jax.moving_symbols import iterator
-
     clock, slept = [100.0], []
     monkeypatch.setattr(iterator.time, "perf_counter", lambda: clock[0])
     monkeypatch.setattr(iterator.time, "sleep", lambda s: slept.append(s) or clock.__setitem__(0, clock[0] + s))
@@ -670,8 +669,6 @@ def test_save_videos_and_messages(tmp_path):
     paths = msym.save(str(tmp_path), frames, msgs, fps=10, format="gif")
     assert [os.path.basename(p) for p in paths] == ["video_00000.gif", "video_00001.gif",
                                                     "video_00000.jsonl", "video_00001.jsonl"]
-    import imageio.v3 as iio
-
     assert iio.imread(paths[0]).shape[:3] == (8, H, W)
     lines = open(paths[2]).read().splitlines()
     assert len(lines) == len(msgs[0])
@@ -722,8 +719,6 @@ def test_other_errors(mnist):
 
 
 def test_separating_axis_tests_agree_with_shapely():
-    from megastep_jax.moving_symbols import dynamics
-
     rng = np.random.default_rng(0)
     hulls = []
     for _ in range(2):
