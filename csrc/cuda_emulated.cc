@@ -58,7 +58,7 @@ PYBIND11_MODULE(_megastep_cuda_emulated, m) {
   m.doc() = "megastep_jax CUDA kernels run on the CPU by an emulation of CUDA, as XLA FFI handlers";
   m.def("registrations", []() {
     return megastep_ffi::registrations(MegastepRenderCuda, MegastepPhysicsCuda, MegastepBakeCuda,
-                                       "_cuda_emulated");
+                                       "_cuda_emulated", MegastepDrawCuda);
   });
   m.def("check_launch", &check_launch, "'' or why CUDA refuses a (grid, block, shared bytes) launch");
   m.def("grid_for", [](int64_t n) {

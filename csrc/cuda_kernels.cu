@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "batching.h"
+#include "draw_cuda.h"
 #include "megastep.h"
 #include "ffi_common.h"
 #include "operands.h"
@@ -298,7 +299,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCuda, BakeImpl, megastep_ffi::bake_bin
 PYBIND11_MODULE(_megastep_cuda, m) {
   m.doc() = "megastep_jax CUDA kernels as XLA FFI handlers";
   m.def("registrations", []() {
-    return megastep_ffi::registrations(MegastepRenderCuda, MegastepPhysicsCuda, MegastepBakeCuda);
+    return megastep_ffi::registrations(MegastepRenderCuda, MegastepPhysicsCuda, MegastepBakeCuda, "",
+                                       MegastepDrawCuda);
   });
 }
 #endif

@@ -15,6 +15,12 @@
 #include <cmath>
 #include <cstdint>
 
+#if defined(__CUDACC__)
+#define DRAW_FN __host__ __device__ inline
+#else
+#define DRAW_FN inline
+#endif
+
 namespace megastep_draw {
 
 struct Bank {
@@ -29,15 +35,96 @@ struct Symbol {
   float x, y, angle, scale;
 };
 
-// Composites one symbol over `acc` (H, W, 3).
-inline void draw_symbol(const Bank& b, const Symbol& s, float* acc) {
-  if (s.sprite < 0 || s.sprite >= b.K || !(s.scale > 0.f) || !std::isfinite(s.scale)) return;
+// What the CPU loop and the CUDA kernel share: one symbol's placement, and the bilinear
+// sample of its image at one frame pixel.
+struct Placed {
+  const float* image;  // the symbol's bordered slot
+  int sw, sh;          // the image's width and height (0: draw nothing)
+  float c, sn, inv;    // cos and sin of the angle, 1 / scale
+};
+
+DRAW_FN bool finite(float x) { return fabsf(x) <= 3.402823466e38f; }  // false for NaN and inf
+
+DRAW_FN Placed place(const Bank& b, const Symbol& s) {
+  Placed p{nullptr, 0, 0, 1.f, 0.f, 1.f};
+  if (s.sprite < 0 || s.sprite >= b.K || !(s.scale > 0.f) || !finite(s.scale) || !finite(s.x) || !finite(s.y) ||
+      !finite(s.angle))
+    return p;
   const int64_t k = s.sprite;
-  const int sw = (int)std::min<int64_t>(std::max<int32_t>(b.sizes[2 * k], 0), b.w - 2);
-  const int sh = (int)std::min<int64_t>(std::max<int32_t>(b.sizes[2 * k + 1], 0), b.h - 2);
-  const float* image = b.sprites + k * b.h * b.w * 4;
-  if (sw <= 0 || sh <= 0 || !std::isfinite(s.x) || !std::isfinite(s.y) || !std::isfinite(s.angle)) return;
-  const float c = std::cos(s.angle), sn = std::sin(s.angle), inv = 1.f / s.scale;
+  int32_t sw = b.sizes[2 * k], sh = b.sizes[2 * k + 1];
+  sw = sw < 0 ? 0 : (sw > b.w - 2 ? (int32_t)(b.w - 2) : sw);
+  sh = sh < 0 ? 0 : (sh > b.h - 2 ? (int32_t)(b.h - 2) : sh);
+  p.image = b.sprites + k * b.h * b.w * 4;
+  p.sw = sw;
+  p.sh = sh;
+  p.c = cosf(s.angle);
+  p.sn = sinf(s.angle);
+  p.inv = 1.f / s.scale;
+  return p;
+}
+
+// Premultiplied RGBA of the symbol at frame pixel (px, py) (its centre); false where the
+// pixel lies outside the image and its one-texel border (the sample is then zero).
+DRAW_FN bool sample(const Bank& b, const Symbol& s, const Placed& p, int64_t px, int64_t py, float rgba[4]) {
+  const float dx = (float)px + 0.5f - s.x, dy = (float)py + 0.5f - s.y;
+  const float u = (p.c * dx + p.sn * dy) * p.inv + p.sw / 2.f - 0.5f;
+  const float v = (-p.sn * dx + p.c * dy) * p.inv + p.sh / 2.f - 0.5f;
+  if (!(u > -1.f && v > -1.f && u < p.sw && v < p.sh)) return false;
+  const float fu0 = floorf(u), fv0 = floorf(v);
+  const int u0 = (int)fu0, v0 = (int)fv0;
+  const float fu = u - fu0, fv = v - fv0;
+  const float w00 = (1 - fu) * (1 - fv), w10 = fu * (1 - fv), w01 = (1 - fu) * fv, w11 = fu * fv;
+  // u0 in [-1, sw - 1], v0 in [-1, sh - 1]: the four taps lie in the bordered slot
+  const float* t00 = p.image + ((int64_t)(v0 + 1) * b.w + (u0 + 1)) * 4;
+  const float* t01 = t00 + b.w * 4;
+  for (int ch = 0; ch < 4; ++ch) {
+    rgba[ch] = w00 * t00[ch] + w10 * t00[4 + ch] + w01 * t01[ch] + w11 * t01[4 + ch];
+  }
+  return true;
+}
+
+DRAW_FN float to_level(float x) {
+  x = x > 0.f ? (x < 1.f ? x : 1.f) : 0.f;  // NaN to 0; ternaries, not fminf: those stay calls
+  return nearbyintf(x * 255.f);             // half to even, as jnp.round
+}
+
+// One output pixel (the CUDA kernel's unit of work): the background, the symbols in order,
+// then levels into out[0..channels).
+DRAW_FN void draw_pixel(const Bank& b, int32_t background, const Symbol* symbols, int64_t S, int channels,
+                        int64_t px, int64_t py, uint8_t* out) {
+  float rgb[3] = {0.f, 0.f, 0.f};
+  if (background >= 0 && background < b.B) {
+    const float* bg = b.backgrounds + ((background * b.H + py) * b.W + px) * 3;
+    rgb[0] = bg[0];
+    rgb[1] = bg[1];
+    rgb[2] = bg[2];
+  }
+  for (int64_t i = 0; i < S; ++i) {
+    Placed p = place(b, symbols[i]);
+    float rgba[4];
+    if (p.sw <= 0 || p.sh <= 0 || !sample(b, symbols[i], p, px, py, rgba)) continue;
+    const float keep = 1.f - rgba[3];
+    rgb[0] = rgb[0] * keep + rgba[0];
+    rgb[1] = rgb[1] * keep + rgba[1];
+    rgb[2] = rgb[2] * keep + rgba[2];
+  }
+  const float r = to_level(rgb[0]), g = to_level(rgb[1]), bl = to_level(rgb[2]);
+  if (channels == 3) {
+    out[0] = (uint8_t)r;
+    out[1] = (uint8_t)g;
+    out[2] = (uint8_t)bl;
+  } else {
+    out[0] = (uint8_t)nearbyintf(r * 0.299f + g * 0.587f + bl * 0.114f);
+  }
+}
+
+// Composites one symbol over `acc` (H, W, 3) on the CPU, visiting only the pixels of each
+// row that its image covers.
+inline void draw_symbol(const Bank& b, const Symbol& s, float* acc) {
+  const Placed p = place(b, s);
+  if (p.sw <= 0 || p.sh <= 0) return;
+  const int sw = p.sw, sh = p.sh;
+  const float c = p.c, sn = p.sn, inv = p.inv;
   // bounding box of the turned, scaled image, one texel wider for the bilinear taps
   const float hw = (sw / 2.f + 1.f) * s.scale, hh = (sh / 2.f + 1.f) * s.scale;
   const float ex = std::fabs(c) * hw + std::fabs(sn) * hh, ey = std::fabs(sn) * hw + std::fabs(c) * hh;
@@ -72,21 +159,8 @@ inline void draw_symbol(const Bank& b, const Symbol& s, float* acc) {
     const int64_t px0 = std::max<int64_t>(x0, (int64_t)std::floor(lo));
     const int64_t px1 = std::min<int64_t>(x1, (int64_t)std::ceil(hi) + 1);
     for (int64_t px = px0; px < px1; ++px) {
-      const float dx = (float)px + 0.5f - s.x;
-      const float u = (c * dx + sn * dy) * inv + sw / 2.f - 0.5f;
-      const float v = (-sn * dx + c * dy) * inv + sh / 2.f - 0.5f;
-      if (!(u > -1.f && v > -1.f && u < sw && v < sh)) continue;
-      const float fu0 = std::floor(u), fv0 = std::floor(v);
-      const int u0 = (int)fu0, v0 = (int)fv0;
-      const float fu = u - fu0, fv = v - fv0;
-      const float w00 = (1 - fu) * (1 - fv), w10 = fu * (1 - fv), w01 = (1 - fu) * fv, w11 = fu * fv;
-      // u0 in [-1, sw - 1], v0 in [-1, sh - 1]: the four taps lie in the bordered slot
-      const float* t00 = image + ((int64_t)(v0 + 1) * b.w + (u0 + 1)) * 4;
-      const float* t01 = t00 + b.w * 4;
       float rgba[4];
-      for (int ch = 0; ch < 4; ++ch) {
-        rgba[ch] = w00 * t00[ch] + w10 * t00[4 + ch] + w01 * t01[ch] + w11 * t01[4 + ch];
-      }
+      if (!sample(b, s, p, px, py, rgba)) continue;
       float* o = acc + (py * b.W + px) * 3;
       const float keep = 1.f - rgba[3];
       o[0] = o[0] * keep + rgba[0];
@@ -94,11 +168,6 @@ inline void draw_symbol(const Bank& b, const Symbol& s, float* acc) {
       o[2] = o[2] * keep + rgba[2];
     }
   }
-}
-
-inline float to_level(float x) {
-  x = std::min(std::max(x, 0.f), 1.f) * 255.f;
-  return std::nearbyint(x);  // half to even, as jnp.round
 }
 
 // One frame: background (or black), the symbols in order, then uint8 levels into `out`
@@ -118,7 +187,7 @@ inline void draw_frame(const Bank& b, int32_t background, const Symbol* symbols,
   } else {
     for (int64_t p = 0; p < pixels; ++p) {
       const float r = to_level(acc[3 * p]), g = to_level(acc[3 * p + 1]), bl = to_level(acc[3 * p + 2]);
-      out[p] = (uint8_t)std::nearbyint(r * 0.299f + g * 0.587f + bl * 0.114f);
+      out[p] = (uint8_t)nearbyintf(r * 0.299f + g * 0.587f + bl * 0.114f);
     }
   }
 }

@@ -11,6 +11,7 @@ import json
 import math
 import os
 
+import imageio.v3 as iio
 import jax
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from PIL import Image
 from megastep_jax import moving_symbols as msym
 from megastep_jax.moving_symbols import MovingSymbols, MovingSymbolsEnvironment
 from megastep_jax.moving_symbols import bank as banks
-from megastep_jax.moving_symbols import drawing
+from megastep_jax.moving_symbols import drawing, dynamics, iterator
 
 W, H = 40, 32  # unequal, to catch swapped axes
 T = 30
@@ -400,6 +401,9 @@ def test_messages_rebuilt_from_a_batch_are_the_iterators():
     for name, value in states(messages).items():
         np.testing.assert_allclose(states(rebuilt)[name], value, atol=1e-5, err_msg=name)
     assert not np.array_equal(bframes[1], bframes[0])
+    # another video of the batch is the iterator's video_index
+    other = MovingSymbols(dict(frozen(BASE)), seed=0, video_index=2)
+    np.testing.assert_array_equal(bframes[2, :5], np.stack([np.asarray(next(other)) for _ in range(5)]))
 
 
 def test_determinism_by_seed():
@@ -618,6 +622,10 @@ def test_the_draw_kernel_equals_its_jnp_twin_on_random_scenes(tmp_path, mnist):
         assert k.shape == (N, 24, 30, 3 if color else 1)
         assert np.abs(k - r).max() <= 1 and (k != r).mean() < 1e-3
         assert k.std() > 10
+    if drawing.kernel_available("cuda_emulated"):  # the CUDA kernel, run by the emulation
+        few = tuple(a[:4] for a in args)
+        c = np.asarray(drawing.draw_kernel(b, *few, True, emulated=True)).astype(int)
+        np.testing.assert_array_equal(c, np.asarray(drawing.draw_kernel(b, *few, True)))
     # indices out of range draw nothing (and read nothing out of bounds)
     bad = (np.full((2, 1), 99, np.int32), np.array([5, -7], np.int32), np.full((2, 1, 2), 15, np.float32),
            np.zeros((2, 1), np.float32), np.ones((2, 1), np.float32))
@@ -635,6 +643,20 @@ def test_debug_options_draw_a_debug_view_and_leave_the_frames():
     assert ms.debug_image is None
 
 
+def test_frame_rate_throttles_the_generator(monkeypatch):
+    clock, slept = [100.0], []
+    monkeypatch.setattr(iterator.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(iterator.time, "sleep", lambda s: slept.append(s) or clock.__setitem__(0, clock[0] + s))
+    dbg = MovingSymbols(dict(frozen(BASE)), debug_options={"frame_rate": 4})
+    for _ in range(3):
+        next(dbg)
+        clock[0] += 0.05  # the caller's work between frames
+    np.testing.assert_allclose(slept, [0.2, 0.2])  # 1/4 s between frames, less the caller's 0.05 s
+    free = MovingSymbols(dict(frozen(BASE)), debug_options={})
+    next(free), next(free)
+    assert len(slept) == 2  # unlimited by default
+
+
 # ---------------------------------------------------------------------------------------
 # saving and errors
 
@@ -647,8 +669,6 @@ def test_save_videos_and_messages(tmp_path):
     paths = msym.save(str(tmp_path), frames, msgs, fps=10, format="gif")
     assert [os.path.basename(p) for p in paths] == ["video_00000.gif", "video_00001.gif",
                                                     "video_00000.jsonl", "video_00001.jsonl"]
-    import imageio.v3 as iio
-
     assert iio.imread(paths[0]).shape[:3] == (8, H, W)
     lines = open(paths[2]).read().splitlines()
     assert len(lines) == len(msgs[0])
@@ -699,8 +719,6 @@ def test_other_errors(mnist):
 
 
 def test_separating_axis_tests_agree_with_shapely():
-    from megastep_jax.moving_symbols import dynamics
-
     rng = np.random.default_rng(0)
     hulls = []
     for _ in range(2):

@@ -1,4 +1,4 @@
-"""Drawing frames: a compiled kernel (an XLA FFI call, ``csrc/draw.h``) and its jnp twin.
+"""Drawing frames: compiled kernels (XLA FFI calls, ``csrc/draw.h``; CPU and CUDA) and their jnp twin.
 
 Each symbol's image is scaled by ``scale`` and turned by ``angle`` (clockwise on screen)
 about its centre, which is put at ``position``; a pixel of the frame takes the bilinear
@@ -24,10 +24,13 @@ LUMA = (0.299, 0.587, 0.114)
 
 
 @functools.lru_cache(maxsize=None)
-def kernel_available() -> bool:
-    """Whether the compiled draw kernel is registered (CPU builds that include it)."""
-    module = kernels._megastep_cpu
-    return module is not None and "megastep_draw" in module.registrations()
+def kernel_available(platform: str = "cpu") -> bool:
+    """Whether the compiled draw kernel is registered for ``platform`` ("cpu", "gpu", or
+    "cuda_emulated": the CUDA kernel run on the CPU by the emulation, for tests)."""
+    module = {"cpu": kernels._megastep_cpu, "cuda_emulated": getattr(kernels, "_megastep_cuda_emulated", None),
+              "gpu": kernels._megastep_cuda if getattr(kernels, "CUDA_REGISTERED", False) else None}[platform]
+    name = "megastep_draw_cuda_emulated" if platform == "cuda_emulated" else "megastep_draw"
+    return module is not None and name in module.registrations()
 
 
 def draw_reference(bank: Bank, sprite, background, position, angle, scale, color: bool):
@@ -77,20 +80,25 @@ def draw_reference(bank: Bank, sprite, background, position, angle, scale, color
     return jax.vmap(one)(sprite, background, position, angle, scale)
 
 
-def draw_kernel(bank: Bank, sprite, background, position, angle, scale, color: bool):
-    """Kernel twin of :func:`draw_reference` (same arguments and result)."""
+def draw_kernel(bank: Bank, sprite, background, position, angle, scale, color: bool, emulated: bool = False):
+    """Kernel twin of :func:`draw_reference` (same arguments and result): the CPU kernel on
+    CPU, the CUDA kernel on GPU; with ``emulated`` the CUDA kernel run on the CPU by the
+    emulation (``csrc/cuda_emulation.h``)."""
     N = sprite.shape[0]
     H, W = bank.backgrounds.shape[1:3]
     return jax.ffi.ffi_call(
-        "megastep_draw", jax.ShapeDtypeStruct((N, H, W, 3 if color else 1), jnp.uint8),
+        "megastep_draw_cuda_emulated" if emulated else "megastep_draw",
+        jax.ShapeDtypeStruct((N, H, W, 3 if color else 1), jnp.uint8),
         vmap_method="sequential",
     )(bank.sprites, bank.sizes, bank.backgrounds, sprite.astype(jnp.int32), background.astype(jnp.int32),
       position.astype(jnp.float32), angle.astype(jnp.float32), scale.astype(jnp.float32))
 
 
 def draw(backend: str, bank: Bank, sprite, background, position, angle, scale, color: bool):
-    """Frames with the kernel where it runs (``backend="kernel"`` on a CPU build that
-    has it), else with jnp; arguments as :func:`draw_reference`."""
-    if backend == "kernel" and jax.default_backend() == "cpu" and kernel_available():
+    """Frames with the kernel where it is built for the default backend (``backend="kernel"``:
+    CPU, or CUDA with at most 32 symbols), else with jnp; arguments as :func:`draw_reference`."""
+    platform = jax.default_backend()
+    if backend == "kernel" and platform in ("cpu", "gpu") and kernel_available(platform) and (
+            platform == "cpu" or sprite.shape[1] <= 32):
         return draw_kernel(bank, sprite, background, position, angle, scale, color)
     return draw_reference(bank, sprite, background, position, angle, scale, color)

@@ -361,7 +361,7 @@ class MovingSymbols(_Generator):
         debug_options: None, or overrides of :data:`DEFAULT_DEBUG_OPTIONS` (iterator only).
         seed: int in [0, 2**32), the seed of the iterator's video.
         video_index: which video of the seed's batch the iterator shows.
-        backend: "kernel" (the compiled draw kernel, on CPU) or "reference" (jnp).
+        backend: "kernel" (the compiled draw kernel, CPU or CUDA) or "reference" (jnp).
         max_images_per_label: keep only the first N images (sorted by file name) of each
             label folder.
         fidelity: physics sub-steps per frame for interacting symbols (the original's).
