@@ -39,8 +39,8 @@ using megastep::Sizes;
 // models are drawn once per block into shared memory.
 __global__ void render_kernel(Batching b, Sizes s, SceneryPtrs p, const float* model,
                               const float* angles, const float* positions, const float* fov,
-                              const float* radius, int32_t* indices, float* locations,
-                              float* dots, float* distances, float* screen) {
+                              const float* radius, int traversal, int32_t* indices,
+                              float* locations, float* dots, float* distances, float* screen) {
   using namespace megastep;
   extern __shared__ float drawn[];
   int64_t block = blockIdx.x;
@@ -52,6 +52,9 @@ __global__ void render_kernel(Batching b, Sizes s, SceneryPtrs p, const float* m
   if (threadIdx.x == 0) draw_agents(mdl, pos, ang, (int)s.A, drawn);
   __syncthreads();
   Env env = env_at(b, flat, e, s, p, (int)(s.A * kModelLines), drawn);
+  // the grid walked per ray (cast_grid); without one, or when asked, every line in order
+  Grid grid;
+  if (traversal != kTraverseBrute) grid = grid_at(b, flat, e, s, p);
   float fv = fov[b.block(kFov, flat)];
   float rad = radius[b.block(kRadius, flat)];
   bool valid = fv > 0.f && fv < 180.f && rad >= 0.f;
@@ -68,7 +71,8 @@ __global__ void render_kernel(Batching b, Sizes s, SceneryPtrs p, const float* m
       screen[3 * o] = screen[3 * o + 1] = screen[3 * o + 2] = NAN;
       continue;
     }
-    Pixel px = render_pixel(env, pt, pixel_ray((int)r, (int)s.R, tan_half, c, sn), rad);
+    Vec u = pixel_ray((int)r, (int)s.R, tan_half, c, sn);
+    Pixel px = shade(env, u, cast_grid(env, grid, pt, u, near_plane(u, rad)));
     indices[o] = px.index;
     locations[o] = px.location;
     dots[o] = px.dot;
@@ -79,16 +83,21 @@ __global__ void render_kernel(Batching b, Sizes s, SceneryPtrs p, const float* m
 
 ffi::Error RenderImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S32 n_lights,
                       F32 textures, S32 texel_starts, S32 texel_widths, F32 baked, F32 model,
-                      F32 angles, F32 positions, F32 fov, F32 radius, S32Out indices,
-                      F32Out locations, F32Out dots, F32Out distances, F32Out screen) {
+                      F32 angles, F32 positions, F32 fov, F32 radius, S32 grid_cells,
+                      S32 grid_lines, F32 grid_origin, S32 grid_dims, int32_t traversal,
+                      S32Out indices, F32Out locations, F32Out dots, F32Out distances,
+                      F32Out screen) {
   Batching b;
   Sizes s;
   std::string err = megastep::render_layout(
       {dims_of(lines), dims_of(n_lines), dims_of(lights), dims_of(n_lights), dims_of(textures),
        dims_of(texel_starts), dims_of(texel_widths), dims_of(baked), dims_of(model),
-       dims_of(angles), dims_of(positions), dims_of(fov), dims_of(radius)},
+       dims_of(angles), dims_of(positions), dims_of(fov), dims_of(radius), dims_of(grid_cells),
+       dims_of(grid_lines), dims_of(grid_origin), dims_of(grid_dims)},
       dims_of(*indices), b, s);
   if (!err.empty()) return invalid(err);
+  if (traversal < megastep::kTraverseGrid || traversal > megastep::kTraverseRays)
+    return invalid("traversal: expected 0 (grid), 1 (brute force) or 2 (grid, per ray)");
   int64_t blocks = b.size * s.E * s.A;
   if (blocks == 0 || s.R == 0) return ffi::Error::Success();
   SceneryPtrs p;
@@ -96,11 +105,13 @@ ffi::Error RenderImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S
   p.lights = lights.typed_data(); p.n_lights = n_lights.typed_data();
   p.textures = textures.typed_data(); p.starts = texel_starts.typed_data();
   p.widths = texel_widths.typed_data(); p.baked = baked.typed_data();
+  p.grid_cells = grid_cells.typed_data(); p.grid_lines = grid_lines.typed_data();
+  p.grid_origin = grid_origin.typed_data(); p.grid_dims = grid_dims.typed_data();
   int threads = (int)std::min<int64_t>(256, ((s.R + 31) / 32) * 32);
   size_t shared = (size_t)s.A * megastep::kModelLines * 4 * sizeof(float);
   render_kernel<<<(unsigned)blocks, threads, shared, stream>>>(
       b, s, p, model.typed_data(), angles.typed_data(), positions.typed_data(), fov.typed_data(),
-      radius.typed_data(), indices->typed_data(), locations->typed_data(), dots->typed_data(),
+      radius.typed_data(), traversal, indices->typed_data(), locations->typed_data(), dots->typed_data(),
       distances->typed_data(), screen->typed_data());
   return launched("render");
 }

@@ -28,7 +28,8 @@ megastep::Dims dims_of(const B& buf) {
 }
 
 // render(lines, n_lines, lights, n_lights, textures, texel_starts, texel_widths, baked,
-//        model, angles, positions, fov, radius) -> (indices, locations, dots, distances, screen)
+//        model, angles, positions, fov, radius, grid_cells, grid_lines, grid_origin, grid_dims;
+//        traversal) -> (indices, locations, dots, distances, screen)
 template <class Ctx>
 auto render_binding() {
   return ffi::Ffi::Bind()
@@ -37,6 +38,8 @@ auto render_binding() {
       .template Arg<F32>().template Arg<S32>().template Arg<S32>().template Arg<F32>()
       .template Arg<F32>().template Arg<F32>().template Arg<F32>().template Arg<F32>()
       .template Arg<F32>()
+      .template Arg<S32>().template Arg<S32>().template Arg<F32>().template Arg<S32>()
+      .template Attr<int32_t>("traversal")
       .template Ret<S32>().template Ret<F32>().template Ret<F32>().template Ret<F32>()
       .template Ret<F32>();
 }

@@ -2,6 +2,7 @@
 // checks (host) and the pointer arithmetic that finds one env's data (host and device).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -16,11 +17,15 @@ using Dims = std::vector<int64_t>;
 // Sizes of one kernel call: envs, lines, lights, texels, agents, pixels.
 struct Sizes {
   int64_t E = 0, L = 0, NL = 0, T = 0, A = 0, R = 0;
+  int64_t C = 0, K = 0;  // grid cells and cell entries (padded capacities)
 };
 
 // Operand positions, in the order the Python wrappers pass them.
 enum SceneryOperand : int { kLines = 0, kNLines, kLights, kNLights, kTextures, kStarts, kWidths, kBaked };
-enum RenderOperand : int { kModel = 8, kAngles, kPositions, kFov, kRadius, kRenderOperands };
+enum RenderOperand : int {
+  kModel = 8, kAngles, kPositions, kFov, kRadius, kGridCells, kGridLines, kGridOrigin, kGridDims,
+  kRenderOperands
+};
 enum PhysicsOperand : int {
   kPLines = 0, kPNLines, kPPositions, kPVelocity, kPAngles, kPAngvelocity, kPFps, kPRadius,
   kPRestitution, kPhysicsOperands
@@ -36,6 +41,10 @@ struct SceneryPtrs {
   const int32_t* starts = nullptr;
   const int32_t* widths = nullptr;
   const float* baked = nullptr;     // may be null (bake)
+  const int32_t* grid_cells = nullptr;  // may be null (no grid)
+  const int32_t* grid_lines = nullptr;
+  const float* grid_origin = nullptr;
+  const int32_t* grid_dims = nullptr;
   int op[8] = {kLines, kNLines, kLights, kNLights, kTextures, kStarts, kWidths, kBaked};
 };
 
@@ -58,6 +67,23 @@ MS_FN Env env_at(const Batching& b, int64_t flat, int64_t e, const Sizes& s, con
   env.baked = p.baked ? p.baked + at(kBaked) * s.T : nullptr;
   env.n_texel_capacity = (int)s.T;
   return env;
+}
+
+// Env e's acceleration grid (render operands only); an invalid or absent one has nx = 0.
+MS_FN Grid grid_at(const Batching& b, int64_t flat, int64_t e, const Sizes& s, const SceneryPtrs& p) {
+  Grid g;
+  if (!p.grid_cells || !p.grid_lines || !p.grid_origin || !p.grid_dims || s.C < 1) return g;
+  auto at = [&](int which) { return b.block(which, flat) * s.E + e; };
+  g.cells = p.grid_cells + at(kGridCells) * (s.C + 1);
+  g.lines = p.grid_lines + at(kGridLines) * s.K;
+  const float* o = p.grid_origin + at(kGridOrigin) * 3;
+  const int32_t* d = p.grid_dims + at(kGridDims) * 2;
+  g.x0 = o[0]; g.y0 = o[1]; g.cs = o[2];
+  g.nx = d[0]; g.ny = d[1];
+  g.n_cells = (int)s.C;
+  g.n_entries = (int)s.K;
+  if (!grid_valid(g)) g.nx = g.ny = 0;
+  return g;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -88,12 +114,13 @@ inline std::string expect_batch(const char* name, const Dims& out, const Batchin
     if (!_m.empty()) return _m;        \
   } while (0)
 
-// dims: the 13 render operands; out: the indices output (*batch, E, A, R).
+// dims: the 17 render operands; out: the indices output (*batch, E, A, R).
 inline std::string render_layout(const std::vector<Dims>& dims, const Dims& out, Batching& b, Sizes& s) {
   const char* names[] = {"lines", "n_lines", "lights", "n_lights", "textures", "texel_starts",
-                         "texel_widths", "baked", "model", "angles", "positions", "fov", "radius"};
+                         "texel_widths", "baked", "model", "angles", "positions", "fov", "radius",
+                         "grid_cells", "grid_lines", "grid_origin", "grid_dims"};
   // Core ranks include the env axis E: everything before it is a vmap batch axis.
-  const int ranks[] = {4, 1, 3, 1, 3, 2, 2, 2, 3, 2, 3, 0, 0};
+  const int ranks[] = {4, 1, 3, 1, 3, 2, 2, 2, 3, 2, 3, 0, 0, 2, 2, 2, 2};
   MS_CHECK(make_batching(b, kRenderOperands, ranks, names, [&](int op) { return dims[op]; }));
   Dims lines = tail(dims[kLines], 4), lights = tail(dims[kLights], 3);
   Dims tex = tail(dims[kTextures], 3), ang = tail(dims[kAngles], 2);
@@ -109,6 +136,12 @@ inline std::string render_layout(const std::vector<Dims>& dims, const Dims& out,
   MS_CHECK(expect("model", tail(dims[kModel], 3), {kModelLines, 2, 2}));
   MS_CHECK(expect("angles", ang, {s.E, s.A}));
   MS_CHECK(expect("positions", tail(dims[kPositions], 3), {s.E, s.A, 2}));
+  Dims cells = tail(dims[kGridCells], 2), entries = tail(dims[kGridLines], 2);
+  s.C = cells[1] - 1; s.K = entries[1];
+  MS_CHECK(expect("grid_cells", cells, {s.E, std::max<int64_t>(s.C + 1, 1)}));
+  MS_CHECK(expect("grid_lines", entries, {s.E, s.K}));
+  MS_CHECK(expect("grid_origin", tail(dims[kGridOrigin], 2), {s.E, 3}));
+  MS_CHECK(expect("grid_dims", tail(dims[kGridDims], 2), {s.E, 2}));
   MS_CHECK(expect_batch("indices", out, b, 3));
   if (s.L < s.A * kModelLines) return "lines: fewer lines than the agents' model lines";
   return "";

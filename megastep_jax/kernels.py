@@ -74,8 +74,25 @@ def _f32(x):
     return jnp.asarray(x, jnp.float32)
 
 
-def render(scenery: Scenery, agents: Agents, res: int, fov, radius) -> Render:
-    """Kernel twin of :func:`megastep_jax.reference.render`."""
+TRAVERSALS = {"grid": 0, "brute": 1, "rays": 2}
+"""How the render kernel finds each ray's nearest line (all give the same result): "grid"
+walks the scenery's acceleration grid where it has one (per camera on CPU, per ray on
+CUDA), "brute" casts every line in index order (the specification's loop), "rays" walks
+the grid one ray at a time as the CUDA kernel does."""
+
+
+def _grid_operands(scenery: Scenery):
+    """(grid_cells, grid_lines, grid_origin, grid_dims); a one-cell "no grid" without them."""
+    if scenery.has_grid:
+        return scenery.grid_cells, scenery.grid_lines, scenery.grid_origin, scenery.grid_dims
+    E = scenery.lines.shape[0]
+    i32 = jnp.int32
+    return (jnp.zeros((E, 1), i32), jnp.zeros((E, 1), i32), jnp.zeros((E, 3), jnp.float32),
+            jnp.zeros((E, 2), i32))
+
+
+def render(scenery: Scenery, agents: Agents, res: int, fov, radius, traversal: str = "grid") -> Render:
+    """Kernel twin of :func:`megastep_jax.reference.render`; ``traversal`` in TRAVERSALS."""
     E, A = agents.angles.shape[-2:]
     f32, i32 = jnp.float32, jnp.int32
     shape = (E, A, res)
@@ -87,7 +104,8 @@ def render(scenery: Scenery, agents: Agents, res: int, fov, radius) -> Render:
         vmap_method="expand_dims",
     )(scenery.lines, scenery.n_lines, scenery.lights, scenery.n_lights, scenery.textures,
       scenery.texel_starts, scenery.texel_widths, scenery.baked, scenery.model,
-      agents.angles, agents.positions, _f32(fov), _f32(radius))
+      agents.angles, agents.positions, _f32(fov), _f32(radius), *_grid_operands(scenery),
+      traversal=np.int32(TRAVERSALS[traversal]))
     return Render(*out)
 
 
