@@ -252,6 +252,64 @@ void cast_grid_camera(const Env& env, const megastep::Grid& g, const Camera& cam
   }
 }
 
+// Shades every pixel of one camera from its nearest hits, as shade() does, SIMD over the
+// pixels (gathers); hits on agent lines, lit per hit, are then shaded one by one.
+void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float* loc_o,
+                  float* dot_o, float* dist_o, float* scr_o, std::vector<int>& agent_hits) {
+  const int nA = env.n_agent_lines, T = env.n_texel_capacity;
+  const float *lines = env.lines, *agent = env.agent_lines, *baked = env.baked, *tex = env.textures;
+  const int32_t *starts = env.texel_starts, *widths = env.texel_widths;
+  const float *pux = rays.ux.data(), *puy = rays.uy.data(), *pl = rays.ulen.data();
+  const float *ps = rays.s1.data(), *pt = rays.t1.data();
+  const int* pi = rays.i1.data();
+  if (T < 1) {  // no texel to read even for untextured lanes: shade one by one
+    for (int r = 0; r < R; ++r) {
+      megastep::Pixel px = megastep::shade(env, {pux[r], puy[r]}, {pi[r], ps[r], pt[r]});
+      idx_o[r] = px.index;
+      loc_o[r] = px.location;
+      dot_o[r] = px.dot;
+      dist_o[r] = px.distance;
+      for (int c = 0; c < 3; ++c) scr_o[3 * r + c] = px.rgb[c];
+    }
+    return;
+  }
+#pragma omp simd
+  for (int r = 0; r < R; ++r) {
+    int i = pi[r];
+    bool hit = i >= 0;
+    int j = hit ? i : 0;
+    bool on_agent = j < nA;
+    int ja = on_agent ? j : 0;  // both loads stay in bounds; the select keeps the right one
+    float a0 = agent[4 * ja], a1 = agent[4 * ja + 1], a2 = agent[4 * ja + 2], a3 = agent[4 * ja + 3];
+    float l0 = lines[4 * j], l1 = lines[4 * j + 1], l2 = lines[4 * j + 2], l3 = lines[4 * j + 3];
+    float ax = on_agent ? a0 : l0, ay = on_agent ? a1 : l1, bx = on_agent ? a2 : l2, by = on_agent ? a3 : l3;
+    Vec u = {pux[r], puy[r]}, d = {bx - ax, by - ay};
+    float cosine = megastep::ray_line_cos(u, pl[r], d);
+    int w = widths[j], start = starts[j];
+    bool textured = hit & (w >= 1) & (start >= 0) & (start <= T - w);
+    int wq = textured ? w : 1, sq = textured ? start : 0;
+    megastep::Filter f = megastep::texture_filter(pt[r], wq);
+    float shading = (1.f - cosine * cosine) * megastep::baked_light(baked, sq, f);
+    const float* tl = tex + 3 * (sq + f.left);
+    const float* tr = tex + 3 * (sq + f.right);
+    float k = textured ? shading : 0.f;
+    idx_o[r] = hit ? i : -1;
+    loc_o[r] = hit ? pt[r] : 0.f;
+    dot_o[r] = hit ? cosine : 0.f;
+    dist_o[r] = hit ? ps[r] * pl[r] : INFINITY;
+    scr_o[3 * r] = k * (f.wl * tl[0] + f.wr * tr[0]);
+    scr_o[3 * r + 1] = k * (f.wl * tl[1] + f.wr * tr[1]);
+    scr_o[3 * r + 2] = k * (f.wl * tl[2] + f.wr * tr[2]);
+  }
+  agent_hits.clear();
+  for (int r = 0; r < R; ++r)
+    if (pi[r] >= 0 && pi[r] < nA) agent_hits.push_back(r);
+  for (int r : agent_hits) {
+    megastep::Pixel px = megastep::shade(env, {pux[r], puy[r]}, {pi[r], ps[r], pt[r]});
+    for (int c = 0; c < 3; ++c) scr_o[3 * r + c] = px.rgb[c];
+  }
+}
+
 ffi::Error RenderImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, S32 n_lights,
                       F32 textures, S32 texel_starts, S32 texel_widths, F32 baked, F32 model,
                       F32 angles, F32 positions, F32 fov, F32 radius, S32 grid_cells,
@@ -316,15 +374,22 @@ ffi::Error RenderImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, 
       }
       float rd = ang[a] * (megastep::kPi / 180.f);
       Camera cam = {{pos[2 * a], pos[2 * a + 1]}, cosf(rd), sinf(rd), tan_half, (int)R};
-      for (int64_t r = 0; r < R; ++r) {
-        Vec u = megastep::pixel_ray((int)r, (int)R, tan_half, cam.c, cam.s);
-        rays.ux[r] = u.x;
-        rays.uy[r] = u.y;
-        rays.ulen[r] = megastep::norm(u);
-        rays.near_s[r] = megastep::near_plane(u, rad);
-        rays.s1[r] = rays.s2[r] = rays.reach[r] = INFINITY;
-        rays.t1[r] = 0.f;
-        rays.i1[r] = -1;
+      {
+        float *ux = rays.ux.data(), *uy = rays.uy.data(), *ul = rays.ulen.data(), *nr = rays.near_s.data();
+        float *s1 = rays.s1.data(), *s2 = rays.s2.data(), *rc = rays.reach.data(), *t1 = rays.t1.data();
+        int* i1 = rays.i1.data();
+        int Ri = (int)R;
+#pragma omp simd
+        for (int r = 0; r < Ri; ++r) {
+          Vec u = megastep::pixel_ray(r, Ri, tan_half, cam.c, cam.s);
+          ux[r] = u.x;
+          uy[r] = u.y;
+          ul[r] = megastep::norm(u);
+          nr[r] = megastep::near_plane(u, rad);
+          s1[r] = s2[r] = rc[r] = INFINITY;
+          t1[r] = 0.f;
+          i1[r] = -1;
+        }
       }
       // block padding: rays that hit nothing (parallel to every line) and reach nowhere
       for (int64_t r = R; r < (int64_t)rays.n_blocks * kBlock; ++r) {
@@ -347,15 +412,8 @@ ffi::Error RenderImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, 
       } else {
         cast_grid_camera(env, grid, cam, rays, scratch);
       }
-      for (int64_t r = 0; r < R; ++r) {
-        int64_t o = base + r;
-        megastep::Pixel px = megastep::shade(env, {rays.ux[r], rays.uy[r]}, {rays.i1[r], rays.s1[r], rays.t1[r]});
-        idx_o[o] = px.index;
-        loc_o[o] = px.location;
-        dot_o[o] = px.dot;
-        dist_o[o] = px.distance;
-        for (int k = 0; k < 3; ++k) scr_o[3 * o + k] = px.rgb[k];
-      }
+      shade_camera(env, rays, (int)R, idx_o + base, loc_o + base, dot_o + base, dist_o + base,
+                   scr_o + 3 * base, scratch.ties);
     }
   });
   return ffi::Error::Success();

@@ -59,6 +59,11 @@ MS_FN void store_line(float* lines, int j, Line l) {
   p[0] = l.a.x; p[1] = l.a.y; p[2] = l.b.x; p[3] = l.b.y;
 }
 MS_FN int clampi(int x, int lo, int hi) { return x < lo ? lo : (x > hi ? hi : x); }
+// fminf and fmaxf (a NaN operand yields the other), as selects: with -O3 but without
+// -ffinite-math-only the libm calls are not inlined, and they keep loops from vectorising.
+// Only the sign of a zero result may differ from libm's.
+MS_FN float minf(float a, float b) { return (a < b || b != b) ? a : b; }
+MS_FN float maxf(float a, float b) { return (a > b || b != b) ? a : b; }
 
 // ---------------------------------------------------------------------------------------
 // One env's data, as pointers into the padded batch arrays (see megastep_jax/state.py).
@@ -128,10 +133,10 @@ MS_FN float intensity_at(const Env& env, Vec c) {
       blocked = obstructs(light, c, load_line(env.lines, j));
     if (!blocked) {
       Vec r = light - c;
-      total += kLuminance * li[2] / fmaxf(dot(r, r), 1.f);
+      total += kLuminance * li[2] / maxf(dot(r, r), 1.f);
     }
   }
-  return fminf(total, 1.f);
+  return minf(total, 1.f);
 }
 
 // Baked intensity of texel k (0-based) of static line j with w texels.
@@ -210,10 +215,10 @@ MS_FN void pixel_range(Line l, Vec p, float c, float s, float tan_half_fov, int 
   float va = ay / ax, vb = by / bx;
   // pixel r's slope is (R - 2r - 1)/R * tan_half_fov, decreasing in r
   float k = (float)R / tan_half_fov;
-  float rlo = ((float)(R - 1) - fmaxf(va, vb) * k) * 0.5f;
-  float rhi = ((float)(R - 1) - fminf(va, vb) * k) * 0.5f;
-  rlo = fminf(fmaxf(rlo - 2.f, 0.f), (float)R);
-  rhi = fminf(fmaxf(rhi + 3.f, 0.f), (float)R);
+  float rlo = ((float)(R - 1) - maxf(va, vb) * k) * 0.5f;
+  float rhi = ((float)(R - 1) - minf(va, vb) * k) * 0.5f;
+  rlo = minf(maxf(rlo - 2.f, 0.f), (float)R);
+  rhi = minf(maxf(rhi + 3.f, 0.f), (float)R);
   lo = (int)rlo;
   hi = (int)rhi;
   if (!(lo < hi)) lo = hi = 0;
@@ -324,15 +329,15 @@ MS_FN Hit cast_grid(const Env& env, const Grid& g, Vec p, Vec u, float near_s) {
     float tlo = 0.f, thi = INFINITY;
     if (u.x != 0.f) {
       float ta = (bx[0] - p.x) / u.x, tb = (bx[1] - p.x) / u.x;
-      tlo = fmaxf(tlo, fminf(ta, tb));
-      thi = fminf(thi, fmaxf(ta, tb));
+      tlo = maxf(tlo, minf(ta, tb));
+      thi = minf(thi, maxf(ta, tb));
     } else if (p.x < bx[0] || p.x > bx[1]) {
       thi = -1.f;
     }
     if (u.y != 0.f) {
       float ta = (by[0] - p.y) / u.y, tb = (by[1] - p.y) / u.y;
-      tlo = fmaxf(tlo, fminf(ta, tb));
-      thi = fminf(thi, fmaxf(ta, tb));
+      tlo = maxf(tlo, minf(ta, tb));
+      thi = minf(thi, maxf(ta, tb));
     } else if (p.y < by[0] || p.y > by[1]) {
       thi = -1.f;
     }
@@ -353,7 +358,7 @@ MS_FN Hit cast_grid(const Env& env, const Grid& g, Vec p, Vec u, float near_s) {
         // exit parameters through the cell's far x and y sides, from the cell index (no drift)
         float tx = sx == 0 ? INFINITY : (g.x0 + (float)(ix + (sx > 0)) * g.cs - p.x) / u.x;
         float ty = sy == 0 ? INFINITY : (g.y0 + (float)(iy + (sy > 0)) * g.cs - p.y) / u.y;
-        float texit = fminf(tx, ty);
+        float texit = minf(tx, ty);
         if (i1 >= 0 && s1 + tie_gap(s1) < texit * (1.f - 1e-5f) - 1e-5f) break;
         if (!(texit < thi)) break;
         if (tx < ty) {
@@ -376,12 +381,20 @@ struct Filter {
   float wl, wr;
 };
 MS_FN Filter texture_filter(float t, int w) {
-  float y = fminf(t * (float)(w + 1), (float)(w - 1));
-  int left = (int)fmaxf(y - 1.f, 0.f);
-  int right = (int)fminf(y, (float)(w - 1));
+  float y = minf(t * (float)(w + 1), (float)(w - 1));
+  int left = (int)maxf(y - 1.f, 0.f);
+  int right = (int)minf(y, (float)(w - 1));
   float dl = fabsf(y - (float)(left + 1)) + kFilterEps;
   float dr = fabsf(y - (float)(right + 1)) + kFilterEps;
   return {clampi(left, 0, w - 1), clampi(right, 0, w - 1), dr / (dl + dr), dl / (dl + dr)};
+}
+
+// Cosine between a ray u (of length ulen) and a line's direction d.
+MS_FN float ray_line_cos(Vec u, float ulen, Vec d) { return dot(u, d) / (ulen * norm(d) + kDotEps); }
+
+// The static lighting at fraction f.wl/f.wr between two texels, from the baked buffer.
+MS_FN float baked_light(const float* baked, int start, const Filter& f) {
+  return f.wl * baked[start + f.left] + f.wr * baked[start + f.right];
 }
 
 struct Pixel {
@@ -399,7 +412,7 @@ MS_FN Pixel shade(const Env& env, Vec u, Hit h) {
   Vec d = l.b - l.a;
   px.index = h.index;
   px.location = h.t;
-  px.dot = dot(u, d) / (ulen * norm(d) + kDotEps);
+  px.dot = ray_line_cos(u, ulen, d);
   px.distance = h.s * ulen;
 
   int w = env.texel_widths[h.index];
@@ -411,7 +424,7 @@ MS_FN Pixel shade(const Env& env, Vec u, Hit h) {
   if (h.index < env.n_agent_lines) {
     light = intensity_at(env, l.a + h.t * d);
   } else {
-    light = f.wl * env.baked[start + f.left] + f.wr * env.baked[start + f.right];
+    light = baked_light(env.baked, start, f);
   }
   float shading = (1.f - px.dot * px.dot) * light;
   const float* tl = env.textures + 3 * (start + f.left);
