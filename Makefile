@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BUILD_DEPS := scikit-build-core==0.11.6 pybind11==3.0.1 jax==0.10.2 jaxlib==0.10.2 cmake ninja
 DEMO_MINUTES ?= 10
 
-.PHONY: install test test-fast demo bench cuda-check sanitize clean
+.PHONY: install test test-fast demo bench cuda-check gpu-check sanitize clean
 
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,14 @@ cuda-check: install
 	  -Icsrc -I$$($(PY) -c "import jax; print(jax.ffi.include_dir())") \
 	  $$($(PY) -m pybind11 --includes)
 
-# The kernel tests against an AddressSanitizer + UndefinedBehaviorSanitizer build.
+# One-shot check on a machine with an NVIDIA GPU and the CUDA toolkit: CUDA build, the kernel
+# tests on the GPU, benchmarks at megastep's scale, within 8 minutes (scripts/gpu_check.sh says
+# what it needs). Fails clearly without a GPU. `make gpu-check DRY_RUN=1` prints what it would run.
+gpu-check:
+	$(if $(wildcard $(PY)),PYTHON=$(abspath $(PY)) ,)scripts/gpu_check.sh $(if $(DRY_RUN),--dry-run,)
+
+# The kernel tests against an AddressSanitizer + UndefinedBehaviorSanitizer build
+# (the CPU kernels and the emulated CUDA kernels).
 sanitize: install
 	PYTHON=$(abspath $(PY)) scripts/sanitize.sh
 

@@ -437,7 +437,7 @@ ffi::Error PhysicsImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 positio
   ptrs.n_lines = n_lines.typed_data();
   int n_agent_lines = (int)(A * megastep::kModelLines);
 
-  parallel_for(pool, b.size * E, b.size * E * A * (A + L) * 8, [&](int64_t task) {
+  parallel_for(pool, b.size * E, b.size * E * A * (A + L) * 16, [&](int64_t task) {
     using namespace megastep;
     int64_t flat = task / E, e = task % E;
     Env env = env_at(b, flat, e, s, ptrs, n_agent_lines, nullptr);
@@ -449,21 +449,13 @@ ffi::Error PhysicsImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 positio
     float f = fps.typed_data()[b.block(kPFps, flat)];
     float rad = radius.typed_data()[b.block(kPRadius, flat)];
     float rest = restitution.typed_data()[b.block(kPRestitution, flat)];
-    thread_local std::vector<float> motions;
-    motions.resize(A * 2);
-    for (int64_t i = 0; i < 2 * A; ++i) motions[i] = vel[i] / f;
+    thread_local std::vector<float> wall_cache;
+    wall_cache.resize(A * 3);
     int64_t out = (flat * E + e) * A;
-    for (int64_t a = 0; a < A; ++a) {
-      AgentMotion m = step_agent(env, pos, motions.data(), vel, ang, angv, (int)A, (int)a, f, rad,
-                                 collision, rest);
-      positions_out->typed_data()[2 * (out + a)] = m.position.x;
-      positions_out->typed_data()[2 * (out + a) + 1] = m.position.y;
-      velocity_out->typed_data()[2 * (out + a)] = m.velocity.x;
-      velocity_out->typed_data()[2 * (out + a) + 1] = m.velocity.y;
-      angles_out->typed_data()[out + a] = m.angle;
-      angvelocity_out->typed_data()[out + a] = m.angvelocity;
-      progress_out->typed_data()[out + a] = m.progress;
-    }
+    physics_env(env, pos, vel, ang, angv, (int)A, f, rad, collision, rest,
+                positions_out->typed_data() + 2 * out, velocity_out->typed_data() + 2 * out,
+                angles_out->typed_data() + out, angvelocity_out->typed_data() + out,
+                progress_out->typed_data() + out, wall_cache.data());
   });
   return ffi::Error::Success();
 }

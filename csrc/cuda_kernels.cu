@@ -3,8 +3,13 @@
 // Like cpu_kernels.cc these only launch over batch members, envs, agents, pixels and
 // texels; every formula is a megastep.h function, the same code the CPU tests exercise.
 // Shape checks mirror the CPU handlers and run on the host before any launch.
-#include <cuda_runtime.h>
+//
+// Compiled by nvcc this is the CUDA module; compiled by the C++ compiler (cuda_emulated.cc)
+// cuda_emulation.h runs the same launches on the CPU, so CI executes this file. CUDA is
+// used only through that header: MS_LAUNCH, MS_DYNAMIC_SHARED, StreamCtx and the built-ins.
+#include "cuda_emulation.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -32,25 +37,80 @@ ffi::Error launched(const char* what) {
   return ffi::Error::Success();
 }
 
+// Launch limits. Blocks are numbered along the grid's x axis, then its y axis, so a call may
+// have up to 2^31-1 x 65,535 blocks; kernels find theirs with block_index() and return
+// where it is past n_blocks (the last row of a 2-D grid is partly empty).
+constexpr int64_t kMaxBlocks = megastep_cuda::kMaxGridX * megastep_cuda::kMaxGridYZ;
+
+dim3 grid_for(int64_t n_blocks) {
+  int64_t x = std::min<int64_t>(n_blocks, megastep_cuda::kMaxGridX);
+  int64_t y = (n_blocks + x - 1) / x;
+  return dim3((unsigned)x, (unsigned)y);
+}
+
+ffi::Error too_many_blocks(const char* what, int64_t n_blocks) {
+  return invalid(std::string(what) + ": " + std::to_string(n_blocks) +
+                 " thread blocks, past the CUDA grid's " + std::to_string(kMaxBlocks));
+}
+
+__device__ inline int64_t block_index() { return (int64_t)blockIdx.y * gridDim.x + blockIdx.x; }
+
+// Threads per block striding over n items: whole warps, at most 256.
+int threads_for(int64_t n) { return (int)std::min<int64_t>(256, std::max<int64_t>(1, (n + 31) / 32) * 32); }
+
+// Per-block scratch past what dynamic shared memory holds goes to global memory.
+template <class T>
+T* scratch_array(megastep_cuda::Scratch& scratch, int64_t n) {
+  auto p = scratch.Allocate(std::max<int64_t>(1, n) * sizeof(T), 16);
+  return p ? static_cast<T*>(*p) : nullptr;
+}
+
 using megastep::SceneryPtrs;
 using megastep::Sizes;
 
-// One block per (batch member, env, agent); threads stride over pixels. The env's agent
-// models are drawn once per block into shared memory.
-__global__ void render_kernel(Batching b, Sizes s, SceneryPtrs p, const float* model,
-                              const float* angles, const float* positions, const float* fov,
-                              const float* radius, int traversal, int32_t* indices,
-                              float* locations, float* dots, float* distances, float* screen) {
+// The env's agent models as drawn this step: A x 8 lines x 4 floats. Up to this many agents
+// per env they are drawn by each render block into its dynamic shared memory; past it, once
+// per (batch member, env) into global memory by draw_kernel.
+constexpr int64_t kMaxSharedAgents =
+    (int64_t)(megastep_cuda::kMaxDynamicShared / (megastep::kModelLines * 4 * sizeof(float)));
+
+// One block per (batch member, env); threads stride over agents.
+__global__ void draw_kernel(Batching b, Sizes s, int64_t n_blocks, const float* model,
+                            const float* angles, const float* positions, float* drawn) {
   using namespace megastep;
-  extern __shared__ float drawn[];
-  int64_t block = blockIdx.x;
+  int64_t fe = block_index();
+  if (fe >= n_blocks) return;
+  int64_t e = fe % s.E, flat = fe / s.E;
+  const float* ang = angles + (b.block(kAngles, flat) * s.E + e) * s.A;
+  const float* pos = positions + (b.block(kPositions, flat) * s.E + e) * s.A * 2;
+  const float* mdl = model + b.block(kModel, flat) * kModelLines * 4;
+  for (int64_t a = threadIdx.x; a < s.A; a += blockDim.x)
+    draw_agents(mdl, pos + 2 * a, ang + a, 1, drawn + (fe * s.A + a) * kModelLines * 4);
+}
+
+// One block per (batch member, env, agent); threads stride over pixels. The env's agent
+// models are drawn once per block into shared memory, or were drawn into `drawn_global`.
+__global__ void render_kernel(Batching b, Sizes s, int64_t n_blocks, SceneryPtrs p,
+                              const float* model, const float* angles, const float* positions,
+                              const float* fov, const float* radius, const float* drawn_global,
+                              int traversal, int32_t* indices, float* locations, float* dots,
+                              float* distances, float* screen) {
+  using namespace megastep;
+  MS_DYNAMIC_SHARED(float, shared_lines);
+  int64_t block = block_index();
+  if (block >= n_blocks) return;
   int64_t a = block % s.A, fe = block / s.A;
   int64_t e = fe % s.E, flat = fe / s.E;
   const float* ang = angles + (b.block(kAngles, flat) * s.E + e) * s.A;
   const float* pos = positions + (b.block(kPositions, flat) * s.E + e) * s.A * 2;
   const float* mdl = model + b.block(kModel, flat) * kModelLines * 4;
-  if (threadIdx.x == 0) draw_agents(mdl, pos, ang, (int)s.A, drawn);
-  __syncthreads();
+  const float* drawn = shared_lines;
+  if (drawn_global) {
+    drawn = drawn_global + fe * s.A * kModelLines * 4;
+  } else {  // the same branch for the whole block
+    if (threadIdx.x == 0) draw_agents(mdl, pos, ang, (int)s.A, shared_lines);
+    __syncthreads();
+  }
   Env env = env_at(b, flat, e, s, p, (int)(s.A * kModelLines), drawn);
   // the grid walked per ray (cast_grid); without one, or when asked, every line in order
   Grid grid;
@@ -86,7 +146,7 @@ ffi::Error RenderImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S
                       F32 angles, F32 positions, F32 fov, F32 radius, S32 grid_cells,
                       S32 grid_lines, F32 grid_origin, S32 grid_dims, int32_t traversal,
                       S32Out indices, F32Out locations, F32Out dots, F32Out distances,
-                      F32Out screen) {
+                      F32Out screen, megastep_cuda::Scratch scratch) {
   Batching b;
   Sizes s;
   std::string err = megastep::render_layout(
@@ -107,24 +167,39 @@ ffi::Error RenderImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S
   p.widths = texel_widths.typed_data(); p.baked = baked.typed_data();
   p.grid_cells = grid_cells.typed_data(); p.grid_lines = grid_lines.typed_data();
   p.grid_origin = grid_origin.typed_data(); p.grid_dims = grid_dims.typed_data();
-  int threads = (int)std::min<int64_t>(256, ((s.R + 31) / 32) * 32);
-  size_t shared = (size_t)s.A * megastep::kModelLines * 4 * sizeof(float);
-  render_kernel<<<(unsigned)blocks, threads, shared, stream>>>(
-      b, s, p, model.typed_data(), angles.typed_data(), positions.typed_data(), fov.typed_data(),
-      radius.typed_data(), traversal, indices->typed_data(), locations->typed_data(), dots->typed_data(),
-      distances->typed_data(), screen->typed_data());
+  if (blocks > kMaxBlocks) return too_many_blocks("render", blocks);
+  size_t shared = 0;
+  float* drawn = nullptr;
+  if (s.A <= kMaxSharedAgents) {
+    shared = (size_t)s.A * megastep::kModelLines * 4 * sizeof(float);
+  } else {
+    int64_t envs = b.size * s.E;
+    drawn = scratch_array<float>(scratch, envs * s.A * megastep::kModelLines * 4);
+    if (!drawn) return ffi::Error(ffi::ErrorCode::kResourceExhausted, "megastep: render: no memory for the drawn agents");
+    MS_LAUNCH(draw_kernel, grid_for(envs), threads_for(s.A), 0, stream, b, s, envs,
+              model.typed_data(), angles.typed_data(), positions.typed_data(), drawn);
+    if (ffi::Error e = launched("render (drawing the agents)"); e.failure()) return e;
+  }
+  MS_LAUNCH(render_kernel, grid_for(blocks), threads_for(s.R), shared, stream, b, s, blocks, p,
+            model.typed_data(), angles.typed_data(), positions.typed_data(), fov.typed_data(),
+            radius.typed_data(), drawn, traversal, indices->typed_data(), locations->typed_data(),
+            dots->typed_data(), distances->typed_data(), screen->typed_data());
   return launched("render");
 }
 
-// One block per (batch member, env); threads stride over agents.
-__global__ void physics_kernel(Batching b, Sizes s, SceneryPtrs p, const float* positions,
-                               const float* velocity, const float* angles,
-                               const float* angvelocity, const float* fps, const float* radius,
-                               const float* restitution, int collision, float* pos_out,
-                               float* vel_out, float* ang_out, float* angv_out, float* progress) {
+// One thread per (batch member, env): an env's contact events are resolved in time order,
+// one after another (megastep.h, physics_env). The outputs hold the loop's state; each env
+// caches its agents' next wall events in its own slice of a global scratch array.
+constexpr int kPhysicsThreads = 64;
+__global__ void physics_kernel(Batching b, Sizes s, int64_t n_envs, SceneryPtrs p,
+                               const float* positions, const float* velocity,
+                               const float* angles, const float* angvelocity, const float* fps,
+                               const float* radius, const float* restitution, int collision,
+                               float* wall_cache, float* pos_out, float* vel_out,
+                               float* ang_out, float* angv_out, float* progress) {
   using namespace megastep;
-  extern __shared__ float motions[];
-  int64_t fe = blockIdx.x;
+  int64_t fe = block_index() * (int64_t)blockDim.x + threadIdx.x;
+  if (fe >= n_envs) return;
   int64_t e = fe % s.E, flat = fe / s.E;
   Env env = env_at(b, flat, e, s, p, (int)(s.A * kModelLines), nullptr);
   auto at = [&](int op) { return b.block(op, flat) * s.E + e; };
@@ -135,26 +210,17 @@ __global__ void physics_kernel(Batching b, Sizes s, SceneryPtrs p, const float* 
   float f = fps[b.block(kPFps, flat)];
   float rad = radius[b.block(kPRadius, flat)];
   float rest = restitution[b.block(kPRestitution, flat)];
-  for (int64_t i = threadIdx.x; i < 2 * s.A; i += blockDim.x) motions[i] = vel[i] / f;
-  __syncthreads();
   int64_t out = (flat * s.E + e) * s.A;
-  for (int64_t a = threadIdx.x; a < s.A; a += blockDim.x) {
-    AgentMotion m = step_agent(env, pos, motions, vel, ang, angv, (int)s.A, (int)a, f, rad,
-                               collision, rest);
-    pos_out[2 * (out + a)] = m.position.x;
-    pos_out[2 * (out + a) + 1] = m.position.y;
-    vel_out[2 * (out + a)] = m.velocity.x;
-    vel_out[2 * (out + a) + 1] = m.velocity.y;
-    ang_out[out + a] = m.angle;
-    angv_out[out + a] = m.angvelocity;
-    progress[out + a] = m.progress;
-  }
+  physics_env(env, pos, vel, ang, angv, (int)s.A, f, rad, collision, rest, pos_out + 2 * out,
+              vel_out + 2 * out, ang_out + out, angv_out + out, progress + out,
+              wall_cache + fe * 3 * s.A);
 }
 
 ffi::Error PhysicsImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 positions, F32 velocity,
                        F32 angles, F32 angvelocity, F32 fps, F32 radius, F32 restitution,
                        int32_t collision, F32Out positions_out, F32Out velocity_out,
-                       F32Out angles_out, F32Out angvelocity_out, F32Out progress_out) {
+                       F32Out angles_out, F32Out angvelocity_out, F32Out progress_out,
+                       megastep_cuda::Scratch scratch) {
   Batching b;
   Sizes s;
   std::string err = megastep::physics_layout(
@@ -167,12 +233,16 @@ ffi::Error PhysicsImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 position
   SceneryPtrs p;
   p.lines = lines.typed_data();
   p.n_lines = n_lines.typed_data();
-  int threads = (int)std::min<int64_t>(256, ((s.A + 31) / 32) * 32);
-  physics_kernel<<<(unsigned)blocks, threads, 2 * s.A * sizeof(float), stream>>>(
-      b, s, p, positions.typed_data(), velocity.typed_data(), angles.typed_data(),
-      angvelocity.typed_data(), fps.typed_data(), radius.typed_data(), restitution.typed_data(),
-      collision, positions_out->typed_data(), velocity_out->typed_data(),
-      angles_out->typed_data(), angvelocity_out->typed_data(), progress_out->typed_data());
+  int64_t grid = (blocks + kPhysicsThreads - 1) / kPhysicsThreads;
+  if (grid > kMaxBlocks) return too_many_blocks("physics", grid);
+  float* wall_cache = scratch_array<float>(scratch, blocks * 3 * s.A);
+  if (!wall_cache) return ffi::Error(ffi::ErrorCode::kResourceExhausted, "megastep: physics: no memory for the wall-event cache");
+  MS_LAUNCH(physics_kernel, grid_for(grid), kPhysicsThreads, 0, stream, b, s, blocks, p,
+            positions.typed_data(), velocity.typed_data(), angles.typed_data(),
+            angvelocity.typed_data(), fps.typed_data(), radius.typed_data(),
+            restitution.typed_data(), collision, wall_cache, positions_out->typed_data(),
+            velocity_out->typed_data(), angles_out->typed_data(), angvelocity_out->typed_data(),
+            progress_out->typed_data());
   return launched("physics");
 }
 
@@ -183,8 +253,10 @@ __global__ void fill_kernel(float* x, int64_t n, float v) {
 }
 
 // One block per (batch member, env, line); threads stride over the line's texels.
-__global__ void bake_kernel(Batching b, Sizes s, SceneryPtrs p, float* baked) {
-  int64_t j = blockIdx.x % s.L, fe = blockIdx.x / s.L;
+__global__ void bake_kernel(Batching b, Sizes s, int64_t n_blocks, SceneryPtrs p, float* baked) {
+  int64_t block = block_index();
+  if (block >= n_blocks) return;
+  int64_t j = block % s.L, fe = block / s.L;
   int64_t e = fe % s.E, flat = fe / s.E;
   Env env = megastep::env_at(b, flat, e, s, p, (int)(s.A * megastep::kModelLines), nullptr);
   if (j < env.n_agent_lines || j >= env.n_lines) return;
@@ -204,26 +276,38 @@ ffi::Error BakeImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S32
       dims_of(*baked), n_agents, b, s);
   if (!err.empty()) return invalid(err);
   int64_t n = b.size * s.E * s.T;
-  if (n > 0)
-    fill_kernel<<<(unsigned)std::min<int64_t>(1024, (n + 255) / 256), 256, 0, stream>>>(
-        baked->typed_data(), n, 1.f);
+  int64_t blocks = b.size * s.E * s.L;
+  if (blocks > kMaxBlocks) return too_many_blocks("bake", blocks);
+  if (n > 0) {
+    MS_LAUNCH(fill_kernel, dim3((unsigned)std::min<int64_t>(1024, (n + 255) / 256)), 256, 0,
+              stream, baked->typed_data(), n, 1.f);
+    if (ffi::Error e = launched("bake (filling)"); e.failure()) return e;
+  }
   SceneryPtrs p = megastep::bake_ptrs(lines.typed_data(), n_lines.typed_data(), lights.typed_data(),
                                       n_lights.typed_data(), texel_starts.typed_data(),
                                       texel_widths.typed_data());
-  int64_t blocks = b.size * s.E * s.L;
-  if (blocks > 0) bake_kernel<<<(unsigned)blocks, 64, 0, stream>>>(b, s, p, baked->typed_data());
+  if (blocks > 0)
+    MS_LAUNCH(bake_kernel, grid_for(blocks), 64, 0, stream, b, s, blocks, p, baked->typed_data());
   return launched("bake");
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepRenderCuda, RenderImpl, megastep_ffi::render_binding<ffi::PlatformStream<cudaStream_t>>());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepPhysicsCuda, PhysicsImpl, megastep_ffi::physics_binding<ffi::PlatformStream<cudaStream_t>>());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCuda, BakeImpl, megastep_ffi::bake_binding<ffi::PlatformStream<cudaStream_t>>());
+// The handlers bind cudaStream_t with StreamCtx (XLA's CUDA stream, or null in the emulation)
+// and their scratch memory with ScratchCtx (XLA's device allocator, or the host's).
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepRenderCuda, RenderImpl,
+                              megastep_ffi::render_binding<megastep_cuda::StreamCtx>()
+                                  .Ctx<megastep_cuda::ScratchCtx>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepPhysicsCuda, PhysicsImpl,
+                              megastep_ffi::physics_binding<megastep_cuda::StreamCtx>()
+                                  .Ctx<megastep_cuda::ScratchCtx>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCuda, BakeImpl, megastep_ffi::bake_binding<megastep_cuda::StreamCtx>());
 
+#if !defined(MEGASTEP_CUDA_EMULATION)  // cuda_emulated.cc defines the emulated module
 PYBIND11_MODULE(_megastep_cuda, m) {
   m.doc() = "megastep_jax CUDA kernels as XLA FFI handlers";
   m.def("registrations", []() {
     return megastep_ffi::registrations(MegastepRenderCuda, MegastepPhysicsCuda, MegastepBakeCuda);
   });
 }
+#endif

@@ -1,5 +1,6 @@
-// XLA FFI plumbing shared by the CPU and CUDA handlers: buffer types, errors, and the
-// signatures of the three kernels, bound once with the platform's context type.
+// XLA FFI plumbing shared by the CPU, CUDA and emulated CUDA handlers: buffer types, errors,
+// and the signatures of the three kernels, bound once with the platform's context type (the
+// CUDA file adds a scratch allocator after the results).
 #pragma once
 
 #include <string>
@@ -70,18 +71,19 @@ auto bake_binding() {
 }
 
 // The Python module's `registrations()`: FFI target name -> handler capsule, as
-// jax.ffi.register_ffi_target takes them.
+// jax.ffi.register_ffi_target takes them. The names are megastep_{render,physics,bake} plus
+// `suffix` (the emulated CUDA handlers are CPU targets beside the CPU kernels').
 template <class R, class P, class B>
-pybind11::dict registrations(R* render, P* physics, B* bake) {
+pybind11::dict registrations(R* render, P* physics, B* bake, const std::string& suffix = "") {
   auto capsule = [](auto* fn) {
     static_assert(std::is_invocable_r_v<XLA_FFI_Error*, decltype(fn), XLA_FFI_CallFrame*>,
                   "an XLA FFI handler must have the XLA FFI signature");
     return pybind11::capsule(reinterpret_cast<void*>(fn));
   };
   pybind11::dict d;
-  d["megastep_render"] = capsule(render);
-  d["megastep_physics"] = capsule(physics);
-  d["megastep_bake"] = capsule(bake);
+  d[pybind11::str("megastep_render" + suffix)] = capsule(render);
+  d[pybind11::str("megastep_physics" + suffix)] = capsule(physics);
+  d[pybind11::str("megastep_bake" + suffix)] = capsule(bake);
   return d;
 }
 

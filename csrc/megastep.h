@@ -449,6 +449,32 @@ MS_FN Pixel render_pixel(const Env& env, Vec p, Vec u, float radius) {
 
 // ---------------------------------------------------------------------------------------
 // Physics
+//
+// Agents are discs of radius R moving uniformly over the step (time t in [0, 1]) by their
+// motion m = velocity/fps. physics_env simulates one env's step as a sequence of contact
+// events in time order:
+//
+// - Each agent's path is piecewise linear: a segment starts at time t0 from position P0
+//   (the step's start, or its last contact) with motion m (zero once it is at rest).
+// - An event is the earliest contact of a moving agent with a wall (wall_contact) or of a
+//   pair of agents (pair_event: relative motion, contact distance 1.001*2R), computed from
+//   the segment(s) involved. Its time is the contact backed off by megastep's 0.99 over
+//   the segment: b = t0 + sensibilise(f)*(1 - t0), f the contact's fraction of the rest of
+//   the step. From the step's start that is megastep's 0.99*f exactly.
+// - The earliest event over the env is resolved at b: both agents of a pair (or the one
+//   agent at a wall) start a new segment there. stop: the agent stays there (velocity 0).
+//   slide removes the normal component of its velocity; bounce reflects it times the
+//   restitution; a pair shares equal and opposite impulses computed once from the relative
+//   velocity. Then the next event is sought from there.
+// Every event is found from the paths the agents really take, so no agent comes within
+// the contact distance of a wall or another agent at any time of the step (agents that
+// start in contact aside), and each stops (stop mode) within 1% of its real first contact.
+// Progress is the time of an agent's first event (1 if none).
+//
+// Bounds: every event counts one contact for each moving agent in it, and an agent with
+// kMaxContacts contacts in a step rests for the rest of that step (its velocity is kept
+// for the next; under stop every agent rests after its first). So a step has at most
+// A*kMaxContacts events, whatever the number of agents A: each costs O(A^2) pair tests.
 
 // 0 for NaN, else 0.99*p clamped to [0, 1].
 MS_FN float sensibilise(float p) {
@@ -471,19 +497,20 @@ MS_FN float approach(Vec p, Vec m, Vec q, float r) {
 struct Contact {
   float progress;  // sensibilised, 1 if no contact
   Vec normal;      // unit normal pointing from the obstacle towards the agent
-  int other;       // index of the agent hit, -1 for a wall or none
 };
-
-// Whether a candidate progress beats the contact so far; p is its sensibilised value.
-MS_FN bool improves(const Contact& c, float candidate, float& p) {
-  if (candidate == INFINITY) return false;
-  p = sensibilise(candidate);
-  return p < c.progress;
-}
 
 MS_FN Vec unit(Vec v) {
   float n = norm(v);
   return n > 0.f ? (1.f / n) * v : Vec{0.f, 0.f};
+}
+
+// Takes a raw candidate into c if it is earlier (strictly) than c so far. With
+// `approaching` set, only a contact the motion m heads into (m . normal < 0) counts: slide
+// and bounce skip a contact their resolved velocity already leaves or runs along.
+MS_FN void consider(Contact& c, float candidate, Vec normal, Vec m, bool approaching) {
+  if (candidate == INFINITY) return;
+  float p = sensibilise(candidate);
+  if (p < c.progress && (!approaching || dot(m, normal) < 0.f)) c = {p, normal};
 }
 
 // Whether line l can give agent p moving by m a contact within this step: its bounding
@@ -500,25 +527,11 @@ MS_FN bool may_touch(Line l, Vec p, Vec m, float r) {
            fmaxf(l.a.y, l.b.y) < loy || fminf(l.a.y, l.b.y) > hiy);
 }
 
-// Earliest contact of agent `self` with the other agents' discs and the static lines.
-// Candidates are considered in a fixed order (agents, then per line: crossing, the two
+// Earliest contact of a disc at p moving by m with the static lines (megastep's rules plus
+// the band). Candidates are considered in a fixed order (per line: crossing, the two
 // endpoints, the side, the band) and a later one wins only if strictly smaller.
-MS_FN Contact first_contact(const Env& env, const float* positions, const float* motions,
-                            int n_agents, int self, float radius) {
-  Contact c = {1.f, {0.f, 0.f}, -1};
-  Vec p = {positions[2 * self], positions[2 * self + 1]};
-  Vec m = {motions[2 * self], motions[2 * self + 1]};
-  float x;
-
-  float r2 = kContactScale * 2.f * radius;
-  for (int o = 0; o < n_agents; ++o) {
-    if (o == self) continue;
-    Vec q = {positions[2 * o], positions[2 * o + 1]};
-    Vec rel = m - Vec{motions[2 * o], motions[2 * o + 1]};
-    float cand = approach(p, rel, q, r2);
-    if (improves(c, cand, x)) c = {x, unit(p + fminf(fmaxf(cand, 0.f), 1.f) * rel - q), o};
-  }
-
+MS_FN Contact wall_contact(const Env& env, Vec p, Vec m, float radius, bool approaching) {
+  Contact c = {1.f, {0.f, 0.f}};
   float r = kContactScale * radius;
   float mlen = norm(m);
   for (int j = env.n_agent_lines; j < env.n_lines; ++j) {
@@ -532,28 +545,36 @@ MS_FN Contact first_contact(const Env& env, const float* positions, const float*
     Vec n = unit(Vec{-d.y, d.x});
     if (dot(p - l.a, n) < 0.f) n = -1.f * n;
 
-    // crossing the line
+    // crossing the line, where the disc meets it alongside the segment (megastep took any
+    // crossing, stopping early where the disc would meet the line beyond the segment's
+    // end: the endpoint rules below give the real contact there)
     float denom = cross(m, d);
     float s = cross(l.a - p, d) / denom;
     float t = cross(l.a - p, m) / denom;
-    if (s > 0.f && s < 1.f && t > 0.f && t < 1.f && improves(c, (1.f - r / dp) * s, x))
-      c = {x, n, -1};
+    if (s > 0.f && s < 1.f && t > 0.f && t < 1.f) {
+      float xs = (1.f - r / dp) * s;
+      float ts = dot(p + fmaxf(xs, 0.f) * m - l.a, d) / dd;
+      if (ts >= 0.f && ts <= 1.f) consider(c, xs, n, m, approaching);
+    }
 
     // touching an endpoint
     if (mlen > 0.f) {
       float ca = approach(p, m, l.a, r);
-      if (improves(c, ca, x)) c = {x, unit(p + fminf(fmaxf(ca, 0.f), 1.f) * m - l.a), -1};
+      if (ca != INFINITY) consider(c, ca, unit(p + fminf(fmaxf(ca, 0.f), 1.f) * m - l.a), m, approaching);
       float cb = approach(p, m, l.b, r);
-      if (improves(c, cb, x)) c = {x, unit(p + fminf(fmaxf(cb, 0.f), 1.f) * m - l.b), -1};
+      if (cb != INFINITY) consider(c, cb, unit(p + fminf(fmaxf(cb, 0.f), 1.f) * m - l.b), m, approaching);
     }
 
-    // ending the step within r of the line's side
+    // ending the step within r of the line's side, where the disc meets it alongside the
+    // segment (as for the crossing)
     Vec q = p + m;
     float tq = dot(q - l.a, d) / dd;
     if (tq > 0.f && tq < 1.f) {
       Vec foot = l.a + tq * d;
       float dq = norm(q - foot);
-      if (dq < r && improves(c, (dp - r) / (dp - dq), x)) c = {x, n, -1};
+      float xq = (dp - r) / (dp - dq);
+      float tx = dot(p + fmaxf(xq, 0.f) * m - l.a, d) / dd;
+      if (dq < r && tx >= 0.f && tx <= 1.f) consider(c, xq, n, m, approaching);
     }
 
     // entering the band within r of the line where it has the segment alongside: the
@@ -565,7 +586,7 @@ MS_FN Contact first_contact(const Env& env, const float* positions, const float*
     if (sq < r && sq < dp) {
       float xc = (dp - r) / (dp - sq);
       float tc = dot(p + fmaxf(xc, 0.f) * m - l.a, d) / dd;
-      if (tc >= 0.f && tc <= 1.f && improves(c, xc, x)) c = {x, n, -1};
+      if (tc >= 0.f && tc <= 1.f) consider(c, xc, n, m, approaching);
     }
   }
   return c;
@@ -578,103 +599,193 @@ MS_FN float wrap_degrees(float a) {
   return w - 180.f;
 }
 
-struct AgentMotion {
-  Vec position, velocity;
-  float angle, angvelocity, progress;
+constexpr int kMaxContacts = 8;  // contacts per agent per step under slide and bounce
+
+// One env's agents during the event loop; every array holds n_agents entries (x, y pairs
+// for positions and velocities). See physics_env.
+struct Bodies {
+  float* p0;        // (A, 2) position at the start of the agent's current segment
+  float* v;         // (A, 2) velocity
+  float* t0;        // (A,) time its current segment started
+  float* contacts;  // (A,) contacts so far; kMaxContacts: at rest for the rest of the step
+  float* first;     // (A,) time of its first event, 1 if none: the progress
+  float fps;
+};
+MS_FN bool live(const Bodies& b, int i) { return b.contacts[i] < (float)kMaxContacts; }
+MS_FN Vec velocity_of(const Bodies& b, int i) { return {b.v[2 * i], b.v[2 * i + 1]}; }
+MS_FN Vec motion_of(const Bodies& b, int i) {
+  return live(b, i) ? Vec{b.v[2 * i] / b.fps, b.v[2 * i + 1] / b.fps} : Vec{0.f, 0.f};
+}
+// Where agent i is at time t of the step (t >= its segment's start).
+MS_FN Vec position_at(const Bodies& b, int i, float t) {
+  return Vec{b.p0[2 * i], b.p0[2 * i + 1]} + (t - b.t0[i]) * motion_of(b, i);
+}
+
+struct Event {
+  float time;  // backed off, in [0, 1]; +inf for none
+  Vec normal;  // towards the (first) agent
 };
 
-// Envs with more agents than this are not settled (see settled_contact).
-constexpr int kMaxSettleAgents = 32;
-
-// Whether agents i and j, which started apart, end the step overlapping at progress xi, xj.
-MS_FN bool end_overlap(const float* positions, const float* motions, int i, int j, float xi,
-                       float xj, float radius) {
-  Vec pi = {positions[2 * i], positions[2 * i + 1]}, pj = {positions[2 * j], positions[2 * j + 1]};
-  Vec mi = {motions[2 * i], motions[2 * i + 1]}, mj = {motions[2 * j], motions[2 * j + 1]};
-  Vec start = pi - pj, end = (pi + xi * mi) - (pj + xj * mj);
-  float contact = 4.f * radius * radius;
-  return dot(start, start) >= contact && dot(end, end) < contact;
+// Agent i's next wall event, from the start of its current segment.
+MS_FN Event wall_event(const Env& env, const Bodies& b, int i, float radius, bool approaching) {
+  float t0 = b.t0[i], rest = 1.f - t0;
+  Contact c = wall_contact(env, Vec{b.p0[2 * i], b.p0[2 * i + 1]}, rest * motion_of(b, i), radius,
+                           approaching);
+  if (!(c.progress < 1.f)) return {INFINITY, {0.f, 0.f}};
+  return {t0 + c.progress * rest, c.normal};
 }
 
-// first_contact of agent `self`, settled against the other agents' actual progress.
-//
-// megastep's disc-disc candidate assumes the other agent makes its full motion; one
-// stopped short by a wall or a third agent could be run into. Settling: while two agents
-// that started apart would end overlapping, the one with more progress takes the other's
-// (Jacobi rounds; at equal progress a pair is apart, as its own candidate bounds both).
-// Progress only falls, to values already held, so at most A*A rounds. Every thread
-// computes every agent's contact: O(A) times the work, but no cross-thread state.
-MS_FN Contact settled_contact(const Env& env, const float* positions, const float* motions,
-                              int n_agents, int self, float radius) {
-  Contact own = first_contact(env, positions, motions, n_agents, self, radius);
-  if (n_agents < 2 || n_agents > kMaxSettleAgents) return own;
-  float x[kMaxSettleAgents], prev[kMaxSettleAgents];
-  for (int i = 0; i < n_agents; ++i)
-    x[i] = i == self ? own.progress : first_contact(env, positions, motions, n_agents, i, radius).progress;
-  int partner = -1;
-  for (int round = 0; round < n_agents * n_agents; ++round) {
-    for (int i = 0; i < n_agents; ++i) prev[i] = x[i];
-    bool changed = false;
-    for (int i = 0; i < n_agents; ++i)
-      for (int j = 0; j < n_agents; ++j) {
-        if (j == i || !(prev[j] < x[i])) continue;
-        if (!end_overlap(positions, motions, i, j, prev[i], prev[j], radius)) continue;
-        x[i] = prev[j];
-        if (i == self) partner = j;
-        changed = true;
-      }
-    if (!changed) break;
-  }
-  if (partner < 0) return own;
-  Vec ps = {positions[2 * self], positions[2 * self + 1]}, ms = {motions[2 * self], motions[2 * self + 1]};
-  Vec po = {positions[2 * partner], positions[2 * partner + 1]};
-  Vec mo = {motions[2 * partner], motions[2 * partner + 1]};
-  return {x[self], unit((ps + x[self] * ms) - (po + x[partner] * mo)), partner};
+// The next contact event of agents i < j, from the later of their segments' starts.
+MS_FN Event pair_event(const Bodies& b, int i, int j, float radius) {
+  float tp = fmaxf(b.t0[i], b.t0[j]), rest = 1.f - tp;
+  Vec pi = position_at(b, i, tp), pj = position_at(b, j, tp);
+  Vec rel = rest * (motion_of(b, i) - motion_of(b, j));
+  float f = approach(pi, rel, pj, kContactScale * 2.f * radius);
+  if (f == INFINITY) return {INFINITY, {0.f, 0.f}};
+  float s = sensibilise(f);
+  if (!(s < 1.f)) return {INFINITY, {0.f, 0.f}};
+  return {tp + s * rest, unit(pi + fminf(fmaxf(f, 0.f), 1.f) * rel - pj)};
 }
 
-// One physics step of agent `self`. motions are velocity/fps for every agent.
-// collision: kStop zeroes the velocity on contact (megastep); kSlide removes its
-// component into the contact normal; kBounce reflects it, scaled by restitution.
-MS_FN AgentMotion step_agent(const Env& env, const float* positions, const float* motions,
-                             const float* velocities, const float* angles,
-                             const float* angvelocities, int n_agents, int self, float fps,
-                             float radius, int collision, float restitution) {
-  Contact c = settled_contact(env, positions, motions, n_agents, self, radius);
-  float x = c.progress;
-  Vec p = {positions[2 * self], positions[2 * self + 1]};
-  Vec m = {motions[2 * self], motions[2 * self + 1]};
-  Vec v = {velocities[2 * self], velocities[2 * self + 1]};
-  float w = angvelocities[self];
-  AgentMotion out;
-  out.position = p + x * m;
-  out.progress = x;
+// Starts agent i's new segment at time t (where it is then).
+MS_FN void restart(Bodies& b, int i, float t) {
+  Vec p = position_at(b, i, t);
+  b.p0[2 * i] = p.x;
+  b.p0[2 * i + 1] = p.y;
+  b.t0[i] = t;
+}
+
+MS_FN void set_velocity(Bodies& b, int i, Vec v) {
+  b.v[2 * i] = v.x;
+  b.v[2 * i + 1] = v.y;
+}
+
+// Agent i's contact at time t with an obstacle it cannot move (a wall, a resting agent, or
+// under stop any agent): stop, or its velocity's normal component removed or reflected.
+MS_FN void resolve_one(Bodies& b, int i, Vec n, float t, int collision, float restitution) {
+  b.first[i] = fminf(b.first[i], t);
   if (collision == kStop) {
-    out.angle = wrap_degrees(angles[self] + x * w / fps);
-    bool hit = x < 1.f;
-    out.velocity = hit ? Vec{0.f, 0.f} : v;
-    out.angvelocity = hit ? 0.f : w;
-    return out;
+    set_velocity(b, i, {0.f, 0.f});
+    b.contacts[i] = (float)kMaxContacts;
+    return;
   }
-  // Turning is not obstructed by a disc, so slide and bounce keep the full turn.
-  out.angle = wrap_degrees(angles[self] + w / fps);
-  out.angvelocity = w;
-  out.velocity = v;
-  if (x < 1.f) {
-    Vec n = c.normal;
-    // For a disc-disc contact use the relative velocity; equal masses share the impulse.
-    Vec vrel = v;
-    float share = 1.f;
-    if (c.other >= 0) {
-      vrel = v - Vec{velocities[2 * c.other], velocities[2 * c.other + 1]};
-      share = 0.5f;
-    }
-    float vn = dot(vrel, n);
+  Vec v = velocity_of(b, i);
+  float vn = dot(v, n);
+  float k = collision == kBounce ? 1.f + restitution : 1.f;
+  if (vn < 0.f) set_velocity(b, i, v - (k * vn) * n);
+  b.contacts[i] += 1.f;
+}
+
+// Resolves agent i's wall event, or the pair event of i and j (j >= 0).
+MS_FN void resolve(Bodies& b, int i, int j, Event e, int collision, float restitution) {
+  bool li = live(b, i), lj = j >= 0 && live(b, j);
+  Vec mi = motion_of(b, i), mj = j >= 0 ? motion_of(b, j) : Vec{0.f, 0.f};
+  restart(b, i, e.time);
+  if (j >= 0) restart(b, j, e.time);
+  if (j < 0 || collision == kStop && !lj) {
+    resolve_one(b, i, e.normal, e.time, collision, restitution);
+  } else if (collision == kStop && !li) {
+    resolve_one(b, j, -1.f * e.normal, e.time, collision, restitution);
+  } else if (!li || !lj) {
+    // slide, bounce: meeting an agent at rest past its contact bound, the moving one rests
+    // too, its velocity kept (no one-sided impulse: momentum and energy are kept)
+    int k = li ? i : j;
+    b.first[k] = fminf(b.first[k], e.time);
+    b.contacts[k] = (float)kMaxContacts;
+  } else if (collision == kStop) {
+    // the one heading faster into the other stops; the other runs on, and meets the
+    // stopped one's resting disc if its path really does (a later event)
+    if (-dot(mi, e.normal) >= dot(mj, e.normal))
+      resolve_one(b, i, e.normal, e.time, collision, restitution);
+    else
+      resolve_one(b, j, -1.f * e.normal, e.time, collision, restitution);
+  } else {
+    // equal masses: equal and opposite impulses from the relative normal velocity
+    Vec vi = velocity_of(b, i), vj = velocity_of(b, j);
+    float vn = dot(vi - vj, e.normal);
+    float k = collision == kBounce ? 1.f + restitution : 1.f;
     if (vn < 0.f) {
-      float k = collision == kBounce ? (1.f + restitution) : 1.f;
-      out.velocity = v - (share * k * vn) * n;
+      Vec impulse = (0.5f * k * vn) * e.normal;
+      set_velocity(b, i, vi - impulse);
+      set_velocity(b, j, vj + impulse);
+    }
+    b.first[i] = fminf(b.first[i], e.time);
+    b.first[j] = fminf(b.first[j], e.time);
+    b.contacts[i] += 1.f;
+    b.contacts[j] += 1.f;
+  }
+}
+
+// One physics step of one env's n_agents agents; see the comment at the top of this
+// section. Outputs: positions, velocities (A, 2), angles, angular velocities, progress
+// (A,), each its own buffer. The velocity, angle, angular-velocity and progress outputs
+// hold the event loop's state until the end (so no scratch memory is needed).
+// wall_cache, (A, 3) or nullptr, keeps each agent's next wall event between events
+// instead of recomputing it (same numbers either way).
+// stop: position at progress x, angle turned by x of its turn, and where x < 1 velocity
+// and angular velocity zeroed (megastep). slide and bounce: the full turn, angular
+// velocity kept (turning is not obstructed by a disc).
+MS_FN void physics_env(const Env& env, const float* positions, const float* velocities,
+                       const float* angles, const float* angvelocities, int n_agents, float fps,
+                       float radius, int collision, float restitution, float* pos_out,
+                       float* vel_out, float* ang_out, float* angv_out, float* progress_out,
+                       float* wall_cache) {
+  Bodies b = {pos_out, vel_out, ang_out, angv_out, progress_out, fps};
+  for (int i = 0; i < n_agents; ++i) {
+    b.p0[2 * i] = positions[2 * i];
+    b.p0[2 * i + 1] = positions[2 * i + 1];
+    b.v[2 * i] = velocities[2 * i];
+    b.v[2 * i + 1] = velocities[2 * i + 1];
+    b.t0[i] = 0.f;
+    b.contacts[i] = 0.f;
+    b.first[i] = 1.f;
+  }
+  bool approaching = collision != kStop;
+  auto refresh = [&](int i) {
+    if (!wall_cache) return;
+    Event w = live(b, i) ? wall_event(env, b, i, radius, approaching) : Event{INFINITY, {0.f, 0.f}};
+    wall_cache[3 * i] = w.time;
+    wall_cache[3 * i + 1] = w.normal.x;
+    wall_cache[3 * i + 2] = w.normal.y;
+  };
+  for (int i = 0; i < n_agents; ++i) refresh(i);
+  // Each event takes a contact from a live agent (kMaxContacts under stop), so this bound
+  // is never the one that ends the loop.
+  int max_events = n_agents * kMaxContacts + 1;
+  for (int k = 0; k < max_events; ++k) {
+    Event best = {INFINITY, {0.f, 0.f}};
+    int bi = -1, bj = -1;
+    for (int i = 0; i < n_agents; ++i) {
+      bool li = live(b, i);
+      if (li) {
+        Event w = wall_cache ? Event{wall_cache[3 * i], {wall_cache[3 * i + 1], wall_cache[3 * i + 2]}}
+                             : wall_event(env, b, i, radius, approaching);
+        if (w.time < best.time) { best = w; bi = i; bj = -1; }
+      }
+      for (int j = i + 1; j < n_agents; ++j) {
+        if (!li && !live(b, j)) continue;
+        Event e = pair_event(b, i, j, radius);
+        if (e.time < best.time) { best = e; bi = i; bj = j; }
+      }
+    }
+    if (bi < 0) break;
+    resolve(b, bi, bj, best, collision, restitution);
+    refresh(bi);
+    if (bj >= 0) refresh(bj);
+  }
+  for (int i = 0; i < n_agents; ++i) {
+    Vec p = position_at(b, i, 1.f);
+    pos_out[2 * i] = p.x;
+    pos_out[2 * i + 1] = p.y;
+    float x = progress_out[i], w = angvelocities[i];
+    if (collision == kStop) {
+      ang_out[i] = wrap_degrees(angles[i] + x * w / fps);
+      angv_out[i] = x < 1.f ? 0.f : w;
+    } else {
+      ang_out[i] = wrap_degrees(angles[i] + w / fps);
+      angv_out[i] = w;
     }
   }
-  return out;
 }
 
 }  // namespace megastep

@@ -1,9 +1,11 @@
 """The public core: constants, gamma, agent state and the three kernel entry points.
 
 ``render``, ``physics`` and ``bake`` validate their inputs in Python, then call either the
-compiled kernels (``backend="kernel"``, the default) or their pure-jnp twins
-(``backend="reference"``). They work under ``jit``, ``vmap`` (nested too, and over fov,
-fps, radius or restitution with the scenery unbatched) and ``lax.scan``.
+compiled kernels (``backend="kernel"``, the default), their pure-jnp twins
+(``backend="reference"``), or the CUDA kernels run on the CPU by an emulation of CUDA
+(``backend="cuda-emulated"``: slow, for testing the CUDA file's launch code). They work
+under ``jit``, ``vmap`` (nested too, and over fov, fps, radius or restitution with the
+scenery unbatched) and ``lax.scan``.
 
 Validation of values (finite, positive coordinates, fov in (0, 180), ...) runs where the
 values are concrete; under ``jit`` only shapes and dtypes can be checked, and a kernel
@@ -33,7 +35,7 @@ LUMINANCE = reference.LUMINANCE
 MAX_RES = 4096
 """Largest horizontal resolution accepted by render."""
 DEFAULT_RES, DEFAULT_FOV, DEFAULT_FPS = 64, 130.0, 10.0
-BACKENDS = ("kernel", "reference")
+BACKENDS = ("kernel", "reference", "cuda-emulated")
 COLLISIONS = tuple(reference.COLLISIONS)
 
 __all__ = ["AGENT_WIDTH", "AGENT_RADIUS", "TEXEL_SIZE", "AMBIENT", "LUMINANCE", "gamma_encode",
@@ -158,6 +160,10 @@ def _check_backend(backend: str) -> None:
         from . import kernels
 
         kernels.require()
+    elif backend == "cuda-emulated":
+        from . import kernels
+
+        kernels.require_emulated()
 
 
 def _as_f32(scenery: Scenery) -> Scenery:
@@ -196,7 +202,8 @@ def render(scenery: Scenery, agents: Agents, res: int = DEFAULT_RES, fov=DEFAULT
         res: horizontal resolution R, a static int in [1, MAX_RES].
         fov: field of view in degrees, in (0, 180); an array operand, so vmappable.
         radius: near-plane distance in metres, >= 0; an array operand.
-        backend: "kernel" (compiled) or "reference" (pure jnp).
+        backend: "kernel" (compiled), "reference" (pure jnp) or "cuda-emulated" (the CUDA
+            kernels on the CPU, for testing them).
 
     Returns:
         Render with indices, locations, dots, distances (E, A, R) and screen (E, A, R, 3).
@@ -214,7 +221,7 @@ def render(scenery: Scenery, agents: Agents, res: int = DEFAULT_RES, fov=DEFAULT
         return reference.render(scenery, agents, int(res), fov, radius)
     from . import kernels
 
-    return kernels.render(scenery, agents, int(res), fov, radius)
+    return kernels.render(scenery, agents, int(res), fov, radius, backend)
 
 
 def physics(scenery: Scenery, agents: Agents, fps=DEFAULT_FPS, radius=AGENT_RADIUS,
@@ -232,7 +239,7 @@ def physics(scenery: Scenery, agents: Agents, fps=DEFAULT_FPS, radius=AGENT_RADI
             component into the contact normal removed) or "bounce" (reflected, times
             ``restitution``). Under slide and bounce turning is not obstructed.
         restitution: in [0, 1], used by "bounce".
-        backend: "kernel" or "reference".
+        backend: "kernel", "reference" or "cuda-emulated".
 
     Returns:
         (agents, progress): the moved agents and (E, A) float32 progress in [0, 1], the
@@ -250,7 +257,7 @@ def physics(scenery: Scenery, agents: Agents, fps=DEFAULT_FPS, radius=AGENT_RADI
         return reference.physics(scenery, agents, fps, radius, collision, restitution)
     from . import kernels
 
-    return kernels.physics(scenery, agents, fps, radius, collision, restitution)
+    return kernels.physics(scenery, agents, fps, radius, collision, restitution, backend)
 
 
 def bake(scenery: Scenery, backend: str = "kernel") -> Scenery:
@@ -265,4 +272,4 @@ def bake(scenery: Scenery, backend: str = "kernel") -> Scenery:
         return reference.bake(scenery)
     from . import kernels
 
-    return kernels.bake(scenery)
+    return kernels.bake(scenery, backend)

@@ -2,8 +2,10 @@
 
 The CPU targets are registered at import whenever the extension was built (always, on
 install). The CUDA targets are registered only where the CUDA extension was built and JAX
-has a GPU backend. Validation happens in :mod:`megastep_jax.core`; these wrappers assume
-well-formed operands.
+has a GPU backend. The emulated CUDA targets (``csrc/cuda_kernels.cu`` compiled for the CPU
+with ``csrc/cuda_emulation.h``; ``backend="cuda-emulated"``) are CPU targets of their own
+names, registered wherever that extension was built. Validation happens in
+:mod:`megastep_jax.core`; these wrappers assume well-formed operands.
 
 Every call uses ``vmap_method="expand_dims"``: under ``vmap`` an unbatched operand (say
 the scenery, while fov is swept) reaches the kernel with a leading axis of size 1 and the
@@ -40,6 +42,19 @@ def _has_gpu() -> bool:
         return False
 
 
+try:  # built by default (MEGASTEP_CUDA_EMULATED=ON)
+    from . import _megastep_cuda_emulated
+except ImportError as e:  # pragma: no cover - only in a build without it
+    _megastep_cuda_emulated = None
+    _EMULATED_IMPORT_ERROR = e
+else:
+    _EMULATED_IMPORT_ERROR = None
+    for _name, _capsule in _megastep_cuda_emulated.registrations().items():
+        jax.ffi.register_ffi_target(_name, _capsule, platform="cpu")
+
+# FFI target name suffix per backend.
+_TARGETS = {"kernel": "", "cuda-emulated": "_cuda_emulated"}
+
 CUDA_REGISTERED = False
 if _megastep_cuda is not None and _has_gpu():
     for _name, _capsule in _megastep_cuda.registrations().items():
@@ -70,6 +85,16 @@ def require(platform: str | None = None) -> None:
         )
 
 
+def require_emulated() -> None:
+    """Raises a clear error where the emulated CUDA kernels were not built."""
+    if _megastep_cuda_emulated is None:
+        raise RuntimeError(
+            "megastep_jax was built without the emulated CUDA kernels "
+            f"({_EMULATED_IMPORT_ERROR}); rebuild with MEGASTEP_CUDA_EMULATED=ON, or pass "
+            "backend='kernel' or 'reference'"
+        )
+
+
 def _f32(x):
     return jnp.asarray(x, jnp.float32)
 
@@ -91,13 +116,15 @@ def _grid_operands(scenery: Scenery):
             jnp.zeros((E, 2), i32))
 
 
-def render(scenery: Scenery, agents: Agents, res: int, fov, radius, traversal: str = "grid") -> Render:
-    """Kernel twin of :func:`megastep_jax.reference.render`; ``traversal`` in TRAVERSALS."""
+def render(scenery: Scenery, agents: Agents, res: int, fov, radius, backend: str = "kernel",
+           traversal: str = "grid") -> Render:
+    """Kernel twin of :func:`megastep_jax.reference.render`; backend "kernel" or
+    "cuda-emulated", ``traversal`` a key of TRAVERSALS."""
     E, A = agents.angles.shape[-2:]
     f32, i32 = jnp.float32, jnp.int32
     shape = (E, A, res)
     out = jax.ffi.ffi_call(
-        "megastep_render",
+        "megastep_render" + _TARGETS[backend],
         (jax.ShapeDtypeStruct(shape, i32), jax.ShapeDtypeStruct(shape, f32),
          jax.ShapeDtypeStruct(shape, f32), jax.ShapeDtypeStruct(shape, f32),
          jax.ShapeDtypeStruct(shape + (3,), f32)),
@@ -110,12 +137,12 @@ def render(scenery: Scenery, agents: Agents, res: int, fov, radius, traversal: s
 
 
 def physics(scenery: Scenery, agents: Agents, fps, radius, collision: str = "stop",
-            restitution=1.0):
-    """Kernel twin of :func:`megastep_jax.reference.physics`."""
+            restitution=1.0, backend: str = "kernel"):
+    """Kernel twin of :func:`megastep_jax.reference.physics`; backend "kernel" or "cuda-emulated"."""
     E, A = agents.angles.shape[-2:]
     f32 = jnp.float32
     pos, vel, ang, angv, progress = jax.ffi.ffi_call(
-        "megastep_physics",
+        "megastep_physics" + _TARGETS[backend],
         (jax.ShapeDtypeStruct((E, A, 2), f32), jax.ShapeDtypeStruct((E, A, 2), f32),
          jax.ShapeDtypeStruct((E, A), f32), jax.ShapeDtypeStruct((E, A), f32),
          jax.ShapeDtypeStruct((E, A), f32)),
@@ -126,10 +153,10 @@ def physics(scenery: Scenery, agents: Agents, fps, radius, collision: str = "sto
     return Agents(angles=ang, positions=pos, angvelocity=angv, velocity=vel), progress
 
 
-def bake(scenery: Scenery) -> Scenery:
-    """Kernel twin of :func:`megastep_jax.reference.bake`."""
+def bake(scenery: Scenery, backend: str = "kernel") -> Scenery:
+    """Kernel twin of :func:`megastep_jax.reference.bake`; backend "kernel" or "cuda-emulated"."""
     baked = jax.ffi.ffi_call(
-        "megastep_bake",
+        "megastep_bake" + _TARGETS[backend],
         jax.ShapeDtypeStruct(scenery.baked.shape[-2:], jnp.float32),
         vmap_method="expand_dims",
     )(scenery.lines, scenery.n_lines, scenery.lights, scenery.n_lights, scenery.texel_starts,

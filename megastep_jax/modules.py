@@ -99,7 +99,37 @@ def _physics(scenery, agents, fps, backend, collision):
 
 
 @dataclasses.dataclass(frozen=True)
-class SimpleMovement:
+class _Movement:
+    """What both movements share: A agents, the seven actions, and physics after ``apply``."""
+
+    n_agents: int = 1
+
+    @property
+    def space(self) -> spaces.MultiDiscrete:
+        return spaces.MultiDiscrete(self.n_agents, len(ACTION_VELOCITY))
+
+    def _rows(self, actions):
+        """(agent-frame velocity rows (..., A, 2), turn signs (..., A)) of the actions."""
+        actions = _check_actions(actions, self.n_agents)
+        return jnp.asarray(ACTION_VELOCITY)[actions], jnp.asarray(ACTION_ANGVELOCITY)[actions]
+
+    def apply(self, agents: Agents, actions, fps=10.0, *args) -> Agents:
+        raise NotImplementedError
+
+    def __call__(self, scenery, agents: Agents, actions, fps=10.0, *args, backend: str = "kernel",
+                 collision: str = "stop", **overrides):
+        """Sets velocities from actions (``apply``, with the same further arguments, e.g.
+        ``speed=`` or ``decay=``) and steps the physics.
+
+        Returns:
+            (agents, progress (..., A)): as :func:`megastep_jax.core.physics`.
+        """
+        agents = self.apply(agents, actions, fps, *args, **overrides)
+        return _physics(scenery, agents, fps, backend, collision)
+
+
+@dataclasses.dataclass(frozen=True)
+class SimpleMovement(_Movement):
     """Movement without momentum: each action sets a fixed velocity for one step.
 
     Actions: 0 noop, 1/2 move along +y/-y of the agent frame, 3/4 forward/backward,
@@ -113,13 +143,8 @@ class SimpleMovement:
         ang_speed: degrees per second for turns.
     """
 
-    n_agents: int = 1
     speed: float = 10.0
     ang_speed: float = 180.0
-
-    @property
-    def space(self) -> spaces.MultiDiscrete:
-        return spaces.MultiDiscrete(self.n_agents, 7)
 
     def apply(self, agents: Agents, actions, fps=10.0, speed=None, ang_speed=None) -> Agents:
         """Sets the agents' velocities from their actions.
@@ -133,29 +158,17 @@ class SimpleMovement:
         Returns:
             Agents with new ``velocity`` (..., A, 2) and ``angvelocity`` (..., A).
         """
-        actions = _check_actions(actions, self.n_agents)
+        rows, turns = self._rows(actions)
         speed = self.speed if speed is None else speed
         ang_speed = self.ang_speed if ang_speed is None else ang_speed
-        rows = jnp.asarray(ACTION_VELOCITY)[actions]
-        turns = jnp.asarray(ACTION_ANGVELOCITY)[actions]
         velocity = to_global_frame(agents.angles, speed / fps * rows)
         angvelocity = ang_speed / fps * turns
         return agents.replace(velocity=jnp.broadcast_to(velocity, agents.velocity.shape).astype(jnp.float32),
                               angvelocity=jnp.broadcast_to(angvelocity, agents.angvelocity.shape).astype(jnp.float32))
 
-    def __call__(self, scenery, agents: Agents, actions, fps=10.0, speed=None, ang_speed=None,
-                 backend: str = "kernel", collision: str = "stop"):
-        """Sets velocities from actions and steps the physics.
-
-        Returns:
-            (agents, progress (..., A)): as :func:`megastep_jax.core.physics`.
-        """
-        agents = self.apply(agents, actions, fps, speed, ang_speed)
-        return _physics(scenery, agents, fps, backend, collision)
-
 
 @dataclasses.dataclass(frozen=True)
-class MomentumMovement:
+class MomentumMovement(_Movement):
     """Movement with momentum: actions accelerate, velocity decays by ``decay`` per step.
 
     ``velocity = (1 - decay)*velocity + accel/fps*row`` (row rotated to the global frame),
@@ -169,34 +182,21 @@ class MomentumMovement:
         decay: fraction of velocity lost per step; 0 is Newtonian.
     """
 
-    n_agents: int = 1
     accel: float = 5.0
     ang_accel: float = 180.0
     decay: float = 0.125
 
-    @property
-    def space(self) -> spaces.MultiDiscrete:
-        return spaces.MultiDiscrete(self.n_agents, 7)
-
     def apply(self, agents: Agents, actions, fps=10.0, accel=None, ang_accel=None,
               decay=None) -> Agents:
         """Updates the agents' velocities from their actions; see the class docstring."""
-        actions = _check_actions(actions, self.n_agents)
+        rows, turns = self._rows(actions)
         accel = self.accel if accel is None else accel
         ang_accel = self.ang_accel if ang_accel is None else ang_accel
         keep = 1 - (self.decay if decay is None else decay)
-        rows = jnp.asarray(ACTION_VELOCITY)[actions]
-        turns = jnp.asarray(ACTION_ANGVELOCITY)[actions]
         velocity = keep * agents.velocity + to_global_frame(agents.angles, accel / fps * rows)
         angvelocity = keep * agents.angvelocity + ang_accel / fps * turns
         return agents.replace(velocity=velocity.astype(jnp.float32),
                               angvelocity=angvelocity.astype(jnp.float32))
-
-    def __call__(self, scenery, agents: Agents, actions, fps=10.0, accel=None, ang_accel=None,
-                 decay=None, backend: str = "kernel", collision: str = "stop"):
-        """Updates velocities from actions and steps the physics: (agents, progress)."""
-        agents = self.apply(agents, actions, fps, accel, ang_accel, decay)
-        return _physics(scenery, agents, fps, backend, collision)
 
 
 def unpack(r: Render) -> arrdict:

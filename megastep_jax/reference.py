@@ -30,10 +30,10 @@ FILTER_EPS = 1e-3
 CONTACT_SCALE = 1.001
 BACKOFF = 0.99
 MODEL_LINES = 8
-MAX_SETTLE_AGENTS = 32
+MAX_CONTACTS = 8  # contacts per agent per step under slide and bounce (csrc: kMaxContacts)
 COLLISIONS = {"stop": 0, "slide": 1, "bounce": 2}
 
-__all__ = ["render", "physics", "bake"]
+__all__ = ["render", "physics", "physics_trace", "bake"]
 
 
 def _cross(a, b):
@@ -254,57 +254,13 @@ def _clip01(x):
     return jnp.minimum(jnp.maximum(x, 0.0), 1.0)
 
 
-def _settle(p, m, x, normal, other, radius):
-    """Settles progress so agents that started apart do not end overlapping.
+def _wall_contact(lines, static, p, m, radius, approaching):
+    """Earliest wall contact of discs at p (A, 2) moving by m (A, 2): as ``wall_contact``.
 
-    megastep's disc-disc candidate assumes the other agent makes its full motion; one
-    stopped short by a wall or a third agent could be run into. While two agents that
-    started apart would end overlapping, the one with more progress takes the other's
-    (Jacobi rounds, at most A*A; as the kernel's settled_contact). An agent so slowed gets
-    a disc-disc contact with that partner.
+    Returns:
+        (progress (A,), sensibilised, 1 for none; normal (A, 2) towards the disc).
     """
-    A = x.shape[0]
-    contact = 4.0 * radius * radius
-    start = p[:, None, :] - p[None, :, :]
-    apart = (_dot(start, start) >= contact) & ~jnp.eye(A, dtype=bool)
-
-    def round_(_, carry):
-        x, partner = carry
-        ends = p + x[:, None] * m
-        diff = ends[:, None, :] - ends[None, :, :]
-        conflict = apart & (_dot(diff, diff) < contact) & (x[None, :] < x[:, None])
-        cand = jnp.where(conflict, x[None, :], jnp.inf)
-        j = jnp.argmin(cand, 1)
-        best = jnp.take_along_axis(cand, j[:, None], 1)[:, 0]
-        lower = best < x
-        return jnp.where(lower, best, x), jnp.where(lower, j, partner)
-
-    settled, partner = jax.lax.fori_loop(0, A * A, round_, (x, jnp.full((A,), -1, jnp.int32)))
-    ends = p + settled[:, None] * m
-    partner_normal = _unit(ends - ends[jnp.maximum(partner, 0)])
-    slowed = partner >= 0
-    return (settled, jnp.where(slowed[:, None], partner_normal, normal),
-            jnp.where(slowed, partner, other))
-
-
-def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, radius,
-                 restitution, collision):
-    A = angles.shape[0]
-    L = lines.shape[0]
-    n_agent_lines = A * MODEL_LINES
-    n_lines = jnp.clip(n_lines, n_agent_lines, L)
-    m = velocity / fps  # (A, 2)
-    p = positions
-
-    # Candidates in the kernel's order: other agents, then per line crossing, both
-    # endpoints and the side. argmin keeps the first minimum, as the kernel's strict '<'.
-    r2 = CONTACT_SCALE * 2.0 * radius
-    rel = m[:, None, :] - m[None, :, :]  # (A, A, 2), self minus other
-    q = p[None, :, :]
-    agent_raw = _approach(p[:, None, :], rel, q, r2)
-    agent_raw = jnp.where(jnp.eye(A, dtype=bool), jnp.inf, agent_raw)
-    agent_normal = _unit(p[:, None, :] + _clip01(agent_raw)[..., None] * rel - q)
-
+    A, L = p.shape[0], lines.shape[0]
     r = CONTACT_SCALE * radius
     a, b = lines[None, :, 0], lines[None, :, 1]  # (1, L, 2)
     d = b - a
@@ -320,7 +276,9 @@ def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, 
     denom = _cross(M, d)
     s = _cross(a - P, d) / denom
     t = _cross(a - P, M) / denom
-    crossing = jnp.where((s > 0) & (s < 1) & (t > 0) & (t < 1), (1 - r / dp) * s, jnp.inf)
+    xs = (1 - r / dp) * s
+    ts = _dot(P + jnp.maximum(xs, 0.0)[..., None] * M - a, d) / dd  # foot where it meets the line
+    crossing = jnp.where((s > 0) & (s < 1) & (t > 0) & (t < 1) & (ts >= 0) & (ts <= 1), xs, jnp.inf)
 
     moving = (_norm(m) > 0)[:, None]
     end_a = jnp.where(moving, _approach(P, M, a, r), jnp.inf)
@@ -332,7 +290,9 @@ def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, 
     tq = _dot(Q - a, d) / dd
     foot = a + tq[..., None] * d
     dq = _norm(Q - foot)
-    side = jnp.where((tq > 0) & (tq < 1) & (dq < r), (dp - r) / (dp - dq), jnp.inf)
+    xq = (dp - r) / (dp - dq)
+    tx = _dot(P + jnp.maximum(xq, 0.0)[..., None] * M - a, d) / dd
+    side = jnp.where((tq > 0) & (tq < 1) & (dq < r) & (tx >= 0) & (tx <= 1), xq, jnp.inf)
 
     # Entering the band within r of the line where the segment is alongside (the crossing
     # and side rules test only the feet of the crossing and end points). Moving towards
@@ -342,38 +302,143 @@ def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, 
     tc = _dot(P + jnp.maximum(xc, 0.0)[..., None] * M - a, d) / dd
     band = jnp.where((sq < r) & (sq < dp) & (tc >= 0) & (tc <= 1), xc, jnp.inf)
 
-    static = (jnp.arange(L) >= n_agent_lines) & (jnp.arange(L) < n_lines)
-    per_line = jnp.stack([crossing, end_a, end_b, side, band], -1)  # (A, L, 5)
-    per_line = jnp.where(static[None, :, None], per_line, jnp.inf)
-    line_normals = jnp.stack([n, normal_a, normal_b, n, n], -2)  # (A, L, 5, 2)
-
-    raw = jnp.concatenate([jnp.ones((A, 1)), agent_raw, per_line.reshape(A, -1)], 1)
-    normals = jnp.concatenate([jnp.zeros((A, 1, 2)), agent_normal, line_normals.reshape(A, -1, 2)], 1)
-    others = jnp.concatenate([jnp.full((A, 1), -1), jnp.broadcast_to(jnp.arange(A), (A, A)),
-                              jnp.full((A, 5 * L), -1)], 1)
-    cand = jnp.where(raw == jnp.inf, 1.0, _sensibilise(raw)).at[:, 0].set(1.0)
+    raw = jnp.stack([crossing, end_a, end_b, side, band], -1)  # (A, L, 5)
+    raw = jnp.where(static[None, :, None], raw, jnp.inf)
+    normals = jnp.stack([n, normal_a, normal_b, n, n], -2)  # (A, L, 5, 2)
+    cand = jnp.where(raw == jnp.inf, 1.0, _sensibilise(raw))
+    if approaching:
+        cand = jnp.where(_dot(M[:, :, None, :], normals) < 0, cand, 1.0)
+    cand = jnp.concatenate([jnp.ones((A, 1)), cand.reshape(A, -1)], 1)
+    normals = jnp.concatenate([jnp.zeros((A, 1, 2)), normals.reshape(A, -1, 2)], 1)
     first = jnp.argmin(cand, 1)
-    x = jnp.take_along_axis(cand, first[:, None], 1)[:, 0]
-    normal = jnp.take_along_axis(normals, first[:, None, None], 1)[:, 0]
-    other = jnp.take_along_axis(others, first[:, None], 1)[:, 0]
-    if 2 <= A <= MAX_SETTLE_AGENTS:
-        x, normal, other = _settle(p, m, x, normal, other, radius)
+    return (jnp.take_along_axis(cand, first[:, None], 1)[:, 0],
+            jnp.take_along_axis(normals, first[:, None, None], 1)[:, 0])
 
-    new_positions = p + x[:, None] * m
-    hit = x < 1
-    if collision == 0:
-        angles_out = _wrap(angles + x * angvelocity / fps)
-        return (new_positions, jnp.where(hit[:, None], 0.0, velocity),
-                angles_out, jnp.where(hit, 0.0, angvelocity), x)
-    angles_out = _wrap(angles + angvelocity / fps)
-    other_v = velocity[jnp.maximum(other, 0)]
-    vrel = jnp.where((other >= 0)[:, None], velocity - other_v, velocity)
-    share = jnp.where(other >= 0, 0.5, 1.0)
-    vn = _dot(vrel, normal)
+
+def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, radius,
+                 restitution, collision, record=False):
+    """One env's step as the kernel's ``physics_env``: contact events in time order.
+
+    State: each agent's segment start p0 (A, 2) and time t0, velocity v, contacts so far
+    and first-event time. Each round finds the earliest event (wall events, then pair
+    events i < j, scanned row by row as the kernel; ties go to the first) and resolves it;
+    at most A * MAX_CONTACTS + 1 rounds. With ``record``, also returns the state after
+    every event (see :func:`physics_trace`).
+    """
+    A = angles.shape[0]
+    L = lines.shape[0]
+    n_agent_lines = A * MODEL_LINES
+    n_lines = jnp.clip(n_lines, n_agent_lines, L)
+    static = (jnp.arange(L) >= n_agent_lines) & (jnp.arange(L) < n_lines)
+    approaching = collision != 0
+    r2 = CONTACT_SCALE * 2.0 * radius
     k = (1.0 + restitution) if collision == 2 else 1.0
-    bounced = velocity - (share * k * vn)[:, None] * normal
-    vel_out = jnp.where((hit & (vn < 0))[:, None], bounced, velocity)
-    return new_positions, vel_out, angles_out, angvelocity, x
+    upper = jnp.arange(A)[:, None] < jnp.arange(A)[None, :]
+
+    def motion(v, contacts):
+        return jnp.where((contacts < MAX_CONTACTS)[:, None], v / fps, 0.0)
+
+    def events(state):
+        p0, v, t0, contacts, first = state
+        live = contacts < MAX_CONTACTS
+        m = motion(v, contacts)
+        rest = 1.0 - t0
+        wp, wn = _wall_contact(lines, static, p0, rest[:, None] * m, radius, approaching)
+        wtime = jnp.where(live & (wp < 1), t0 + wp * rest, jnp.inf)
+        tp = jnp.maximum(t0[:, None], t0[None, :])
+        pi = p0[:, None, :] + (tp - t0[:, None])[..., None] * m[:, None, :]
+        pj = p0[None, :, :] + (tp - t0[None, :])[..., None] * m[None, :, :]
+        restp = 1.0 - tp
+        rel = restp[..., None] * (m[:, None, :] - m[None, :, :])
+        f = _approach(pi, rel, pj, r2)
+        sp = _sensibilise(f)
+        ok = upper & (live[:, None] | live[None, :]) & (f != jnp.inf) & (sp < 1)
+        ptime = jnp.where(ok, tp + sp * restp, jnp.inf)
+        pn = _unit(pi + _clip01(f)[..., None] * rel - pj)
+        times = jnp.concatenate([wtime[:, None], ptime], 1).reshape(-1)  # row i: wall, pairs
+        normals = jnp.concatenate([wn[:, None], pn], 1).reshape(-1, 2)
+        best = jnp.argmin(times)
+        i, col = best // (A + 1), best % (A + 1)
+        return times[best], normals[best], i, col - 1  # j = -1: a wall
+
+    def resolve_one(v, contacts, first, idx, n, time):
+        first = first.at[idx].min(time)
+        if collision == 0:
+            return v.at[idx].set(0.0), contacts.at[idx].set(float(MAX_CONTACTS)), first
+        vi = v[idx]
+        vn = _dot(vi, n)
+        return (v.at[idx].set(jnp.where(vn < 0, vi - (k * vn) * n, vi)),
+                contacts.at[idx].add(1.0), first)
+
+    def body(carry):
+        it, _, state, trace = carry
+        p0, v, t0, contacts, first = state
+        time, n, i, j = events(state)
+        found = time < jnp.inf
+        pair = j >= 0
+        jj = jnp.maximum(j, 0)
+        live = contacts < MAX_CONTACTS
+        li, lj = live[i], pair & live[jj]
+        m = motion(v, contacts)
+
+        def restart(p0, t0, idx):
+            return p0.at[idx].set(p0[idx] + (time - t0[idx]) * m[idx]), t0.at[idx].set(time)
+
+        p0n, t0n = restart(p0, t0, i)
+        p0p, t0p = restart(p0n, t0n, jj)
+        p0n = jnp.where(pair, p0p, p0n)
+        t0n = jnp.where(pair, t0p, t0n)
+
+        vw, cw, fw = va, ca, fa = resolve_one(v, contacts, first, i, n, time)  # i alone (a wall, a resting j)
+        vb, cb, fb = resolve_one(v, contacts, first, jj, -1.0 * n, time) # j alone (a resting i)
+        if collision == 0:  # the one heading faster into the other stops
+            si = -_dot(m[i], n) >= _dot(m[jj], n)
+            vc, cc, fc = (jnp.where(si, x, y) for x, y in zip((va, ca, fa), (vb, cb, fb)))
+        else:
+            vi, vj = v[i], v[jj]
+            vn = _dot(vi - vj, n)
+            impulse = (0.5 * k * vn) * n
+            vc = v.at[i].set(jnp.where(vn < 0, vi - impulse, vi))
+            vc = vc.at[jj].set(jnp.where(vn < 0, vj + impulse, vj))
+            cc = contacts.at[i].add(1.0).at[jj].add(1.0)
+            fc = first.at[i].min(time).at[jj].min(time)
+        if collision != 0:  # meeting an agent at rest past its bound: rest too, velocity kept
+            kk = jnp.where(li, i, jj)
+            va = vb = v
+            ca = cb = contacts.at[kk].set(float(MAX_CONTACTS))
+            fa = fb = first.at[kk].min(time)
+        wall_i = ~pair
+        alone_i = pair & ~lj
+        alone_j = pair & lj & ~li
+        pick = lambda a, b, c, w: jnp.where(wall_i, w, jnp.where(alone_i, a, jnp.where(alone_j, b, c)))
+        vn_, cn, firstn = pick(va, vb, vc, vw), pick(ca, cb, cc, cw), pick(fa, fb, fc, fw)
+        new = (p0n, vn_, t0n, cn, firstn)
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(found, a, b), new, state)
+        if record:
+            at = jnp.where(found, it + 1, n_events + 1)  # past the end: dropped
+            trace = (trace[0].at[at].set(time, mode="drop"),
+                     *(h.at[at].set(x, mode="drop") for h, x in zip(trace[1:], state[:4])))
+        return it + 1, ~found, state, trace
+
+    def cond(carry):
+        it, done, _, _ = carry
+        return ~done & (it < n_events + 1)
+
+    n_events = A * MAX_CONTACTS
+    zeros = jnp.zeros((A,), jnp.float32)
+    state = (positions, velocity, zeros, zeros, jnp.ones((A,), jnp.float32))
+    trace = ()
+    if record:  # event times (+inf where unused) and the state after each, from the start's
+        trace = (jnp.full((n_events + 1,), jnp.inf).at[0].set(0.0),
+                 *(jnp.zeros((n_events + 1,) + x.shape, x.dtype).at[0].set(x) for x in state[:4]))
+    _, _, (p0, v, t0, contacts, x), trace = jax.lax.while_loop(cond, body, (0, False, state, trace))
+    new_positions = p0 + (1.0 - t0)[:, None] * motion(v, contacts)
+    if collision == 0:
+        out = (new_positions, v, _wrap(angles + x * angvelocity / fps),
+               jnp.where(x < 1, 0.0, angvelocity), x)
+    else:
+        out = (new_positions, v, _wrap(angles + angvelocity / fps), angvelocity, x)
+    return out + (trace,) if record else out
 
 
 def _wrap(a):
@@ -382,16 +447,36 @@ def _wrap(a):
     return w - 180.0
 
 
-@functools.partial(jax.jit, static_argnums=(4,))
+@functools.partial(jax.jit, static_argnums=(4, 6))
 def physics(scenery: Scenery, agents: Agents, fps, radius, collision: str = "stop",
-            restitution=1.0):
+            restitution=1.0, record: bool = False):
     """One physics step of every agent; see :func:`megastep_jax.core.physics`."""
     mode = COLLISIONS[collision]
     fps = jnp.asarray(fps, jnp.float32)
     radius = jnp.asarray(radius, jnp.float32)
     restitution = jnp.asarray(restitution, jnp.float32)
-    pos, vel, ang, angv, progress = jax.vmap(
-        lambda *xs: _physics_env(*xs, fps, radius, restitution, mode))(
+    out = jax.vmap(lambda *xs: _physics_env(*xs, fps, radius, restitution, mode, record))(
         scenery.lines, scenery.n_lines, agents.positions, agents.velocity, agents.angles,
         agents.angvelocity)
-    return Agents(angles=ang, positions=pos, angvelocity=angv, velocity=vel), progress
+    pos, vel, ang, angv, progress = out[:5]
+    moved = Agents(angles=ang, positions=pos, angvelocity=angv, velocity=vel)
+    if not record:
+        return moved, progress
+    times, p0, v, t0, contacts = out[5]
+    return moved, progress, dict(times=times, p0=p0, velocity=v, t0=t0, contacts=contacts)
+
+
+def physics_trace(scenery: Scenery, agents: Agents, fps, radius, collision: str = "stop",
+                  restitution=1.0):
+    """:func:`physics` plus every agent's path within the step, for tests and plots.
+
+    Returns:
+        (agents, progress, trace). ``trace`` holds the state after each of up to
+        K = A * MAX_CONTACTS contact events, index 0 the step's start: ``times`` (E, K+1),
+        the event's time (+inf for unused entries, which hold zeros); and per agent
+        ``p0`` (E, K+1, A, 2) and ``t0`` (E, K+1, A), the start of its current segment;
+        ``velocity`` (E, K+1, A, 2); ``contacts`` (E, K+1, A). From ``times[k]`` to the
+        next event, agent a is at ``p0 + (t - t0) * velocity / fps``, or at ``p0`` once
+        its contacts reach MAX_CONTACTS (stop: after its first).
+    """
+    return physics(scenery, agents, fps, radius, collision, restitution, True)

@@ -31,7 +31,7 @@ from .arrdict import arrdict, dotdict
 from . import validation
 from .envs.protocol import Environment, _select_step, agent_ends
 
-__all__ = ["Wrapper", "FinalObservation", "EpisodeStatistics", "NormalizeObservation", "FrameStack",
+__all__ = ["Wrapper", "FinalObservation", "NextStepAutoReset", "EpisodeStatistics", "NormalizeObservation", "FrameStack",
            "LegacyStep"]
 
 
@@ -122,6 +122,61 @@ class FinalObservation(Wrapper):
         action = env.as_action(action, params)
         key_step, key_reset = jax.random.split(key)
         return _select_step(self, key_step, key_reset, state, action, params)
+
+
+@struct.dataclass
+class NextStepAutoResetState:
+    env_state: Any
+    ended: jax.Array   # () bool, the last step ended the episode: this step resets
+
+
+class NextStepAutoReset(Wrapper):
+    """gymnasium 1.x's next-step auto-reset: the step that ends an episode returns that
+    episode's own last observation; the step after it returns a fresh episode's first
+    observation, with reward 0 and no episode end, and ignores its action.
+
+    Still one render per step (so the ended episode's last observation comes free, unlike
+    :class:`FinalObservation`). Needs an env written in the split protocol
+    (``init``/``transition``/``observe``). Per-agent ends inside an episode (Deathmatch's
+    respawns) stay same-step: the respawned agent's observation is its new life's.
+    ``Batched(env, n, autoreset="next_step")`` wraps the env in it.
+    """
+
+    def __init__(self, env):
+        super().__init__(env)
+        if not getattr(env, "is_split", False):
+            raise ValueError(f"env: next-step auto-reset needs an env with init/transition/observe; "
+                             f"{type(env).__name__} has none")
+
+    def reset(self, key, params=None):
+        obs, env_state = self.env.reset(key, params)
+        return obs, NextStepAutoResetState(env_state, jnp.zeros((), bool))
+
+    def step(self, key, state, action, params=None):
+        env = self.env
+        params = env.check_params(params)
+        if state is None:
+            raise ValueError("state: expected the state returned by reset(...) or step(...), got None")
+        action = env.as_action(action, params)
+        key_step, key_reset = jax.random.split(key)
+        state_t, reward, terminated, truncated, info = env.transition(key_step, state.env_state, action, params)
+        info = agent_ends(info, terminated, truncated, self.n_agents)
+        fresh = env.init(key_reset, params)
+        ended = state.ended
+        env_state = jax.tree_util.tree_map(lambda f, s: jnp.where(ended, f, s), fresh, state_t)
+        obs, env_state, seen_reward = env.observe(env_state, params)
+        episode_end = terminated | truncated
+        # an agent whose stream ended inside the episode (a respawn) gets no render reward
+        inside = (info["agent_terminated"] | info["agent_truncated"]) & ~episode_end
+        reward = jnp.where(ended, 0.0, reward + jnp.where(inside, 0.0, seen_reward)).astype(jnp.float32)
+        no = lambda x: jnp.where(ended, False, x)
+        terminated, truncated = no(terminated), no(truncated)
+        info = dict(info, agent_terminated=no(info["agent_terminated"]),
+                    agent_truncated=no(info["agent_truncated"]))
+        return obs, NextStepAutoResetState(env_state, terminated | truncated), reward, terminated, truncated, info
+
+    def state(self, env_state, params=None):
+        return self.env.state(env_state.env_state, params)
 
 
 @struct.dataclass

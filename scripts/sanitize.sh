@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the CPU kernels with AddressSanitizer + UndefinedBehaviorSanitizer into build/asan
-# and runs the kernel tests against that build. Exits non-zero on any sanitizer report
+# Builds the CPU kernels and the emulated CUDA kernels (csrc/cuda_kernels.cu on the CPU, see
+# csrc/cuda_emulation.h) with AddressSanitizer + UndefinedBehaviorSanitizer into build/asan
+# and runs the kernel tests against that build, backend="cuda-emulated" included. Exits non-zero on any sanitizer report
 # (ASan aborts on the first error; UBSan is built with -fno-sanitize-recover=all).
 #
 # Self-contained: installs the Debian sanitizer runtimes with apt-get if they are missing,
@@ -8,8 +9,8 @@
 # copy of the package, so the regular build in megastep_jax/ is never touched.
 #
 # Environment: PYTHON (default: .venv/bin/python, else /tmp/venv/bin/python, else python3),
-# SANITIZE_TESTS (pytest arguments; default: the kernel, core and scene tests and the
-# property tests, slow ones excluded).
+# SANITIZE_TESTS (pytest arguments; default: the kernel, collision, emulated-CUDA, core and
+# scene tests and the property tests, slow ones excluded).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -51,9 +52,11 @@ command -v ninja >/dev/null && GEN=(-G Ninja)
 cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEGASTEP_SANITIZE=ON \
   -DMEGASTEP_CUDA=OFF -DPython_EXECUTABLE="$PYTHON" -Dpybind11_DIR="$PYBIND11_DIR" \
   -DCMAKE_CXX_FLAGS="-fsanitize=float-cast-overflow" >/dev/null
-cmake --build "$BUILD" --target _megastep_cpu
-SO=$(ls "$BUILD"/_megastep_cpu*.so | head -1)
-ldd "$SO" | grep -c libasan >/dev/null || { echo "sanitize: $SO is not linked against libasan" >&2; exit 2; }
+cmake --build "$BUILD" --target _megastep_cpu _megastep_cuda_emulated
+SOS=("$(ls "$BUILD"/_megastep_cpu*.so | head -1)" "$(ls "$BUILD"/_megastep_cuda_emulated*.so | head -1)")
+for SO in "${SOS[@]}"; do
+  ldd "$SO" | grep -c libasan >/dev/null || { echo "sanitize: $SO is not linked against libasan" >&2; exit 2; }
+done
 
 # 3. A shadow package: the sources linked in, the sanitized extension copied in.
 rm -rf "$SHADOW"
@@ -62,12 +65,12 @@ for f in "$ROOT"/megastep_jax/*; do
   case "$f" in *.so) continue ;; esac
   ln -s "$f" "$SHADOW/megastep_jax/$(basename "$f")"
 done
-cp "$SO" "$SHADOW/megastep_jax/"
+cp "${SOS[@]}" "$SHADOW/megastep_jax/"
 ln -s "$ROOT/agents" "$SHADOW/agents"
 
 # 4. Run the tests with the runtime preloaded. Leak checking is off: CPython and XLA keep
 # allocations alive until exit by design. Any report aborts the process (non-zero exit).
-read -r -a TESTS <<<"${SANITIZE_TESTS:-tests/test_kernels.py tests/test_core.py tests/test_scene.py tests/test_properties.py}"
+read -r -a TESTS <<<"${SANITIZE_TESTS:-tests/test_kernels.py tests/test_collisions.py tests/test_cuda_emulated.py tests/test_core.py tests/test_scene.py tests/test_properties.py}"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_odr_violation=0:alloc_dealloc_mismatch=0:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
 export JAX_PLATFORMS=cpu  # no accelerator plugin probing (libtpu aborts under ASan)
@@ -81,10 +84,11 @@ sys.meta_path = [f for f in sys.meta_path if "editable" not in type(f).__module_
 sys.path.insert(0, shadow)
 import megastep_jax.kernels as k  # noqa: E402
 
-so = k._megastep_cpu.__file__
-if not so.startswith(shadow):
-    sys.exit(f"sanitize: imported {so}, not the sanitized build under {shadow}")
-print(f"sanitize: kernels from {so}", flush=True)
+for module in (k._megastep_cpu, k._megastep_cuda_emulated):
+    so = getattr(module, "__file__", "(not built)")
+    if not so.startswith(shadow):
+        sys.exit(f"sanitize: imported {so}, not the sanitized build under {shadow}")
+    print(f"sanitize: kernels from {so}", flush=True)
 import pytest  # noqa: E402
 
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-m", "not slow", *args]))

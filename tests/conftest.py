@@ -8,6 +8,23 @@ import pytest
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
 
 
+def _backend_params(*backends):
+    # ids with "_" so that `pytest -k cuda_emulated` selects the emulated cases
+    return [pytest.param(b, id=b.replace("-", "_")) for b in backends]
+
+
+# The compiled backends, each tested against the jnp reference: the CPU kernels and the CUDA
+# file run on the CPU by csrc/cuda_emulation.h. For parametrize("backend", ...).
+COMPILED_BACKENDS = _backend_params("kernel", "cuda-emulated")
+ALL_BACKENDS = _backend_params("kernel", "reference", "cuda-emulated")
+
+
+@pytest.fixture(params=COMPILED_BACKENDS)
+def compiled_backend(request):
+    """Each compiled backend in turn ("kernel", "cuda-emulated")."""
+    return request.param
+
+
 def random_geometry(rng: np.random.Generator, n_walls: int, size: float = 8.0, id: int = 0):
     """A box of side `size` plus `n_walls` random interior segments (some degenerate)."""
     from megastep_jax import geometry, toys

@@ -167,3 +167,38 @@ def test_deathmatch_agent_that_dies_ends_its_own_stream_only():
     traj = recording.rollout(env, params.replace(max_steps=3), lambda k, o: noop, jax.random.PRNGKey(0), 4)
     assert traj.info["agent_truncated"].shape == (4, 3)
     assert np.asarray(traj.info["agent_truncated"][2]).all()  # the env's truncation ends every stream
+
+
+def test_next_step_auto_reset_mode():
+    """gymnasium's next-step mode: the end step shows the ended episode, the next resets."""
+    from megastep_jax.wrappers import NextStepAutoReset
+
+    env = make("minimal")
+    params = env.default_params.replace(max_steps=2)
+    nxt = NextStepAutoReset(env)
+    obs, state = nxt.reset(jax.random.PRNGKey(0), params)
+    step = jax.jit(nxt.step)
+    action = jnp.array([3], jnp.int32)
+    raw = state.env_state
+    outs = []
+    for t in range(4):
+        out = step(jax.random.PRNGKey(t), state, action, params)
+        outs.append(out)
+        state = out[1]
+    # step 1 ends the episode and shows its own last frame (the raw step's)
+    k_step, k_reset = jax.random.split(jax.random.PRNGKey(0))
+    o1, raw, *_ = env.step_env(k_step, raw, action, params)
+    k_step, k_reset = jax.random.split(jax.random.PRNGKey(1))
+    o2, raw, *_ = env.step_env(k_step, raw, action, params)
+    assert bool(outs[1][4]) and np.array_equal(outs[1][0].rgb, o2.rgb)
+    # step 2 resets: the fresh episode's first frame, reward 0, no end, action ignored
+    fresh_obs, _ = env.reset_env(jax.random.split(jax.random.PRNGKey(2))[1], params)
+    assert np.array_equal(outs[2][0].rgb, fresh_obs.rgb) and not bool(outs[2][3] | outs[2][4])
+    assert outs[2][2].tolist() == [0.0] and int(outs[2][1].env_state.length) == 0
+    batched = Batched(env, 3, autoreset="next_step")
+    obs, states = batched.reset(jax.random.PRNGKey(0), params)
+    assert states.ended.shape == (3,)
+    with pytest.raises(ValueError, match="reset_ratio"):
+        Batched(env, 3, reset_ratio=2, autoreset="next_step")
+    with pytest.raises(ValueError, match="autoreset"):
+        Batched(env, 3, autoreset="sometimes")

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from megastep_jax import recording, spaces, toys
+from megastep_jax import modules, recording, spaces, toys
 from megastep_jax.arrdict import arrdict
 from megastep_jax.envs import (Batched, Deathmatch, Explorer, Minimal, MinimalParams, Stateful,
                                sweep)
@@ -393,3 +393,45 @@ def test_checked_step_reports_errors_under_jit():
     err, _ = step(jax.random.PRNGKey(1), state, jnp.array([3]), params.replace(fov=jnp.float32(200.0)))
     with pytest.raises(Exception, match=r"params.fov: expected a value in \(0, 180\)"):
         err.throw()
+
+
+def test_envs_written_on_the_former_base_class_still_run():
+    """The deprecated SceneryEnvironment: underscore hooks, agents with an env axis of 1."""
+    from flax import struct
+
+    from megastep_jax.envs import SceneryEnvironment
+
+    @struct.dataclass
+    class OldState:
+        agents: object
+        geometry: jax.Array
+
+    class Old(SceneryEnvironment):
+        def __init__(self):
+            super().__init__([toys.box()], n_agents=1, res=16, subsample=1, backend="kernel", seed=0)
+            self.rgb = modules.RGB(1, 16)
+            self.movement = modules.SimpleMovement(1)
+
+        default_params = MinimalParams()
+
+        def action_space(self, params=None):
+            return {"movement": self.movement.space}
+
+        def reset_env(self, key, params):
+            state = OldState(self._spawn(key, jnp.int32(0)), jnp.int32(0))
+            return arrdict(rgb=self.rgb(self._render(state.geometry, state.agents, params.fov))), state
+
+        def step_env(self, key, state, action, params):
+            agents = self.movement.apply(state.agents, self._movement(action), params.fps)
+            agents, _ = self._physics(state.geometry, agents, params.fps)
+            state = state.replace(agents=agents)
+            obs = arrdict(rgb=self.rgb(self._render(state.geometry, state.agents, params.fov)))
+            return obs, state, jnp.zeros(1), jnp.bool_(False), jnp.bool_(True), {}
+
+    env = Old()
+    obs, state = env.reset(jax.random.PRNGKey(0))
+    assert state.agents.positions.shape == (1, 1, 2) and obs.rgb.shape == (1, 3, 1, 16)
+    obs, new, reward, terminated, truncated, info = env.step(jax.random.PRNGKey(1), state, jnp.int32(3))
+    fresh_obs, fresh = env.reset_env(jax.random.split(jax.random.PRNGKey(1))[1], env.default_params)
+    assert np.array_equal(obs.rgb, fresh_obs.rgb) and info["agent_truncated"].tolist() == [True]
+    assert env._plot_state(new, None).agents.positions.shape == (1, 2)

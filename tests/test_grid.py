@@ -20,7 +20,12 @@ RADIUS = np.float32(core.AGENT_RADIUS)
 
 @jax.jit
 def _all_traversals(s, agents, fov):
-    return {t: kernels.render(s, agents, 64, fov, RADIUS, traversal=t) for t in kernels.TRAVERSALS}
+    out = {t: kernels.render(s, agents, 64, fov, RADIUS, traversal=t) for t in kernels.TRAVERSALS}
+    # the CUDA kernel's own code, compiled for the CPU: its per-ray DDA, and its brute force
+    for t in ("grid", "brute"):
+        out[f"cuda-emulated {t}"] = kernels.render(s, agents, 64, fov, RADIUS,
+                                                   backend="cuda-emulated", traversal=t)
+    return out
 
 
 def assert_traversals_agree(s, agents, fov=100.0):
@@ -31,6 +36,14 @@ def assert_traversals_agree(s, agents, fov=100.0):
         for field in ("indices", "locations", "dots", "distances", "screen"):
             np.testing.assert_array_equal(getattr(out[name], field), getattr(brute, field),
                                           err_msg=f"{name}: {field}")
+    # the CUDA kernel's DDA equals its own brute force exactly; the CPU's to rounding (scalar
+    # code, contracted differently from the CPU kernel's SIMD loops)
+    emulated = out["cuda-emulated grid"]
+    for field in ("indices", "locations", "dots", "distances", "screen"):
+        np.testing.assert_array_equal(getattr(emulated, field), getattr(out["cuda-emulated brute"], field),
+                                      err_msg=f"cuda-emulated: {field}")
+    assert np.mean(np.asarray(emulated.indices) == np.asarray(brute.indices)) > 0.99
+    np.testing.assert_allclose(emulated.locations, brute.locations, atol=1e-3)
     return brute
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from megastep_jax import core, scene, toys
 
-from conftest import random_geometry
+from conftest import ALL_BACKENDS, random_geometry
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def box_scene():
     return s, agents
 
 
-@pytest.mark.parametrize("backend", ["kernel", "reference"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_golden_physics_step(box_scene, backend):
     # SPEC.md: box toy, agent at (3, 3), velocity (1000, 0), fps 10 -> (5.8649, 3.0)
     s, agents = box_scene
@@ -54,19 +54,20 @@ def _compare_render(rk, rr):
     np.testing.assert_allclose(np.asarray(rk.locations)[agree], np.asarray(rr.locations)[agree], atol=1e-4)
 
 
-render_kernel = jax.jit(lambda s, a, fov: core.render(s, a, res=48, fov=fov))
-render_reference = jax.jit(lambda s, a, fov: core.render(s, a, res=48, fov=fov, backend="reference"))
+render_jit = {b: jax.jit(lambda s, a, fov, b=b: core.render(s, a, res=48, fov=fov, backend=b))
+              for b in core.BACKENDS}
+render_reference = render_jit["reference"]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_render_matches_reference_on_random_scenes(seed):
+def test_render_matches_reference_on_random_scenes(seed, compiled_backend):
     rng = np.random.default_rng(seed)
     geoms = [random_geometry(rng, n, id=i) for i, n in enumerate(rng.integers(0, 30, 4))]
     s = scene.scenery(geoms, n_agents=2, key=jax.random.key(seed))
     agents = core.init_agents(4, 2).replace(
         positions=rng.uniform(1.3, 8.7, (4, 2, 2)).astype(np.float32),
         angles=rng.uniform(-180, 180, (4, 2)).astype(np.float32))
-    rk, rr = render_kernel(s, agents, 100.0), render_reference(s, agents, 100.0)
+    rk, rr = render_jit[compiled_backend](s, agents, 100.0), render_reference(s, agents, 100.0)
     _compare_render(rk, rr)
     assert np.all(np.asarray(rk.indices) < np.asarray(s.n_lines)[:, None, None])
     hit = np.asarray(rk.indices) >= 0
@@ -74,20 +75,22 @@ def test_render_matches_reference_on_random_scenes(seed):
     assert np.asarray(rk.screen).min() >= 0 and np.asarray(rk.screen).max() <= 1
 
 
-def test_bake_matches_reference(random_scene):
+def test_bake_matches_reference(random_scene, compiled_backend):
     s, _ = random_scene
-    np.testing.assert_allclose(core.bake(s).baked, core.bake(s, backend="reference").baked, atol=1e-5)
+    np.testing.assert_allclose(core.bake(s, backend=compiled_backend).baked,
+                               core.bake(s, backend="reference").baked, atol=1e-5)
     # static texels are lit in [ambient, 1]; agent texels and padding are 1
     baked = np.asarray(s.baked)
     assert baked.min() >= core.AMBIENT - 1e-6 and baked.max() <= 1.0
 
 
 @pytest.mark.parametrize("collision", ["stop", "slide", "bounce"])
-def test_physics_matches_reference(random_scene, collision):
+def test_physics_matches_reference(random_scene, collision, compiled_backend):
     s, agents = random_scene
     for scale in [1.0, 30.0, 1000.0]:
         a = agents.replace(velocity=agents.velocity * scale)
-        mk, pk = core.physics(s, a, fps=10.0, collision=collision, restitution=0.7)
+        mk, pk = core.physics(s, a, fps=10.0, collision=collision, restitution=0.7,
+                              backend=compiled_backend)
         mr, pr = core.physics(s, a, fps=10.0, collision=collision, restitution=0.7, backend="reference")
         np.testing.assert_allclose(pk, pr, atol=1e-4)
         assert np.all((np.asarray(pk) >= 0) & (np.asarray(pk) <= 1))
@@ -99,7 +102,7 @@ def test_agent_sees_another_agent():
     s = scene.scenery([toys.box()], n_agents=2, key=jax.random.key(1))
     # agent 0 at (2, 3) faces +x towards agent 1 at (4, 3)
     agents = core.init_agents(1, 2).replace(positions=jnp.array([[[2.0, 3.0], [4.0, 3.0]]]))
-    for backend in ("kernel", "reference"):
+    for backend in core.BACKENDS:
         r = core.render(s, agents, res=9, fov=30.0, backend=backend)
         middle = int(r.indices[0, 0, 4])
         assert 8 <= middle < 16, middle  # one of agent 1's model lines
@@ -111,10 +114,10 @@ def test_agent_sees_another_agent():
         assert not np.any((np.asarray(r.indices[0]) >= 0) & (np.asarray(r.indices[0]) < 8))
 
 
-def test_vmap_over_fov_and_fps_with_shared_scenery(random_scene):
+def test_vmap_over_fov_and_fps_with_shared_scenery(random_scene, compiled_backend):
     s, agents = random_scene
     fovs = jnp.array([60.0, 90.0, 150.0])
-    f = lambda fov: core.render(s, agents, res=16, fov=fov)
+    f = lambda fov: core.render(s, agents, res=16, fov=fov, backend=compiled_backend)
     out = jax.jit(jax.vmap(f))(fovs)
     assert out.indices.shape == (3, 3, 3, 16)
     for i, fov in enumerate(fovs):
@@ -122,33 +125,34 @@ def test_vmap_over_fov_and_fps_with_shared_scenery(random_scene):
         np.testing.assert_array_equal(out.indices[i], single.indices)
         np.testing.assert_allclose(out.distances[i], single.distances, rtol=1e-6)
     fps = jnp.array([5.0, 10.0, 40.0])
-    g = lambda fp: core.physics(s, agents, fps=fp)[1]
+    g = lambda fp: core.physics(s, agents, fps=fp, backend=compiled_backend)[1]
     nested = jax.jit(jax.vmap(jax.vmap(lambda fov, fp: (f(fov).distances, g(fp)), (None, 0)), (0, None)))
     d, p = nested(fovs, fps)
     assert d.shape == (3, 3, 3, 3, 16) and p.shape == (3, 3, 3, 3)
-    np.testing.assert_allclose(p[0, 2], core.physics(s, agents, fps=40.0)[1])
+    np.testing.assert_allclose(p[0, 2], g(40.0))
     np.testing.assert_allclose(d[2, 1], f(150.0).distances, rtol=1e-6)
 
 
-def test_vmap_over_batched_scenery_matches_unbatched(random_scene):
+def test_vmap_over_batched_scenery_matches_unbatched(random_scene, compiled_backend):
     s, agents = random_scene
     # the 3 envs as a vmapped batch of 3 single-env calls; the model stays shared
     per_env = [f.name for f in dataclasses.fields(s) if f.name not in ("model", "n_agents")]
     split = s.replace(**{f: getattr(s, f)[:, None] for f in per_env})
     axes = s.replace(**{f: 0 for f in per_env}, model=None)
     per_agents = jax.tree_util.tree_map(lambda x: x[:, None], agents)
-    r = jax.vmap(lambda sc, ag: core.render(sc, ag, res=16), in_axes=(axes, 0))(split, per_agents)
-    whole = core.render(s, agents, res=16)
+    r = jax.vmap(lambda sc, ag: core.render(sc, ag, res=16, backend=compiled_backend),
+                 in_axes=(axes, 0))(split, per_agents)
+    whole = core.render(s, agents, res=16, backend=compiled_backend)
     np.testing.assert_array_equal(r.indices[:, 0], whole.indices)
     np.testing.assert_allclose(r.screen[:, 0], whole.screen, atol=1e-6)
 
 
-def test_scan_of_render_and_physics(random_scene):
+def test_scan_of_render_and_physics(random_scene, compiled_backend):
     s, agents = random_scene
 
     def step(ag, _):
-        ag, progress = core.physics(s, ag, fps=10.0)
-        return ag, (progress, core.render(s, ag, res=8).distances)
+        ag, progress = core.physics(s, ag, fps=10.0, backend=compiled_backend)
+        return ag, (progress, core.render(s, ag, res=8, backend=compiled_backend).distances)
 
     final, (progress, dist) = jax.jit(lambda: jax.lax.scan(step, agents, None, length=4))()
     assert progress.shape == (4, 3, 3) and dist.shape == (4, 3, 3, 8)
@@ -162,7 +166,7 @@ def test_degenerate_scenes_stay_in_bounds():
     g = geometry.geometry(np.zeros((0, 2, 2)), np.zeros((0, 2)), np.zeros((5, 5), np.int32))
     s = scene.scenery([g], n_agents=1, key=jax.random.key(0))
     a = core.init_agents(1, 1).replace(positions=jnp.full((1, 1, 2), 2.0), velocity=jnp.ones((1, 1, 2)))
-    for backend in ("kernel", "reference"):
+    for backend in core.BACKENDS:
         r = core.render(s, a, res=8, backend=backend)
         np.testing.assert_array_equal(r.indices, -1)
         assert np.all(np.isinf(np.asarray(r.distances)))
@@ -173,14 +177,14 @@ def test_degenerate_scenes_stay_in_bounds():
     s2 = scene.scenery([toys.box()], n_agents=1, key=jax.random.key(0))
     s2 = s2.replace(texel_starts=s2.texel_starts.at[:, 8:].set(10**6))
     a2 = a.replace(positions=jnp.full((1, 1, 2), 3.0))
-    for backend in ("kernel", "reference"):
+    for backend in core.BACKENDS:
         r = core.render(s2, a2, res=8, backend=backend)
         assert np.all(np.asarray(r.indices) >= 8)
         np.testing.assert_array_equal(r.screen, 0.0)
 
 
-def test_traced_fov_out_of_range_gives_nan_not_clipping(box_scene):
+def test_traced_fov_out_of_range_gives_nan_not_clipping(box_scene, compiled_backend):
     s, agents = box_scene
-    f = jax.jit(lambda fov: core.render(s, agents, res=4, fov=fov))
+    f = jax.jit(lambda fov: core.render(s, agents, res=4, fov=fov, backend=compiled_backend))
     r = f(190.0)
     assert np.all(np.isnan(np.asarray(r.distances))) and np.all(np.asarray(r.indices) == -1)

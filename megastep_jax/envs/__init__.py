@@ -7,6 +7,7 @@ Layout: ``protocol.py`` (the env interface and auto-reset), ``batching.py`` (``B
 ``Stateful``, ``sweep``), ``runtime.py`` (``SceneRuntime``, ``SceneryPool``: what an env
 holds to spawn, render, step physics and plot), and one file per demo env.
 """
+from .base import SceneryEnvironment  # deprecated: the old tutorial's base class
 from .batching import Batched, Stateful, sweep
 from .deathmatch import Deathmatch, DeathmatchParams, DeathmatchState
 from .explorer import Explorer, ExplorerParams, ExplorerState
@@ -14,6 +15,6 @@ from .minimal import Minimal, MinimalParams, MinimalState
 from .protocol import Environment, checked_step
 from .runtime import SceneRuntime, SceneryPool
 
-__all__ = ["Environment", "SceneRuntime", "SceneryPool", "Batched", "Stateful", "sweep",
+__all__ = ["Environment", "SceneryEnvironment", "SceneRuntime", "SceneryPool", "Batched", "Stateful", "sweep",
            "checked_step", "Minimal", "MinimalParams", "MinimalState", "Explorer", "ExplorerParams",
            "ExplorerState", "Deathmatch", "DeathmatchParams", "DeathmatchState"]

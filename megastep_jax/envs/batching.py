@@ -64,10 +64,23 @@ class Batched:
             them to the envs that ended, in order; if more than that many end in one step,
             some share a fresh episode (craftax's optimistic reset). With split-protocol
             envs this saves only the fresh states' spawns, not renders.
+        autoreset: ``"same_step"`` (the default: the step that ends an episode returns
+            the fresh episode's first observation) or ``"next_step"`` (gymnasium 1.x's: the
+            step after the end returns it and ignores its action; see
+            :class:`megastep_jax.wrappers.NextStepAutoReset`, which wraps the env).
     """
 
-    def __init__(self, env: Environment, n_envs: int, reset_ratio: int = 1):
-        self.env = env
+    def __init__(self, env: Environment, n_envs: int, reset_ratio: int = 1,
+                 autoreset: str = "same_step"):
+        validation.one_of("autoreset", autoreset, ("same_step", "next_step"))
+        if autoreset == "next_step":
+            if reset_ratio != 1:
+                raise ValueError(f"reset_ratio: next-step auto-reset resets every env itself; "
+                                 f"expected 1, got {reset_ratio!r}")
+            from ..wrappers import NextStepAutoReset  # deferred: wrappers import envs
+
+            env = NextStepAutoReset(env)
+        self.env, self.autoreset = env, autoreset
         self.n_envs = validation.positive_int("n_envs", n_envs)
         self.reset_ratio = validation.positive_int("reset_ratio", reset_ratio)
         self.n_agents = env.n_agents

@@ -160,6 +160,7 @@ class Deathmatch(Environment):
     def state(self, env_state, params=None) -> dotdict:
         """Numpy plot state: plan, strips, health and inflicted-damage bars, last step's hits."""
         params = self.default_params if params is None else params
+        env_state = jax.tree_util.tree_map(jnp.asarray, env_state)  # numpy states too
         obs, _, _ = self.observe(env_state, params)
         obs["health"] = env_state.health[:, None]
         s = jax.device_get(env_state)

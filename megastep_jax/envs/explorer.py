@@ -151,6 +151,7 @@ class Explorer(Environment):
     def state(self, env_state, params=None) -> dotdict:
         """Numpy plot state: plan with seen texels highlighted, strips, length and potential."""
         params = self.default_params if params is None else params
+        env_state = jax.tree_util.tree_map(jnp.asarray, env_state)  # numpy states too
         obs, _, _ = self.observe(env_state, params)
         s = jax.device_get(env_state)
         n_texels = self.scene.n_texels_of(s.geometry)

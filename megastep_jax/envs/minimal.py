@@ -88,6 +88,7 @@ class Minimal(Environment):
     def state(self, env_state, params=None) -> dotdict:
         """Numpy plot state: plan, agent poses, fov and the first-person strips."""
         params = self.default_params if params is None else params
+        env_state = jax.tree_util.tree_map(jnp.asarray, env_state)  # numpy states too
         obs, _, _ = self.observe(env_state, params)
         return self.scene.plot_state(env_state.geometry, env_state.agents, params.fov,
                                      obs=jax.device_get(obs), text=[f"length {int(env_state.length)}"])
