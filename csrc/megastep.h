@@ -62,8 +62,14 @@ MS_FN int clampi(int x, int lo, int hi) { return x < lo ? lo : (x > hi ? hi : x)
 // fminf and fmaxf (a NaN operand yields the other), as selects: with -O3 but without
 // -ffinite-math-only the libm calls are not inlined, and they keep loops from vectorising.
 // Only the sign of a zero result may differ from libm's.
-MS_FN float minf(float a, float b) { return (a < b || b != b) ? a : b; }
-MS_FN float maxf(float a, float b) { return (a > b || b != b) ? a : b; }
+MS_FN float minf(float a, float b) {
+  float m = a < b ? a : b;
+  return b != b ? a : m;
+}
+MS_FN float maxf(float a, float b) {
+  float m = a > b ? a : b;
+  return b != b ? a : m;
+}
 
 // ---------------------------------------------------------------------------------------
 // One env's data, as pointers into the padded batch arrays (see megastep_jax/state.py).
