@@ -9,10 +9,18 @@ DEMO_MINUTES ?= 10
 .PHONY: install test test-fast demo bench cuda-check gpu-check sanitize clean
 
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
+	@echo "[install 1/4] creating the virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "[install 2/4] upgrading pip"
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(BUILD_DEPS)
-	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
+	@echo "[install 3/4] installing the build tools (jax, scikit-build-core, pybind11, cmake, ninja)"
+	$(PY) -m pip install --progress-bar on $(BUILD_DEPS)
+	@echo "[install 4/4] compiling the C++ kernels and installing megastep_jax with its test extra"
+	@echo "              (about a minute and a half on 2 cores; the compiler's progress follows)"
+	@( $(PY) -m pip install --verbose --no-build-isolation -e ".[test]" 2>&1; echo $$? > $(VENV)/.install-rc ) \
+	  | tee $(VENV)/install.log | grep --line-buffered -E "^ *\[[0-9]+/[0-9]+\]|^Successfully installed" ; \
+	  rc=$$(cat $(VENV)/.install-rc); [ "$$rc" = 0 ] || { tail -30 $(VENV)/install.log; echo "install failed (full log: $(VENV)/install.log)"; exit $$rc; }
+	@echo "[install] done: $(VENV) holds megastep_jax and its kernels"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,7 +40,7 @@ test-fast: install
 
 # The main job: train an agent on Explorer with procedural floorplans, on the CPU.
 demo: install
-	$(PY) -m agents.train --env explorer --res 128 --subsample 2 --small-convs --minutes $(DEMO_MINUTES) --out runs/demo
+	$(PY) -m agents.train --env explorer --res 128 --subsample 2 --small-convs --minutes $(DEMO_MINUTES) --out runs/demo --if-exists resume
 
 bench: install
 	$(PY) benchmarks/kernels.py

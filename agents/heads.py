@@ -31,8 +31,8 @@ from megastep_jax import spaces
 from megastep_jax.arrdict import arrdict
 
 __all__ = [
-    "MultiVectorIntake", "MultiImageIntake", "ConcatIntake", "intake",
-    "MultiDiscreteOutput", "DictOutput", "ValueOutput", "output",
+    "MultiVectorIntake", "MultiImageIntake", "ConstantIntake", "ConcatIntake", "intake",
+    "MultiDiscreteOutput", "MultiConstantOutput", "DictOutput", "ValueOutput", "output",
     "sample", "log_prob", "entropy", "mode", "freeze_space",
 ]
 
@@ -140,6 +140,32 @@ class MultiImageIntake(nn.Module):
         return nn.relu(_dense(self.width)(x))
 
 
+class ConstantIntake(nn.Module):
+    """An observation that carries no information (``MultiEmpty`` or ``MultiConstant``): a
+    learned vector, the same for every stream.
+
+    Attributes:
+        space: the ``MultiEmpty(A)`` (observations ``(..., 0)``) or ``MultiConstant(A)``
+            (observations ``(...)``, one int per agent).
+        width: output features.
+
+    Call: ``(..., 0)`` or ``(...)`` -> ``(..., width)``.
+    """
+
+    space: Any
+    width: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        if isinstance(self.space, spaces.MultiEmpty):
+            _check_trailing("obs", obs, (0,))
+            batch = obs.shape[:-1]
+        else:
+            batch = obs.shape
+        value = self.param("value", nn.initializers.normal(1.0), (self.width,))
+        return jnp.broadcast_to(value, (*batch, self.width))  # no ReLU: it could start dead
+
+
 class ConcatIntake(nn.Module):
     """A dict of observations: each through its own intake, concatenated, projected.
 
@@ -171,7 +197,8 @@ def intake(space, width: int, *, image_kwargs: tuple = (), name: str | None = No
     """The intake head for a space or a dotdict of spaces.
 
     Args:
-        space: a ``MultiVector``, a ``MultiImage`` or a dotdict of them.
+        space: a ``MultiVector``, a ``MultiImage``, a ``MultiEmpty``, a ``MultiConstant``
+            or a dotdict of them.
         width: features of the vector the head outputs.
         image_kwargs: (name, value) pairs passed to every :class:`MultiImageIntake`,
             e.g. ``(("conv_features", (8, 8)), ("conv_kernels", (4, 4)), ("conv_strides", (2, 2)))``.
@@ -190,7 +217,10 @@ def intake(space, width: int, *, image_kwargs: tuple = (), name: str | None = No
         return MultiImageIntake(space, width, **dict(image_kwargs), name=name)
     if isinstance(space, spaces.MultiVector):
         return MultiVectorIntake(space, width, name=name)
-    raise ValueError(f"space: expected a MultiImage, MultiVector or dict of them, got {space!r}")
+    if isinstance(space, (spaces.MultiEmpty, spaces.MultiConstant)):
+        return ConstantIntake(space, width, name=name)
+    raise ValueError(f"space: expected a MultiImage, MultiVector, MultiEmpty, MultiConstant or dict of "
+                     f"them, got {space!r}")
 
 
 class MultiDiscreteOutput(nn.Module):
@@ -208,6 +238,23 @@ class MultiDiscreteOutput(nn.Module):
         return jax.nn.log_softmax(_dense(self.space.n_actions, gain=_POLICY_GAIN)(x), axis=-1)
 
 
+class MultiConstantOutput(nn.Module):
+    """The one-choice distribution of a ``MultiConstant`` action: log-probability 0 for
+    action 0, so :func:`sample` and :func:`mode` give 0, :func:`log_prob` 0 and
+    :func:`entropy` 0. It has no parameters.
+
+    Call: ``(..., width) -> (..., 1)`` zeros.
+    """
+
+    space: spaces.MultiConstant
+    width: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        _check_trailing("x", x, (self.width,))
+        return jnp.zeros((*x.shape[:-1], 1), jnp.float32)
+
+
 class DictOutput(nn.Module):
     """A dict of action spaces: one projection of the core vector per key, then its head.
 
@@ -222,8 +269,9 @@ class DictOutput(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> arrdict:
         _check_trailing("x", x, (self.width,))
-        return arrdict({k: output(s, self.width, name=f"output_{k}")(_dense(self.width, name=f"proj_{k}")(x))
-                        for k, s in self.space})
+        return arrdict({k: output(s, self.width, name=f"output_{k}")(
+            x if isinstance(s, spaces.MultiConstant) else _dense(self.width, name=f"proj_{k}")(x))
+            for k, s in self.space})
 
 
 class ValueOutput(nn.Module):
@@ -238,7 +286,8 @@ class ValueOutput(nn.Module):
 
 
 def output(space, width: int, *, name: str | None = None) -> nn.Module:
-    """The output head for an action space or a dotdict of them.
+    """The output head for an action space (``MultiDiscrete``, ``MultiConstant``) or a
+    dotdict of them.
 
     Raises:
         ValueError: for a space no output head handles, or a bad width.
@@ -251,7 +300,12 @@ def output(space, width: int, *, name: str | None = None) -> nn.Module:
         return DictOutput(space, width, name=name)
     if isinstance(space, spaces.MultiDiscrete):
         return MultiDiscreteOutput(space, width, name=name)
-    raise ValueError(f"space: expected a MultiDiscrete or a dict of them, got {space!r}")
+    if isinstance(space, spaces.MultiConstant):
+        return MultiConstantOutput(space, width, name=name)
+    if isinstance(space, spaces.MultiEmpty):
+        raise ValueError("space: MultiEmpty is an observation space (nothing to observe); an action with "
+                         "nothing to choose is MultiConstant")
+    raise ValueError(f"space: expected a MultiDiscrete, MultiConstant or a dict of them, got {space!r}")
 
 
 # Distributions: trees of normalised log-probabilities with the choice on the last axis.

@@ -1,9 +1,11 @@
 """Proximal policy optimisation, compiled end to end.
 
-Read top to bottom: the config, the runner state, then :func:`make_trainer`, whose
-``update`` is one PPO iteration (rollout with ``lax.scan``, GAE, minibatch epochs of
-clipped policy and value losses with an entropy bonus) and whose ``train`` runs
-``config.n_updates`` of them inside one ``jax.jit``::
+Read top to bottom: the frozen config, the runner state, then the algorithm as small pure
+functions (:func:`act`, :func:`rollout`, :func:`gae`, :func:`ppo_loss`,
+:func:`minibatch_update`, :func:`epoch`, :func:`update`: one PPO iteration), the sharding
+apart from it (:class:`EnvSharding`), and :func:`make_trainer`, which binds them to an env;
+its ``train`` runs ``config.n_updates`` iterations inside one ``jax.jit``. Env params are
+passed in, never stored::
 
     train = ppo.make_train(ppo.PPOConfig(n_envs=64), env)
     runner, metrics = train(jax.random.PRNGKey(0), env.default_params)
@@ -12,7 +14,9 @@ clipped policy and value losses with an entropy bonus) and whose ``train`` runs
     runners, metrics = jax.vmap(train, in_axes=(0, None))(jax.random.split(key, 4), params)
 
 Streams: each (env, agent) pair is one stream of experience; agents of one env share the
-network's parameters. Envs are sharded over ``jax.devices()`` along their leading axis
+network's parameters. A stream's episode ends where ``info["agent_terminated"] |
+info["agent_truncated"]`` (a Deathmatch agent that dies ends its stream alone): GAE is
+cut and the LSTM carry reset for that (env, agent) only. Envs are sharded over ``jax.devices()`` along their leading axis
 (``jax.sharding``), so more devices, or hosts joined with ``jax.distributed``, add
 throughput with no new code.
 
@@ -36,10 +40,12 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import heads
+from .initializers import one_at_a_time
 from .networks import ActorCritic
 
-__all__ = ["PPOConfig", "Runner", "Transition", "Trainer", "make_trainer", "make_train",
-           "gae", "save", "load"]
+__all__ = ["PPOConfig", "Runner", "Transition", "stream_ends", "act", "rollout", "gae",
+           "ppo_loss", "minibatch_update", "epoch", "update", "EnvSharding", "Trainer",
+           "make_trainer", "make_train", "print_progress", "to_host", "save", "load"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +74,8 @@ class PPOConfig:
             treating the truncation as the end of the return.
         width: features of the network's layers.
         core: ``"lstm"`` or ``"mlp"``.
+        intake: ``"unfold"`` (image convolutions as matrix products, faster on CPU) or
+            ``"conv"``; same parameters and function (see :mod:`agents.networks`).
         image_kwargs: (name, value) pairs for the image intakes, e.g. smaller convolutions.
         shard: shard the envs over ``jax.devices()`` (needs n_envs divisible by their count).
         reset_ratio: auto-reset through :class:`megastep_jax.envs.base.Batched`: 1 is
@@ -95,6 +103,7 @@ class PPOConfig:
     bootstrap_truncated: bool = False
     width: int = 128
     core: str = "lstm"
+    intake: str = "unfold"
     image_kwargs: tuple = ()
     shard: bool = True
     reset_ratio: int = 1
@@ -117,6 +126,8 @@ class PPOConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ValueError(f"{name}: expected a number >= 0, got {v!r}")
+        if self.intake not in ("unfold", "conv"):
+            raise ValueError(f"intake: expected 'unfold' or 'conv', got {self.intake!r}")
         if self.core not in ("lstm", "mlp"):
             raise ValueError(f"core: expected 'lstm' or 'mlp', got {self.core!r}")
         if not isinstance(self.image_kwargs, tuple):
@@ -137,10 +148,10 @@ class Runner:
     opt_state: Any                # optax state
     env_state: Any                # env states, leading axis E
     obs: Any                      # arrdict of (E, A, ...), the latest observations
-    first: jax.Array              # (E,) bool, obs starts an episode
+    first: jax.Array              # (E, A) bool, obs starts that stream's episode
     carry: Any                    # core carry, (E, A, width) leaves or ()
-    episode_return: jax.Array     # (E, A) float32, return so far of each running episode
-    episode_length: jax.Array     # (E,) int32, steps so far of each running episode
+    episode_return: jax.Array     # (E, A) float32, return so far of each stream's episode
+    episode_length: jax.Array     # (E, A) int32, steps so far of each stream's episode
     key: jax.Array                # PRNG key
     update: jax.Array             # () int32, updates done
 
@@ -149,22 +160,105 @@ class Transition(NamedTuple):
     """One rollout step of every stream; leaves gain a leading T axis in the rollout."""
 
     obs: Any                # arrdict of (E, A, ...)
-    first: jax.Array        # (E, A) bool, obs starts an episode
+    first: jax.Array        # (E, A) bool, obs starts the stream's episode
     action: Any             # tree of (E, A) int32
     log_prob: jax.Array     # (E, A) float32, under the acting policy
     value: jax.Array        # (E, A) float32, of obs
     reward: jax.Array       # (E, A) float32
-    done: jax.Array         # (E, A) bool, the episode ended on this step
+    done: jax.Array         # (E, A) bool, the stream's episode ended on this step
     next_value: jax.Array   # (E, A) float32, value to bootstrap from where done (0 or V(final obs))
 
 
+# -- the algorithm, as small pure functions -------------------------------------------
+# Each takes the frozen config and the pieces it needs (network, optimiser, env step) as
+# arguments; make_trainer binds them. Read top to bottom: acting, the rollout, GAE, the
+# loss, a minibatch update, the epochs, one whole update.
+
+def stream_ends(info, terminated, truncated):
+    """Where each (env, agent) stream ended: (agent_terminated, agent_truncated), (E, A).
+
+    From ``info["agent_terminated"]`` / ``info["agent_truncated"]`` (per agent: a
+    Deathmatch agent that respawns ends its stream alone); an env whose info lacks them
+    has its env-level flags (E,) broadcast to every agent.
+    """
+    def per_agent(name, flag):
+        own = info.get(name) if isinstance(info, dict) else None
+        if own is not None:
+            return jnp.asarray(own, bool)
+        return jnp.asarray(flag, bool)[:, None]
+    term = per_agent("agent_terminated", terminated)
+    trunc = per_agent("agent_truncated", truncated)
+    shape = jnp.broadcast_shapes(term.shape, trunc.shape)
+    return jnp.broadcast_to(term, shape), jnp.broadcast_to(trunc, shape)
+
+
+def act(network, params, carry, obs, first):
+    """One step of every stream: obs (E, A, ...), first (E, A) -> (carry, logits, value (E, A))."""
+    add_t = lambda x: x[None]
+    carry, logits, value = network.apply(params, carry, jax.tree_util.tree_map(add_t, obs),
+                                         first[None])
+    return carry, jax.tree_util.tree_map(lambda x: x[0], logits), value[0]
+
+
+def rollout(config: PPOConfig, network, env_step, constrain, runner: Runner, env_params):
+    """``config.n_steps`` steps of every stream under the current policy.
+
+    Returns:
+        (runner after the steps, Transition with leaves (T, E, A, ...), episode statistics
+        summed over the rollout).
+    """
+    def step(carry_, _):
+        r, stats = carry_
+        key, k_act, k_env = jax.random.split(r.key, 3)
+        carry, logits, value = act(network, r.params, r.carry, r.obs, r.first)
+        action = heads.sample(k_act, logits)
+        obs, env_state, reward, terminated, truncated, info = env_step(
+            k_env, r.env_state, action, env_params)
+        agent_terminated, agent_truncated = stream_ends(info, terminated, truncated)
+        done = agent_terminated | agent_truncated
+        if config.bootstrap_truncated:
+            # The value of the last observation of a truncated stream, seen with the carry
+            # that observation would have met; a termination bootstraps from 0.
+            _, _, final_value = act(network, r.params, carry, info["final_observation"],
+                                    jnp.zeros_like(done))
+            next_value = jnp.where(agent_truncated & ~agent_terminated, final_value, 0.0)
+        else:
+            next_value = jnp.zeros_like(value)
+        reward = reward.astype(jnp.float32)
+        transition = Transition(obs=r.obs, first=r.first, action=action,
+                                log_prob=heads.log_prob(logits, action), value=value,
+                                reward=reward, done=done, next_value=next_value)
+
+        episode_return = r.episode_return + reward
+        episode_length = r.episode_length + 1
+        stats = dict(
+            episodes=stats["episodes"] + jnp.sum(done),
+            return_sum=stats["return_sum"] + jnp.sum(jnp.where(done, episode_return, 0.0)),
+            length_sum=stats["length_sum"] + jnp.sum(jnp.where(done, episode_length, 0)),
+            info={k: stats["info"][k] + v for k, v in _info_means(info).items()})
+        r = r.replace(env_state=env_state, obs=obs, first=done, carry=carry, key=key,
+                      episode_return=jnp.where(done, 0.0, episode_return),
+                      episode_length=jnp.where(done, 0, episode_length))
+        return (constrain(r), stats), transition
+
+    info_shape = jax.eval_shape(lambda: _info_means(env_step(
+        runner.key, runner.env_state,
+        heads.mode(act(network, runner.params, runner.carry, runner.obs, runner.first)[1]),
+        env_params)[-1]))
+    stats0 = dict(episodes=jnp.zeros((), jnp.int32), return_sum=jnp.zeros((), jnp.float32),
+                  length_sum=jnp.zeros((), jnp.int32),
+                  info={k: jnp.zeros((), jnp.float32) for k in info_shape})
+    (runner, stats), traj = jax.lax.scan(step, (runner, stats0), None, config.n_steps)
+    return runner, traj, stats
+
+
 def gae(value, reward, done, next_value, last_value, gamma: float, lam: float):
-    """Generalised advantage estimates over a rollout.
+    """Generalised advantage estimates over a rollout, cut per stream where it ended.
 
     Args:
         value: (T, ...) values of the observations acted on.
         reward: (T, ...) rewards received.
-        done: (T, ...) bool, the episode ended with step t.
+        done: (T, ...) bool, the stream's episode ended with step t.
         next_value: (T, ...) the value to bootstrap from where done (0 at a termination).
         last_value: (...) value of the observation after the last step.
         gamma, lam: discount and GAE lambda.
@@ -186,12 +280,184 @@ def gae(value, reward, done, next_value, last_value, gamma: float, lam: float):
     return adv, adv + value
 
 
+def ppo_loss(config: PPOConfig, network, params, carry0, batch: Transition, advantages, returns):
+    """PPO's loss on a minibatch of whole sequences: leaves (T, B, ...), carry0 (B, ...).
+
+    Returns:
+        (loss, dict of its parts and diagnostics).
+    """
+    _, logits, value = network.apply(params, carry0, batch.obs, batch.first)
+    log_prob = heads.log_prob(logits, batch.action)
+    ratio = jnp.exp(log_prob - batch.log_prob)
+    if config.normalize_advantages:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    clipped_ratio = jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps)
+    policy_loss = -jnp.mean(jnp.minimum(ratio * advantages, clipped_ratio * advantages))
+
+    value_loss = jnp.square(value - returns)
+    if config.clip_value:
+        clipped = batch.value + jnp.clip(value - batch.value, -config.clip_eps, config.clip_eps)
+        value_loss = jnp.maximum(value_loss, jnp.square(clipped - returns))
+    value_loss = 0.5 * jnp.mean(value_loss)
+
+    entropy = jnp.mean(heads.entropy(logits))
+    loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+    aux = dict(policy_loss=policy_loss, value_loss=value_loss, entropy=entropy,
+               approx_kl=jnp.mean((ratio - 1.0) - jnp.log(ratio)),
+               clip_frac=jnp.mean((jnp.abs(ratio - 1.0) > config.clip_eps).astype(jnp.float32)))
+    return loss, aux
+
+
+def minibatch_update(config: PPOConfig, network, optimizer, state, minibatch):
+    """One gradient step: state (params, opt_state), minibatch ((batch, adv, ret), carry0)."""
+    params, opt_state = state
+    (batch, adv, ret), carry0 = minibatch
+    grads, aux = jax.grad(functools.partial(ppo_loss, config, network), has_aux=True)(
+        params, carry0, batch, adv, ret)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    aux["grad_norm"] = optax.tree.norm(grads)
+    return (optax.apply_updates(params, updates), opt_state), aux
+
+
+def epoch(config: PPOConfig, network, optimizer, data, carry0, state, key):
+    """One pass over the rollout's streams in ``config.n_minibatches`` shuffled minibatches.
+
+    ``data`` leaves are (T, S, ...) over S streams, ``carry0`` leaves (S, ...); the
+    minibatches split the streams, each keeping its whole sequence.
+    """
+    n_streams = data[1].shape[1]  # the advantages' (T, S)
+    order = jax.random.permutation(key, n_streams)
+    split = lambda x, axis: jnp.moveaxis(
+        jnp.take(x, order, axis=axis).reshape(
+            (*x.shape[:axis], config.n_minibatches, -1, *x.shape[axis + 1:])), axis, 0)
+    mb_data = jax.tree_util.tree_map(lambda x: split(x, 1), data)
+    mb_carry = jax.tree_util.tree_map(lambda x: split(x, 0), carry0)
+    return jax.lax.scan(functools.partial(minibatch_update, config, network, optimizer),
+                        state, (mb_data, mb_carry))
+
+
+def update(config: PPOConfig, network, optimizer, env_step, constrain, lr, runner: Runner,
+           env_params):
+    """One PPO iteration: rollout, GAE, ``config.n_epochs`` epochs; -> (runner, metrics)."""
+    carry0 = runner.carry
+    runner, traj, stats = rollout(config, network, env_step, constrain, runner, env_params)
+    _, _, last_value = act(network, runner.params, runner.carry, runner.obs, runner.first)
+    advantages, returns = gae(traj.value, traj.reward, traj.done, traj.next_value,
+                              last_value, config.gamma, config.gae_lambda)
+
+    # Streams: (T, E, A, ...) -> (T, E*A, ...); carries (E, A, ...) -> (E*A, ...).
+    flat_t = lambda x: x.reshape((x.shape[0], -1, *x.shape[3:]))
+    flat = lambda x: x.reshape((-1, *x.shape[2:]))
+    data = jax.tree_util.tree_map(flat_t, (traj, advantages, returns))
+    carry0 = jax.tree_util.tree_map(flat, carry0)
+
+    key, k_epochs = jax.random.split(runner.key)
+    (params, opt_state), aux = jax.lax.scan(
+        functools.partial(epoch, config, network, optimizer, data, carry0),
+        (runner.params, runner.opt_state), jax.random.split(k_epochs, config.n_epochs))
+    runner = runner.replace(params=params, opt_state=opt_state, key=key,
+                            update=runner.update + 1)
+
+    episodes = stats["episodes"]
+    residual = jnp.var(returns - traj.value)
+    metrics = dict(
+        update=runner.update,
+        episodes=episodes,
+        # per stream (env, agent) episode; NaN when none ended during this rollout
+        episode_return=stats["return_sum"] / episodes,
+        episode_length=stats["length_sum"] / episodes,
+        reward=jnp.mean(traj.reward),
+        lr=lr(runner.update * config.n_epochs * config.n_minibatches),
+        explained_variance=1.0 - residual / (jnp.var(returns) + 1e-8),
+        **jax.tree_util.tree_map(jnp.mean, aux),
+        **{k: v / config.n_steps for k, v in stats["info"].items()})
+    return runner, metrics
+
+
+# -- sharding, apart from the algorithm ----------------------------------------------
+# Every leaf with a leading env axis is split over the 'envs' axis of a mesh of all
+# devices (all processes' devices under jax.distributed); everything else (parameters,
+# optimiser, key) is replicated. The algorithm only calls ``constrain`` on its runner.
+
+ENV_LEAVES = ("env_state", "obs", "first", "carry", "episode_return", "episode_length")
+
+
+class EnvSharding(NamedTuple):
+    """``constrain(runner)`` inside jit and ``place(runner)`` outside it; no-ops on one device."""
+
+    mesh: Mesh | None
+
+    @classmethod
+    def of(cls, config: PPOConfig) -> "EnvSharding":
+        devices = jax.devices()
+        if not config.shard or len(devices) == 1:
+            return cls(None)
+        if config.n_envs % len(devices):
+            raise ValueError(f"n_envs: expected a multiple of the {len(devices)} devices to shard "
+                             f"over, got {config.n_envs} (or set shard=False)")
+        return cls(Mesh(np.array(devices), ("envs",)))
+
+    def _envs(self, x):
+        return NamedSharding(self.mesh, PartitionSpec("envs", *([None] * (np.ndim(x) - 1))))
+
+    def constrain(self, runner: Runner) -> Runner:
+        if self.mesh is None:
+            return runner
+        return runner.replace(**{f: jax.tree_util.tree_map(
+            lambda x: jax.lax.with_sharding_constraint(x, self._envs(x)), getattr(runner, f))
+            for f in ENV_LEAVES})
+
+    def place(self, runner: Runner) -> Runner:
+        """Commits a runner to the devices: env-axis leaves sharded, the rest replicated.
+
+        Under ``jax.distributed`` a host value (a loaded checkpoint, the same in every
+        process) becomes a global array of which each process holds its devices' part.
+        """
+        if self.mesh is None:
+            return jax.device_put(runner, jax.devices()[0])
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        shardings = runner.replace(**{
+            f.name: jax.tree_util.tree_map(self._envs if f.name in ENV_LEAVES else (lambda x: replicated),
+                                           getattr(runner, f.name))
+            for f in dataclasses.fields(runner)})
+        if jax.process_count() == 1:
+            return jax.device_put(runner, shardings)
+        return jax.tree_util.tree_map(_global_array, runner, shardings)
+
+
+def _global_array(x, sharding):
+    """A host value (equal in every process) as a global array with ``sharding``."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return x  # already global: the output of a jitted call
+    if _is_key(x):
+        data = _global_array(np.asarray(jax.random.key_data(x)), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def to_host(tree):
+    """Every leaf as a numpy array in every process, gathered from all processes' devices
+    under ``jax.distributed`` (a collective: every process must call it)."""
+    return jax.tree_util.tree_map(_host, tree)
+
+
+def _host(x):
+    """A (possibly global, sharded over processes) array as a numpy array in every process."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils  # deferred: only for jax.distributed
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+# -- assembling a trainer ------------------------------------------------------------
+
 class Trainer(NamedTuple):
     """The pieces of a PPO run, all pure functions of their arguments.
 
     Attributes:
         config: the :class:`PPOConfig`.
-        env: the environment.
+        env: the environment (wrapped in ``FinalObservation`` if ``bootstrap_truncated``).
         network: the :class:`~agents.networks.ActorCritic`.
         optimizer: the optax transformation.
         init: ``(key, env_params) -> Runner``, fresh parameters and envs (jitted).
@@ -217,16 +483,6 @@ class Trainer(NamedTuple):
     place: Callable
 
 
-def _mesh(config: PPOConfig) -> Mesh | None:
-    devices = jax.devices()
-    if not config.shard or len(devices) == 1:
-        return None
-    if config.n_envs % len(devices):
-        raise ValueError(f"n_envs: expected a multiple of the {len(devices)} devices to shard "
-                         f"over, got {config.n_envs} (or set shard=False)")
-    return Mesh(np.array(devices), ("envs",))
-
-
 def _info_means(info) -> dict:
     """Mean over envs of every numeric leaf of an env's info, keyed 'info/<path>'."""
     out = {}
@@ -240,8 +496,29 @@ def _info_means(info) -> dict:
     return out
 
 
-def make_trainer(config: PPOConfig, env) -> Trainer:
+def print_progress(metrics) -> None:
+    """An ``on_update`` for :func:`make_trainer`: one line per update (per member under vmap)."""
+    ret = float(metrics["episode_return"])
+    print(f"update {int(metrics['update'])}: reward/step {float(metrics['reward']):.4f}, "
+          f"episode return {'-' if np.isnan(ret) else f'{ret:.3f}'}, "
+          f"entropy {float(metrics['entropy']):.3f}", flush=True)
+
+
+def _with_final_observation(env):
+    """``env`` wrapped so that its info holds ``final_observation`` (interface 1)."""
+    from megastep_jax.wrappers import FinalObservation  # deferred: wrappers import envs
+    return env if isinstance(env, FinalObservation) else FinalObservation(env)
+
+
+def make_trainer(config: PPOConfig, env, on_update: Callable | None = None) -> Trainer:
     """Builds the PPO functions for ``env`` (a gymnax-style env with dict spaces).
+
+    Args:
+        config: the run's settings.
+        env: the environment (its ``default_params`` fix the spaces).
+        on_update: if given, ``on_update(metrics)`` is called on the host after every
+            update of ``run`` and ``train`` (``jax.debug.callback``; under ``vmap`` once
+            per member), e.g. :func:`print_progress`, to watch a long jitted call.
 
     Raises:
         ValueError: for a config that cannot split the env's streams into minibatches, or
@@ -256,221 +533,84 @@ def make_trainer(config: PPOConfig, env) -> Trainer:
     if n_streams % config.n_minibatches:
         raise ValueError(f"n_minibatches: expected a divisor of the {n_streams} streams "
                          f"(n_envs x {n_agents} agents), got {config.n_minibatches}")
-    mesh = _mesh(config)
+    sharding = EnvSharding.of(config)
+    if config.bootstrap_truncated:
+        env = _with_final_observation(env)
 
     network = ActorCritic.from_spaces(obs_space, action_space, width=config.width,
-                                      core=config.core, image_kwargs=config.image_kwargs)
+                                      core=config.core, image_kwargs=config.image_kwargs,
+                                      intake=config.intake)
     grad_steps = config.n_updates * config.n_epochs * config.n_minibatches
     lr = (optax.linear_schedule(config.lr, 0.0, grad_steps) if config.anneal_lr
           else optax.constant_schedule(config.lr))
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                             optax.adam(lr, eps=config.adam_eps))
 
-    from megastep_jax.envs.base import Batched
+    from megastep_jax.envs.base import Batched  # deferred: envs import the kernels
     batched = Batched(env, config.n_envs, config.reset_ratio)
     env_step, env_reset = batched.step, batched.reset  # one key for all envs
 
-    # Sharding: every leaf with a leading env axis is split over the 'envs' mesh axis;
-    # everything else (parameters, optimiser, key) is replicated.
-    def shard_envs(tree):
-        if mesh is None:
-            return tree
-        spec = lambda x: NamedSharding(mesh, PartitionSpec("envs", *([None] * (x.ndim - 1))))
-        return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, spec(x)), tree)
-
-    def constrain(runner: Runner) -> Runner:
-        return runner.replace(**shard_envs(dict(
-            env_state=runner.env_state, obs=runner.obs, first=runner.first, carry=runner.carry,
-            episode_return=runner.episode_return, episode_length=runner.episode_length)))
+    def init_params(key, obs_shapes):
+        # Parameters depend on feature shapes only: init on zeros shaped like one step of
+        # one env. Under vmap (several seeds) each member is initialised on its own, in a
+        # lax.map: batched LAPACK QR (orthogonal initialisers) deadlocks on small CPUs.
+        @one_at_a_time
+        def f(key):
+            one = jax.tree_util.tree_map(lambda s: jnp.zeros((1, 1, *s.shape), s.dtype), obs_shapes)
+            return network.init(key, network.initial_carry((1, n_agents)), one,
+                                jnp.ones((1, 1, n_agents), bool))
+        return f(key)
 
     def init(key, env_params) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
         obs, env_state = env_reset(k_env, env_params)
-        carry = network.initial_carry((config.n_envs, n_agents))
-        first = jnp.ones((config.n_envs,), bool)
-        # Parameters depend on feature shapes only: init on one step of one env.
-        one = jax.tree_util.tree_map(lambda x: x[None, :1], obs)
-        params = network.init(k_net, network.initial_carry((1, n_agents)), one,
-                              jnp.ones((1, 1, n_agents), bool))
-        return constrain(Runner(
+        params = init_params(k_net, jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), obs))
+        streams = (config.n_envs, n_agents)
+        return sharding.constrain(Runner(
             params=params, opt_state=optimizer.init(params), env_state=env_state, obs=obs,
-            first=first, carry=carry,
-            episode_return=jnp.zeros((config.n_envs, n_agents), jnp.float32),
-            episode_length=jnp.zeros((config.n_envs,), jnp.int32),
+            first=jnp.ones(streams, bool), carry=network.initial_carry(streams),
+            episode_return=jnp.zeros(streams, jnp.float32),
+            episode_length=jnp.zeros(streams, jnp.int32),
             key=key, update=jnp.zeros((), jnp.int32)))
 
-    def per_agent(x):
-        """(E,) -> (E, A)."""
-        return jnp.broadcast_to(x[:, None], (x.shape[0], n_agents))
+    rollout_ = functools.partial(rollout, config, network, env_step, sharding.constrain)
+    update_ = functools.partial(update, config, network, optimizer, env_step,
+                                sharding.constrain, lr)
 
-    def policy(params, carry, obs, first):
-        """One step of every stream: obs (E, A, ...), first (E,) -> (carry, logits, value)."""
-        carry, logits, value = network.apply(
-            params, carry, jax.tree_util.tree_map(lambda x: x[None], obs), per_agent(first)[None])
-        return carry, jax.tree_util.tree_map(lambda x: x[0], logits), value[0]
-
-    def rollout(runner: Runner, env_params):
-        def step(carry_, _):
-            r, stats = carry_
-            key, k_act, k_env = jax.random.split(r.key, 3)
-            carry, logits, value = policy(r.params, r.carry, r.obs, r.first)
-            action = heads.sample(k_act, logits)
-            obs, env_state, reward, terminated, truncated, info = env_step(
-                k_env, r.env_state, action, env_params)
-            done = jnp.logical_or(terminated, truncated)
-            if config.bootstrap_truncated:
-                # The value of the last observation of a truncated episode, seen with the
-                # carry that observation would have met; a termination bootstraps from 0.
-                _, _, final_value = policy(r.params, carry, info["final_observation"],
-                                           jnp.zeros_like(done))
-                next_value = jnp.where(per_agent(terminated), 0.0, final_value)
-            else:
-                next_value = jnp.zeros_like(value)
-            reward = reward.astype(jnp.float32)
-            transition = Transition(obs=r.obs, first=per_agent(r.first), action=action,
-                                    log_prob=heads.log_prob(logits, action), value=value,
-                                    reward=reward, done=per_agent(done), next_value=next_value)
-
-            episode_return = r.episode_return + reward
-            episode_length = r.episode_length + 1
-            stats = dict(
-                episodes=stats["episodes"] + jnp.sum(done),
-                return_sum=stats["return_sum"] + jnp.sum(jnp.where(per_agent(done), episode_return, 0.0)),
-                length_sum=stats["length_sum"] + jnp.sum(jnp.where(done, episode_length, 0)),
-                info={k: stats["info"][k] + v for k, v in _info_means(info).items()})
-            r = r.replace(
-                env_state=env_state, obs=obs, first=done, carry=carry, key=key,
-                episode_return=jnp.where(per_agent(done), 0.0, episode_return),
-                episode_length=jnp.where(done, 0, episode_length))
-            return (constrain(r), stats), transition
-
-        info_shape = jax.eval_shape(lambda: _info_means(env_step(
-            runner.key, runner.env_state,
-            heads.mode(policy(runner.params, runner.carry, runner.obs, runner.first)[1]),
-            env_params)[-1]))
-        stats0 = dict(episodes=jnp.zeros((), jnp.int32), return_sum=jnp.zeros((), jnp.float32),
-                      length_sum=jnp.zeros((), jnp.int32),
-                      info={k: jnp.zeros((), jnp.float32) for k in info_shape})
-        (runner, stats), traj = jax.lax.scan(step, (runner, stats0), None, config.n_steps)
-        return runner, traj, stats
-
-    def loss_fn(params, carry0, batch, advantages, returns):
-        """PPO's loss on a minibatch of whole sequences: leaves (T, B, ...), carry0 (B, ...)."""
-        _, logits, value = network.apply(params, carry0, batch.obs, batch.first)
-        log_prob = heads.log_prob(logits, batch.action)
-        ratio = jnp.exp(log_prob - batch.log_prob)
-        if config.normalize_advantages:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        clipped_ratio = jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps)
-        policy_loss = -jnp.mean(jnp.minimum(ratio * advantages, clipped_ratio * advantages))
-
-        value_loss = jnp.square(value - returns)
-        if config.clip_value:
-            clipped = batch.value + jnp.clip(value - batch.value, -config.clip_eps, config.clip_eps)
-            value_loss = jnp.maximum(value_loss, jnp.square(clipped - returns))
-        value_loss = 0.5 * jnp.mean(value_loss)
-
-        entropy = jnp.mean(heads.entropy(logits))
-        loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
-        aux = dict(policy_loss=policy_loss, value_loss=value_loss, entropy=entropy,
-                   approx_kl=jnp.mean((ratio - 1.0) - jnp.log(ratio)),
-                   clip_frac=jnp.mean((jnp.abs(ratio - 1.0) > config.clip_eps).astype(jnp.float32)))
-        return loss, aux
-
-    def update(runner: Runner, env_params):
-        carry0 = runner.carry
-        runner, traj, stats = rollout(runner, env_params)
-        _, _, last_value = policy(runner.params, runner.carry, runner.obs, runner.first)
-        advantages, returns = gae(traj.value, traj.reward, traj.done, traj.next_value,
-                                  last_value, config.gamma, config.gae_lambda)
-
-        # Streams: (T, E, A, ...) -> (T, E*A, ...); carries (E, A, ...) -> (E*A, ...).
-        flat_t = lambda x: x.reshape((x.shape[0], n_streams, *x.shape[3:]))
-        flat = lambda x: x.reshape((n_streams, *x.shape[2:]))
-        data = jax.tree_util.tree_map(flat_t, (traj, advantages, returns))
-        carry0 = jax.tree_util.tree_map(flat, carry0)
-
-        def epoch(state, key):
-            params, opt_state = state
-            order = jax.random.permutation(key, n_streams)
-            split = lambda x, axis: jnp.moveaxis(
-                jnp.take(x, order, axis=axis).reshape(
-                    (*x.shape[:axis], config.n_minibatches, -1, *x.shape[axis + 1:])), axis, 0)
-            mb_data = jax.tree_util.tree_map(lambda x: split(x, 1), data)
-            mb_carry = jax.tree_util.tree_map(lambda x: split(x, 0), carry0)
-
-            def minibatch(state, mb):
-                params, opt_state = state
-                (batch, adv, ret), carry = mb
-                grads, aux = jax.grad(loss_fn, has_aux=True)(params, carry, batch, adv, ret)
-                updates, opt_state = optimizer.update(grads, opt_state, params)
-                aux["grad_norm"] = optax.tree.norm(grads)
-                return (optax.apply_updates(params, updates), opt_state), aux
-
-            return jax.lax.scan(minibatch, (params, opt_state), (mb_data, mb_carry))
-
-        key, k_epochs = jax.random.split(runner.key)
-        (params, opt_state), aux = jax.lax.scan(
-            epoch, (runner.params, runner.opt_state), jax.random.split(k_epochs, config.n_epochs))
-        runner = runner.replace(params=params, opt_state=opt_state, key=key,
-                                update=runner.update + 1)
-
-        episodes = stats["episodes"]
-        residual = jnp.var(returns - traj.value)
-        metrics = dict(
-            update=runner.update,
-            episodes=episodes,
-            # NaN when no episode ended during this rollout.
-            episode_return=stats["return_sum"] / (episodes * n_agents),
-            episode_length=stats["length_sum"] / episodes,
-            reward=jnp.mean(traj.reward),
-            lr=lr(runner.update * config.n_epochs * config.n_minibatches),
-            explained_variance=1.0 - residual / (jnp.var(returns) + 1e-8),
-            **jax.tree_util.tree_map(jnp.mean, aux),
-            **{k: v / config.n_steps for k, v in stats["info"].items()})
+    def update_and_report(runner, env_params):
+        runner, metrics = update_(runner, env_params)
+        if on_update is not None:
+            jax.debug.callback(on_update, metrics)
         return runner, metrics
-
-    init_jit = jax.jit(init)
 
     @functools.partial(jax.jit, static_argnums=2)
     def run_jit(runner, env_params, n: int):
-        return jax.lax.scan(lambda r, _: update(r, env_params), constrain(runner), None, n)
-
-    def place(runner: Runner) -> Runner:
-        """Commits a runner to the devices: env-axis leaves sharded, the rest replicated."""
-        if mesh is None:
-            return jax.device_put(runner, jax.devices()[0])
-        env_leaves = ("env_state", "obs", "first", "carry", "episode_return", "episode_length")
-        envs = lambda x: NamedSharding(mesh, PartitionSpec("envs", *([None] * (np.ndim(x) - 1))))
-        replicated = lambda x: NamedSharding(mesh, PartitionSpec())
-        shardings = runner.replace(**{
-            f.name: jax.tree_util.tree_map(envs if f.name in env_leaves else replicated,
-                                           getattr(runner, f.name))
-            for f in dataclasses.fields(runner)})
-        return jax.device_put(runner, shardings)
+        return jax.lax.scan(lambda r, _: update_and_report(r, env_params),
+                            sharding.constrain(runner), None, n)
 
     def run(runner: Runner, env_params, n: int):
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ValueError(f"n: expected a positive int, got {n!r}")
-        return run_jit(place(runner), env_params, n)
+        return run_jit(sharding.place(runner), env_params, n)
 
     @jax.jit
     def train(key, env_params):
-        runner = init(key, env_params)
-        return jax.lax.scan(lambda r, _: update(r, env_params), runner, None, config.n_updates)
+        return jax.lax.scan(lambda r, _: update_and_report(r, env_params), init(key, env_params),
+                            None, config.n_updates)
 
     return Trainer(config=config, env=env, network=network, optimizer=optimizer,
-                   init=init_jit, update=update, rollout=rollout, run=run, train=train,
-                   place=place)
+                   init=jax.jit(init), update=update_, rollout=rollout_, run=run, train=train,
+                   place=sharding.place)
 
 
-def make_train(config: PPOConfig, env) -> Callable:
+def make_train(config: PPOConfig, env, on_update: Callable | None = None) -> Callable:
     """``train(key, env_params) -> (runner, metrics)``: a whole PPO run as one jitted call.
 
-    ``metrics`` is a dict of (n_updates,) arrays (see :func:`make_trainer`). ``vmap`` it
-    over keys or env params to train several runs at once.
+    ``metrics`` is a dict of (n_updates,) arrays (see :func:`make_trainer`, which also
+    explains ``on_update``). ``vmap`` it over keys or env params to train several runs at once.
     """
-    return make_trainer(config, env).train
+    return make_trainer(config, env, on_update).train
 
 
 # Checkpoints: the whole runner, PRNG keys included, as flax msgpack bytes. The leaves are
@@ -482,10 +622,16 @@ def _is_key(x) -> bool:
 
 
 def save(path, runner: Runner) -> None:
-    """Writes a runner to ``path`` (atomically: a partial write never replaces a checkpoint)."""
+    """Writes a runner to ``path`` (atomically: a partial write never replaces a checkpoint).
+
+    Under ``jax.distributed`` every process must call it (the runner's env-sharded parts
+    are gathered from all of them); process 0 writes.
+    """
     import os
-    leaves = [np.asarray(jax.random.key_data(x) if _is_key(x) else x)
-              for x in jax.tree_util.tree_leaves(jax.device_get(runner))]
+    leaves = [_host(jax.random.key_data(x) if _is_key(x) else x)
+              for x in jax.tree_util.tree_leaves(runner)]
+    if jax.process_index() != 0:
+        return
     data = flax.serialization.msgpack_serialize({"leaves": {str(i): x for i, x in enumerate(leaves)}})
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:

@@ -4,6 +4,10 @@
 
     python -m agents.train --env explorer --minutes 10 --out runs/explorer
     python -m agents.train --out runs/explorer --resume --minutes 5     # continue it
+    python -m agents.train ... --out runs/explorer --if-exists resume   # resume if it exists
+
+``--resume`` (or ``--if-exists resume``) with neither ``--minutes`` nor ``--updates``
+trains for 10 more minutes; ``--if-exists new`` starts a fresh run in ``OUT-2``, ``OUT-3``...
 
 Writes into ``--out``:
 
@@ -43,7 +47,7 @@ import numpy as np
 from . import ppo
 from .evaluate import make_evaluate, record_video
 
-__all__ = ["CollisionPenalty", "make_envs", "main", "parse_args"]
+__all__ = ["CollisionPenalty", "build_parser", "make_envs", "main", "parse_args"]
 
 
 # -- envs -----------------------------------------------------------------------------
@@ -141,61 +145,106 @@ def make_envs(name: str, *, res: Optional[int] = None, subsample: Optional[int] 
 
 # -- command line ---------------------------------------------------------------------
 
+# --resume with neither --minutes nor --updates trains this long.
+RESUME_MINUTES = 10.0
+
 # Arguments that define the run; --resume takes them from config.json.
 RUN_ARGS = ("env", "seed", "res", "subsample", "plans", "test_plans", "backend", "n_envs",
             "n_steps", "epochs", "minibatches", "lr", "anneal", "width", "core", "ent_coef",
             "vf_coef", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "updates",
-            "small_convs", "bootstrap_truncated", "reset_ratio")
+            "small_convs", "bootstrap_truncated", "reset_ratio", "intake")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m agents.train", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--env", default="explorer", help="explorer, minimal, deathmatch or module:factory")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="wall-clock budget for training in this session (compilation included)")
-    p.add_argument("--updates", type=int, default=None, help="stop after this many PPO updates in all")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--res", type=int, default=None, help="render resolution (env default if unset)")
-    p.add_argument("--subsample", type=int, default=None, help="pixels averaged per observation pixel")
-    p.add_argument("--plans", type=int, default=32, help="training floorplans")
-    p.add_argument("--test-plans", type=int, default=16, help="held-out floorplans for evaluation")
-    p.add_argument("--backend", default="kernel", choices=["kernel", "reference"])
-    p.add_argument("--n-envs", type=int, default=64)
-    p.add_argument("--n-steps", type=int, default=32, help="rollout length per update")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--minibatches", type=int, default=4)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--anneal", action="store_true", help="anneal the lr to 0 over --updates")
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--core", default="mlp", choices=["lstm", "mlp"],
-                   help="mlp learns Explorer faster on CPU within minutes; lstm has memory")
-    p.add_argument("--small-convs", action="store_true", help="8- and 16-feature convolutions")
-    p.add_argument("--ent-coef", type=float, default=0.01)
-    p.add_argument("--vf-coef", type=float, default=0.5)
-    p.add_argument("--gamma", type=float, default=0.99)
-    p.add_argument("--gae-lambda", type=float, default=0.95)
-    p.add_argument("--clip-eps", type=float, default=0.2)
-    p.add_argument("--max-grad-norm", type=float, default=0.5)
-    p.add_argument("--bootstrap-truncated", action="store_true")
-    p.add_argument("--reset-ratio", type=int, default=8,
-                   help="envs per fresh episode rendered each step (see PPOConfig.reset_ratio)")
-    p.add_argument("--chunk", type=int, default=5, help="updates per compiled call (progress granularity)")
-    p.add_argument("--eval-envs", type=int, default=32)
-    p.add_argument("--eval-steps", type=int, default=3000,
-                   help="steps per evaluation env; longer than an episode, so first episodes finish")
-    p.add_argument("--video-steps", type=int, default=300)
-    p.add_argument("--no-eval", action="store_true")
-    p.add_argument("--no-video", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    """The command's arguments (see ``python -m agents.train --help``)."""
+    p = build_parser()
     args = p.parse_args(argv)
     if args.minutes is None and args.updates is None and not args.resume:
         p.error("give --minutes or --updates (or both)")
     if args.chunk <= 0:
         p.error("--chunk: expected a positive int")
     return args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser; every flag has a help line."""
+    p = argparse.ArgumentParser(prog="python -m agents.train", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--env", default="explorer", help="explorer, minimal, deathmatch or module:factory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget for training in this session (compilation included); "
+                        f"with --resume and no --updates, {RESUME_MINUTES:g} if unset")
+    p.add_argument("--updates", type=int, default=None, help="stop after this many PPO updates in all")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--if-exists", choices=["error", "resume", "new"], default="error",
+                   help="when --out already holds a run (and --resume is not given): stop with an "
+                        "error, resume it, or start a new run in the first free --out-N")
+    p.add_argument("--seed", type=int, default=0, help="seeds the plans, the network and the envs")
+    p.add_argument("--res", type=int, default=None, help="render resolution (env default if unset)")
+    p.add_argument("--subsample", type=int, default=None, help="pixels averaged per observation pixel")
+    p.add_argument("--plans", type=int, default=32, help="training floorplans")
+    p.add_argument("--test-plans", type=int, default=16, help="held-out floorplans for evaluation")
+    p.add_argument("--backend", default="kernel", choices=["kernel", "reference"],
+                   help="compiled kernels or the jax.numpy reference")
+    p.add_argument("--n-envs", type=int, default=64, help="envs stepped in parallel")
+    p.add_argument("--n-steps", type=int, default=32, help="rollout length per update")
+    p.add_argument("--epochs", type=int, default=4, help="passes over each rollout")
+    p.add_argument("--minibatches", type=int, default=4, help="minibatches per epoch")
+    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
+    p.add_argument("--anneal", action="store_true", help="anneal the lr to 0 over --updates")
+    p.add_argument("--width", type=int, default=128, help="features of the network's layers")
+    p.add_argument("--core", default="mlp", choices=["lstm", "mlp"],
+                   help="mlp learns Explorer faster on CPU within minutes; lstm has memory")
+    p.add_argument("--small-convs", action="store_true", help="8- and 16-feature convolutions")
+    p.add_argument("--intake", default="unfold", choices=["unfold", "conv"],
+                   help="image convolutions as matrix products (faster on CPU) or nn.Conv")
+    p.add_argument("--ent-coef", type=float, default=0.01, help="weight of the entropy bonus")
+    p.add_argument("--vf-coef", type=float, default=0.5, help="weight of the value loss")
+    p.add_argument("--gamma", type=float, default=0.99, help="discount")
+    p.add_argument("--gae-lambda", type=float, default=0.95, help="GAE's lambda")
+    p.add_argument("--clip-eps", type=float, default=0.2, help="PPO's ratio (and value) clip")
+    p.add_argument("--max-grad-norm", type=float, default=0.5, help="global gradient-norm clip")
+    p.add_argument("--bootstrap-truncated", action="store_true",
+                   help="bootstrap from the value of the last observation of a truncated episode")
+    p.add_argument("--reset-ratio", type=int, default=8,
+                   help="envs per fresh episode rendered each step (see PPOConfig.reset_ratio)")
+    p.add_argument("--chunk", type=int, default=5, help="updates per compiled call (progress granularity)")
+    p.add_argument("--eval-envs", type=int, default=32, help="held-out episodes scored per policy")
+    p.add_argument("--eval-steps", type=int, default=3000,
+                   help="steps per evaluation env; longer than an episode, so first episodes finish")
+    p.add_argument("--video-steps", type=int, default=300, help="steps in the video")
+    p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    p.add_argument("--no-video", action="store_true", help="skip the video")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("more than one process (jax.distributed; or JAX_COORDINATOR_ADDRESS, "
+                             "JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0, which every process joins")
+    g.add_argument("--num-processes", type=int, default=None, help="processes in the run")
+    g.add_argument("--process-id", type=int, default=None, help="this process's index, 0 writes the outputs")
+    return p
+
+
+def join_processes(args) -> None:
+    """Joins the run's processes with ``jax.distributed`` if a coordinator is given.
+
+    Envs are then sharded over every process's devices; all processes run the same
+    updates and process 0 alone writes. On CPUs the collectives go through gloo.
+    """
+    coordinator = args.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not coordinator:
+        return
+    n = args.num_processes if args.num_processes is not None else os.environ.get("JAX_NUM_PROCESSES")
+    i = args.process_id if args.process_id is not None else os.environ.get("JAX_PROCESS_ID")
+    if n is None or i is None:
+        raise SystemExit("--coordinator: also give --num-processes and --process-id "
+                         "(or JAX_NUM_PROCESSES and JAX_PROCESS_ID)")
+    n, i = int(n), int(i)
+    if n <= 0 or not 0 <= i < n:
+        raise SystemExit(f"--process-id: expected 0 <= id < --num-processes {n}, got {i}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=n, process_id=i)
 
 
 def config_of(args) -> ppo.PPOConfig:
@@ -208,7 +257,7 @@ def config_of(args) -> ppo.PPOConfig:
         gae_lambda=args.gae_lambda, clip_eps=args.clip_eps, vf_coef=args.vf_coef,
         ent_coef=args.ent_coef, max_grad_norm=args.max_grad_norm,
         bootstrap_truncated=args.bootstrap_truncated, width=args.width, core=args.core,
-        image_kwargs=image_kwargs, reset_ratio=args.reset_ratio)
+        image_kwargs=image_kwargs, reset_ratio=args.reset_ratio, intake=args.intake)
 
 
 def _read_rows(path: str) -> list[dict]:
@@ -264,6 +313,14 @@ def plot_curve(rows: list[dict], path: str, title: str, evals: Optional[dict] = 
     return path
 
 
+def _agreed(go: bool) -> bool:
+    """Process 0's ``go`` in every process (clocks differ: all must run the same chunks)."""
+    if jax.process_count() == 1:
+        return go
+    from jax.experimental import multihost_utils  # deferred: only for jax.distributed
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(go)))
+
+
 def _scalar(x) -> float:
     return float(np.asarray(x))
 
@@ -271,6 +328,8 @@ def _scalar(x) -> float:
 def main(argv=None) -> dict:
     """Runs the command; returns a dict of the output paths and final figures."""
     args = parse_args(argv)
+    join_processes(args)
+    writer = jax.process_index() == 0  # under jax.distributed, process 0 alone writes
     out = args.out
     os.makedirs(out, exist_ok=True)
     paths = {k: os.path.join(out, v) for k, v in dict(
@@ -278,16 +337,34 @@ def main(argv=None) -> dict:
         curve="curve.png", video="video.mp4", eval="eval.json").items()}
 
     cli_updates = args.updates
+    if not args.resume and os.path.exists(paths["checkpoint"]):
+        if args.if_exists == "resume":
+            print(f"{out} already holds a run: resuming it (its stored settings; "
+                  f"--if-exists new starts a fresh run instead)", file=sys.stderr)
+            args.resume = True
+        elif args.if_exists == "new":
+            i = 2
+            while os.path.exists(os.path.join(f"{out.rstrip(os.sep)}-{i}", "checkpoint.msgpack")):
+                i += 1
+            out = args.out = f"{out.rstrip(os.sep)}-{i}"
+            print(f"{paths['checkpoint']} exists: starting a new run in {out}", file=sys.stderr)
+            os.makedirs(out, exist_ok=True)
+            paths = {k: os.path.join(out, os.path.basename(v)) for k, v in paths.items()}
+        else:
+            raise SystemExit(f"--out: {out} already holds a run; pass --resume, "
+                             "--if-exists resume|new, or another --out")
     if args.resume:
         if not os.path.exists(paths["checkpoint"]):
             raise SystemExit(f"--resume: no checkpoint in {out}")
         with open(paths["config"]) as f:
             stored = json.load(f)["args"]
-        for k in RUN_ARGS:
-            setattr(args, k, stored[k])
-    else:
-        if os.path.exists(paths["checkpoint"]):
-            raise SystemExit(f"--out: {out} already holds a run; pass --resume or another --out")
+        defaults = build_parser().parse_args(["--out", out, "--updates", "1"])
+        for k in RUN_ARGS:  # runs stored before a flag existed get its default
+            setattr(args, k, stored.get(k, getattr(defaults, k)))
+        if args.minutes is None and cli_updates is None:
+            args.minutes = RESUME_MINUTES
+            print(f"--resume without --minutes or --updates: training for {RESUME_MINUTES:g} minutes",
+                  file=sys.stderr)
 
     config = config_of(args)
     env, test_env = make_envs(args.env, res=args.res, subsample=args.subsample, n_plans=args.plans,
@@ -295,7 +372,7 @@ def main(argv=None) -> dict:
     env_params = env.default_params
     trainer = ppo.make_trainer(config, env)
     key = jax.random.PRNGKey(args.seed)
-    if not args.resume:
+    if not args.resume and writer:
         with open(paths["config"], "w") as f:
             json.dump(dict(args={k: getattr(args, k) for k in RUN_ARGS},
                            config=dataclasses.asdict(config), devices=[str(d) for d in jax.devices()]),
@@ -314,19 +391,21 @@ def main(argv=None) -> dict:
     t0 = time.time()
     elapsed0 = float(rows[-1]["time"]) if rows else 0.0
 
+    # The header goes out (flushed) before the bar draws itself on stderr.
+    print(f"{args.env}: {env.n_agents} agent(s) per env, {config.n_envs} envs, "
+          f"{config.steps_per_update} env steps per update, devices {jax.devices()}",
+          file=sys.stderr, flush=True)
     from tqdm.auto import tqdm
     total = (target - start_update) if target < math.inf else None
-    bar = tqdm(total=total, unit="update", disable=args.no_progress, dynamic_ncols=True,
+    bar = tqdm(total=total, unit="update", disable=args.no_progress or not writer, dynamic_ncols=True,
                desc=f"{args.env} PPO")
     last_return = math.nan
-    print(f"{args.env}: {env.n_agents} agent(s) per env, {config.n_envs} envs, "
-          f"{config.steps_per_update} env steps per update, devices {jax.devices()}", file=sys.stderr)
-    while int(runner.update) < target and time.time() - t0 < budget:
+    while _agreed(int(runner.update) < target and time.time() - t0 < budget):
         n = int(min(args.chunk, target - int(runner.update)))
         tic = time.time()
         try:
             runner, metrics = trainer.run(runner, env_params, n)
-            metrics = jax.device_get(metrics)
+            metrics = ppo.to_host(metrics)
         except KeyboardInterrupt:
             # The checkpoint and metrics hold the last finished chunk; still write the outputs.
             print(f"\ninterrupted: keeping update {int(runner.update)}; --resume continues from it",
@@ -345,16 +424,21 @@ def main(argv=None) -> dict:
         if np.any(~np.isnan(returns)):
             last_return = float(np.nanmean(returns))
         # The checkpoint and the metrics always describe the same update.
-        ppo.save(paths["checkpoint"], runner)
-        _write_rows(paths["metrics"], rows)
+        ppo.save(paths["checkpoint"], runner)  # every process gathers, process 0 writes
+        if writer:
+            _write_rows(paths["metrics"], rows)
         bar.update(n)
         bar.set_postfix({"steps/s": f"{n * config.steps_per_update / dt:,.0f}",
-                         "return": f"{last_return:.3g}",
+                         "return": "-" if math.isnan(last_return) else f"{last_return:.3g}",
                          "env steps": f"{int(runner.update) * config.steps_per_update:,}"})
     bar.close()
 
-    result = dict(paths, updates=int(runner.update), env_steps=int(runner.update) * config.steps_per_update,
+    updates = int(ppo.to_host(runner.update))
+    result = dict(paths, updates=updates, env_steps=updates * config.steps_per_update,
                   train_return=last_return)
+    if not writer:
+        return result
+    net_params = ppo.to_host(runner.params)
     evals = {}
     if not args.no_eval:
         print("evaluating on held-out plans...", file=sys.stderr)
@@ -362,7 +446,7 @@ def main(argv=None) -> dict:
         for name, policy in (("trained", "sample"), ("greedy", "greedy"), ("random", "random")):
             ev = make_evaluate(trainer.network, test_env, args.eval_envs, args.eval_steps, policy,
                                reset_ratio=args.eval_envs)  # only first episodes are scored
-            evals[name] = {k: _scalar(v) for k, v in ev(k_eval, runner.params, test_env.default_params).items()}
+            evals[name] = {k: _scalar(v) for k, v in ev(k_eval, net_params, test_env.default_params).items()}
         evals["ratio"] = evals["trained"]["episode_return"] / evals["random"]["episode_return"] \
             if evals["random"]["episode_return"] != 0 else math.nan
         with open(paths["eval"], "w") as f:
@@ -372,7 +456,7 @@ def main(argv=None) -> dict:
         plot_curve(rows, paths["curve"], f"PPO on {args.env}", evals or None)
     if not args.no_video:
         print("recording video...", file=sys.stderr)
-        record_video(trainer.network, runner.params, test_env, test_env.default_params,
+        record_video(trainer.network, net_params, test_env, test_env.default_params,
                      jax.random.fold_in(key, 2), args.video_steps, paths["video"])
     else:
         result.pop("video")

@@ -4,7 +4,8 @@ For each env, one jitted call runs ``--steps`` auto-resetting steps of a
 :class:`~megastep_jax.envs.Batched` env with its defaults (``reset_ratio=1``, i.e.
 ``jax.vmap(env.step)``) and uniformly random actions. Next to it, on the same plans,
 resolution and env count, the *bare kernels*: physics then render of every env through
-the same scene runtime, with random velocities and nothing else. The ratio full/bare says
+the same scene runtime, moved by the env's movement with random actions, and nothing
+else. The ratio full/bare says
 what the env adds to the kernels. The first call (compile) is not timed; the best of
 ``--repeats`` calls is.
 
@@ -88,12 +89,14 @@ def full_step(env, n_envs: int, n_steps: int, repeats: int, key, cpu: bool = Fal
 
 
 def bare_kernels(env, state, n_steps: int, repeats: int, key, cpu: bool = False) -> float:
-    """frames/s of physics + render alone, every env in its own plan, same runtime."""
+    """frames/s of physics + render alone: every env in its own plan through the same
+    runtime, agents moved by the env's movement module with random actions (so the kernels
+    see the same motion as in the env), no observation, reward or reset."""
     scene, fov = env.scene, env.default_params.fov
+    action_space = env.action_space(env.default_params)
 
     def one(geometry, agents, k):
-        agents = agents.replace(velocity=jax.random.normal(k, agents.velocity.shape) * 2.0,
-                                angvelocity=jnp.full(agents.angvelocity.shape, 30.0))
+        agents = env.movement.apply(agents, spaces.sample(action_space, k)["movement"], 10.0)
         agents, progress = scene.physics(geometry, agents, 10.0)
         r = scene.render(geometry, agents, fov)
         return agents, jnp.mean(r.screen) + jnp.mean(progress)

@@ -9,6 +9,10 @@ step is checked on the host (float64):
 - wall penetrations: a swept disc coming within radius - 1e-4 m of a wall it started
   clear of;
 - overlaps: two agents that started apart ending closer than 2 radius - 1e-4 m;
+- mid-step passes: two agents that started apart coming closer than 2 radius - 1e-4 m at
+  any time within the step (exactly: under stop each agent moves uniformly from its start
+  to its end over [0, progress] and then rests, so the pair's separation is piecewise
+  linear in time, with pieces split at the two progresses);
 - non-finite values in positions, velocities, angles, progress and every render output,
   and progress outside [0, 1].
 
@@ -92,6 +96,29 @@ def padded_walls(geometries) -> np.ndarray:
     return out
 
 
+def mid_step_passes(start, end, progress):
+    """Pairs that started apart and came within 2R - TOL at some time of the step.
+
+    start, end (K, E, A, 2), progress (K, E, A): each agent moves uniformly from start to
+    end over [0, progress], then rests (stop mode).
+    """
+    A = start.shape[2]
+    iu = np.triu_indices(A, 1)
+    xi, xj = progress[..., iu[0]], progress[..., iu[1]]  # (K, E, P)
+    lo, hi = np.minimum(xi, xj), np.maximum(xi, xj)
+
+    def rel(t):  # (K, E, P, 2) separation of each pair at per-pair times t (K, E, P)
+        pi = start[..., iu[0], :] + np.where(xi > 0, np.minimum(t, xi) / np.maximum(xi, 1e-30), 0.0)[..., None] * (end - start)[..., iu[0], :]
+        pj = start[..., iu[1], :] + np.where(xj > 0, np.minimum(t, xj) / np.maximum(xj, 1e-30), 0.0)[..., None] * (end - start)[..., iu[1], :]
+        return pi - pj
+
+    zero = np.zeros(2)
+    r0, rlo, rhi = rel(np.zeros_like(lo)), rel(lo), rel(hi)
+    closest = np.minimum(point_segment_distance(zero, r0, rlo), point_segment_distance(zero, rlo, rhi))
+    apart = np.linalg.norm(r0, axis=-1) >= 2 * R
+    return int((apart & (closest < 2 * R - TOL)).sum())
+
+
 def check(start, end, walls):
     """Counts (crossings, penetrations, overlaps) of K steps: start, end (K, E, A, 2)."""
     a = walls[None, :, None, :, 0]  # (1, E, 1, M, 2)
@@ -150,24 +177,25 @@ def main(argv=None) -> dict:
             state_bad = sum(jnp.sum(~jnp.isfinite(x)) for x in
                             (after.positions, after.velocity, after.angles, after.angvelocity, progress))
             progress_bad = jnp.sum((progress < 0) | (progress > 1))
-            return after, (agents.positions, after.positions, render_bad, state_bad, progress_bad,
-                           jnp.mean(progress < 1))
+            return after, (agents.positions, after.positions, progress, render_bad, state_bad,
+                           progress_bad, jnp.mean(progress < 1))
 
         return jax.lax.scan(step, agents, jax.random.split(key, args.chunk))
 
     per_chunk = E * A * args.chunk
     n_chunks = max(1, int(np.ceil(args.agent_steps / per_chunk)))
-    totals = dict(crossings=0, penetrations=0, overlaps=0, nonfinite_render=0, nonfinite_state=0,
-                  progress_out_of_range=0)
+    totals = dict(crossings=0, penetrations=0, overlaps=0, mid_step_passes=0, nonfinite_render=0,
+                  nonfinite_state=0, progress_out_of_range=0)
     collided = []
     key = jax.random.PRNGKey(args.seed + 1)
     rss_start = None
     t_run = time.time()
     for c in range(n_chunks):
         key, k = jax.random.split(key)
-        agents, (start, end, render_bad, state_bad, progress_bad, hit_rate) = run(agents, k)
+        agents, (start, end, progress, render_bad, state_bad, progress_bad, hit_rate) = run(agents, k)
         start, end = np.asarray(start, np.float64), np.asarray(end, np.float64)
         cr, pe, ov = check(start, end, walls)
+        totals["mid_step_passes"] += mid_step_passes(start, end, np.asarray(progress, np.float64))
         totals["crossings"] += cr
         totals["penetrations"] += pe
         totals["overlaps"] += ov
@@ -199,5 +227,6 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     result = main()
-    sys.exit(0 if sum(result[k] for k in ("crossings", "penetrations", "overlaps", "nonfinite_render",
+    sys.exit(0 if sum(result[k] for k in ("crossings", "penetrations", "overlaps", "mid_step_passes",
+                                          "nonfinite_render",
                                           "nonfinite_state", "progress_out_of_range")) == 0 else 1)

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "batching.h"
+#include "draw_cpu.h"
 #include "megastep.h"
 #include "ffi_common.h"
 #include "operands.h"
@@ -500,6 +501,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCpu, BakeImpl, megastep_ffi::bake_bind
 PYBIND11_MODULE(_megastep_cpu, m) {
   m.doc() = "megastep_jax CPU kernels as XLA FFI handlers";
   m.def("registrations", []() {
-    return megastep_ffi::registrations(MegastepRenderCpu, MegastepPhysicsCpu, MegastepBakeCpu);
+    return megastep_ffi::registrations(MegastepRenderCpu, MegastepPhysicsCpu, MegastepBakeCpu, "", MegastepDrawCpu);
   });
 }

@@ -73,6 +73,7 @@ using Scratch = xla::ffi::ScratchAllocator;
 #include <new>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <tuple>
 #include <type_traits>
@@ -164,6 +165,14 @@ class BlockBarrier {
     cv_.wait(lock, [&] { return generation_ != generation || aborted_; });
   }
 
+  // Ends the launch early: every wait returns, block() says there is nothing left to run.
+  void abort(std::string why) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!aborted_) error_ = std::move(why);
+    aborted_ = true;
+    cv_.notify_all();
+  }
+
   // The block the threads are in; read after a barrier, written only by its last arrival.
   uint64_t block() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -242,7 +251,11 @@ inline cudaError_t run_grid(dim3 grid, dim3 block, size_t shared, const std::fun
   };
   std::vector<std::thread> threads;
   threads.reserve(n_threads - 1);
-  for (int t = 1; t < n_threads; ++t) threads.emplace_back(worker, t);
+  try {
+    for (int t = 1; t < n_threads; ++t) threads.emplace_back(worker, t);
+  } catch (const std::system_error& e) {  // those started run out of their kernel and exit
+    barrier.abort("could not start " + std::to_string(n_threads) + " threads: " + e.what());
+  }
   worker(0);
   for (auto& th : threads) th.join();
   std::string error = barrier.error();

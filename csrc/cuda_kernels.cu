@@ -175,7 +175,8 @@ ffi::Error RenderImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S
   } else {
     int64_t envs = b.size * s.E;
     drawn = scratch_array<float>(scratch, envs * s.A * megastep::kModelLines * 4);
-    if (!drawn) return ffi::Error(ffi::ErrorCode::kResourceExhausted, "megastep: render: no memory for the drawn agents");
+    if (!drawn)
+      return ffi::Error(ffi::ErrorCode::kResourceExhausted, "megastep: render: no memory for the drawn agents");
     MS_LAUNCH(draw_kernel, grid_for(envs), threads_for(s.A), 0, stream, b, s, envs,
               model.typed_data(), angles.typed_data(), positions.typed_data(), drawn);
     if (ffi::Error e = launched("render (drawing the agents)"); e.failure()) return e;

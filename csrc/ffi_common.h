@@ -74,7 +74,8 @@ auto bake_binding() {
 // jax.ffi.register_ffi_target takes them. The names are megastep_{render,physics,bake} plus
 // `suffix` (the emulated CUDA handlers are CPU targets beside the CPU kernels').
 template <class R, class P, class B>
-pybind11::dict registrations(R* render, P* physics, B* bake, const std::string& suffix = "") {
+pybind11::dict registrations(R* render, P* physics, B* bake, const std::string& suffix = "",
+                             XLA_FFI_Error* (*draw)(XLA_FFI_CallFrame*) = nullptr) {
   auto capsule = [](auto* fn) {
     static_assert(std::is_invocable_r_v<XLA_FFI_Error*, decltype(fn), XLA_FFI_CallFrame*>,
                   "an XLA FFI handler must have the XLA FFI signature");
@@ -84,6 +85,7 @@ pybind11::dict registrations(R* render, P* physics, B* bake, const std::string& 
   d[pybind11::str("megastep_render" + suffix)] = capsule(render);
   d[pybind11::str("megastep_physics" + suffix)] = capsule(physics);
   d[pybind11::str("megastep_bake" + suffix)] = capsule(bake);
+  if (draw) d[pybind11::str("megastep_draw" + suffix)] = capsule(draw);  // Moving Symbols' draw kernel (CPU)
   return d;
 }
 

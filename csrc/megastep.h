@@ -462,25 +462,35 @@ MS_FN Pixel render_pixel(const Env& env, Vec p, Vec u, float radius) {
 //
 // - Each agent's path is piecewise linear: a segment starts at time t0 from position P0
 //   (the step's start, or its last contact) with motion m (zero once it is at rest).
-// - An event is the earliest contact of a moving agent with a wall (wall_contact) or of a
-//   pair of agents (pair_event: relative motion, contact distance 1.001*2R), computed from
-//   the segment(s) involved. Its time is the contact backed off by megastep's 0.99 over
-//   the segment: b = t0 + sensibilise(f)*(1 - t0), f the contact's fraction of the rest of
-//   the step. From the step's start that is megastep's 0.99*f exactly.
-// - The earliest event over the env is resolved at b: both agents of a pair (or the one
-//   agent at a wall) start a new segment there. stop: the agent stays there (velocity 0).
-//   slide removes the normal component of its velocity; bounce reflects it times the
-//   restitution; a pair shares equal and opposite impulses computed once from the relative
-//   velocity. Then the next event is sought from there.
+// - An event is the earliest contact of a moving agent with a wall (wall_contact:
+//   megastep's rules, 1.001*R) or of a pair of agents (pair_event: relative motion,
+//   1.001*2R), computed from the segment(s) involved. Its time is the contact backed off
+//   by megastep's 0.99 over the segment: b = t0 + sensibilise(f)*(1 - t0), f the contact's
+//   fraction of the rest of the step; from the step's start, megastep's 0.99*f exactly.
+// - The earliest event over the env is resolved at b, where its agents start new segments.
+//   stop: the agent at a wall stops there (velocity 0); of two moving agents the one
+//   heading faster into the other stops, and the other runs on, meeting the resting disc
+//   later if its path really does (so an agent hit from behind or the side is not stopped,
+//   and a slow one is not stopped by a fast one's back-off gap). slide removes the normal
+//   component of the velocity, bounce reflects it times the restitution; two moving agents
+//   get equal and opposite impulses computed once from their relative velocity.
 // Every event is found from the paths the agents really take, so no agent comes within
-// the contact distance of a wall or another agent at any time of the step (agents that
-// start in contact aside), and each stops (stop mode) within 1% of its real first contact.
-// Progress is the time of an agent's first event (1 if none).
+// the contact distances of a wall or another agent at any time of the step (agents that
+// start in contact aside), and each stops (stop) within 1% of its motion of its first
+// contact with a wall or with where the others really are. Progress is the time of an
+// agent's first event (1 if none). An agent alone against walls gets megastep's progress,
+// except that the crossing and side rules now hold only where the disc meets the line
+// alongside the segment (elsewhere megastep stopped it short: the endpoint rules give the
+// real contact).
 //
-// Bounds: every event counts one contact for each moving agent in it, and an agent with
-// kMaxContacts contacts in a step rests for the rest of that step (its velocity is kept
-// for the next; under stop every agent rests after its first). So a step has at most
-// A*kMaxContacts events, whatever the number of agents A: each costs O(A^2) pair tests.
+// Bounds: every event takes a contact from a moving agent; an agent with kMaxContacts in a
+// step rests for the rest of it (under stop, after its first), its velocity kept for the
+// next step, and under slide and bounce an agent that meets one so resting rests too, also
+// keeping its velocity (no one-sided impulse, so momentum and energy are kept; the pair
+// resolves at the next step). A step has at most A*kMaxContacts events for any number of
+// agents A, each O(A^2) pair tests and O(L) wall tests for the agents it changed. The
+// bound is reached in practice by clusters pressed together (one disc pushing another into
+// a wall under slide makes ever quicker contacts) and discs in sharp wedges of walls.
 
 // 0 for NaN, else 0.99*p clamped to [0, 1].
 MS_FN float sensibilise(float p) {

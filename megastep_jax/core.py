@@ -226,24 +226,48 @@ def render(scenery: Scenery, agents: Agents, res: int = DEFAULT_RES, fov=DEFAULT
 
 def physics(scenery: Scenery, agents: Agents, fps=DEFAULT_FPS, radius=AGENT_RADIUS,
             collision: str = "stop", restitution=1.0, backend: str = "kernel"):
-    """Moves every agent by velocity/fps, stopping short of walls and other agents.
+    """Moves every agent by velocity/fps for one step, resolving its contacts in time order.
 
-    Agents are discs of ``radius``; see SPEC.md (Physics) for the collision candidates.
+    Agents are discs of ``radius`` moving uniformly through the step. Each env's step is
+    simulated as a sequence of contact events, earliest first, each found along the paths
+    the agents really take (others moving until they stop or turn, then from there): an
+    agent's contact with a wall (megastep's candidates, SPEC.md Physics, contact distance
+    1.001 ``radius``) or two agents' contact (1.001 * 2 ``radius``). An event happens at
+    megastep's 0.99 of the way to the contact over the agent's current straight segment
+    (from the step's start: 0.99 times the contact's fraction, as megastep). So no agent
+    comes within ``radius`` of a wall, or within 2 ``radius`` of another agent, at any time
+    of the step (agents that start closer aside), and any number of agents is handled.
+
+    - ``"stop"`` (default, megastep): an agent stops at its first contact, velocity and
+      angular velocity zeroed, within 1% of its motion of its first contact with a wall or
+      with where the other agents really are (a stopped one at rest). Of two moving agents
+      that meet, the one heading faster into the other stops; the other runs on and stops
+      when its own path meets the resting disc, if it does (an agent hit from behind or
+      the side runs on). An agent alone among walls gets megastep's progress, except where
+      megastep's crossing and side rules stopped it short of a wall's end.
+    - ``"slide"``: at each contact the velocity's component into the contact normal is
+      removed, and the agent goes on with the rest of the step; ``"bounce"``: it is
+      reflected, times ``restitution``. Two moving agents get equal and opposite impulses
+      from their relative velocity (equal masses): momentum is kept, and kinetic energy
+      too at ``restitution`` 1. Turning is not obstructed.
+    - Bound: at most 8 contacts per agent per step (``reference.MAX_CONTACTS``). An agent
+      past it rests for the rest of the step, keeping its velocity, and so does an agent
+      that then meets it (no impulse); this happens to clusters pressed together and to
+      discs in sharp wedges of walls. A step costs O(events * A^2) per env.
 
     Args:
         scenery: Scenery of E envs built for A agents.
         agents: Agents with (E, A) poses and velocities.
         fps: steps per second, > 0; an array operand, so vmappable.
         radius: agent disc radius in metres, >= 0.
-        collision: "stop" (megastep: all velocity zeroed on contact), "slide" (only the
-            component into the contact normal removed) or "bounce" (reflected, times
-            ``restitution``). Under slide and bounce turning is not obstructed.
+        collision: "stop", "slide" or "bounce", as above.
         restitution: in [0, 1], used by "bounce".
         backend: "kernel", "reference" or "cuda-emulated".
 
     Returns:
         (agents, progress): the moved agents and (E, A) float32 progress in [0, 1], the
-        fraction of the intended motion made; < 1 means a collision.
+        time of the agent's first contact in the step (the fraction of its intended motion
+        made before it); 1 means no contact.
     """
     validation.scalar_in_range("fps", fps, 0.0, 1e6)
     validation.scalar_in_range("radius", radius, 0.0, 1e3, lo_open=False)

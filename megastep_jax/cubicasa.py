@@ -502,7 +502,12 @@ def _parse_all(source: Path, kind: str, closed: bool) -> dict[str, dotdict]:
         # Some plans appear in more than one subset; the first copy wins.
         geometries.setdefault(str(id), g)
     if not seen:
-        raise ValueError(f"source: found no <id>/model.svg files in {str(source)!r}; is it Cubicasa5k?")
+        hint = "; is it Cubicasa5k?"
+        if kind == "folder":
+            caches = [n for n in ("cubicasa-geometry.npz.gz", "cubicasa-svgs.json.gz") if (source / n).is_file()]
+            if caches:
+                hint = f"; megastep's caches are passed as files, e.g. source={str(source / caches[0])!r}"
+        raise ValueError(f"source: found no <id>/model.svg files in {str(source)!r}{hint}")
     if not geometries:
         raise ValueError(f"source: none of the {seen} SVGs in {str(source)!r} gave a geometry")
     return geometries

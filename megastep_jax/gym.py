@@ -9,9 +9,13 @@ the returned observation starts the next episode and ``infos["final_obs"][i]`` h
 last one (``infos["_final_obs"]`` marks those slots), as gymnasium's own vector envs do.
 
 :class:`GymnasiumEnv` is one env as a ``gymnasium.Env``, without auto-reset (it runs the
-env's raw ``step_env``). With one agent its spaces are that agent's; with ``A > 1`` the
-observations keep the leading agent axis, the action is ``MultiDiscrete([n] * A)``, and
-the reward is the sum over agents (each agent's is in ``info["rewards"]``).
+env's raw ``step_env``). With one agent its spaces are that agent's: ``Discrete(7)``
+actions for our envs' one movement head (an env with several action heads takes
+``MultiDiscrete([n_1, n_2, ...])``), observations without the agent axis. With ``A > 1``
+(Deathmatch's default of 4) the observations keep the leading agent axis (``rgb`` is
+``Box(0, 1, (A, 3, 1, W))``), the action is ``MultiDiscrete([n] * A)`` of shape ``(A,)``
+(``(A, heads)`` for several heads), and the reward is the sum over agents (each agent's
+is in ``info["rewards"]``).
 """
 from __future__ import annotations
 
@@ -23,7 +27,10 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from . import validation
 from .arrdict import arrdict
+from .plotting import plot_state
+from .recording import to_array
 from .vecenv import Slots, gym_space, strip_image
 
 __all__ = ["GymnasiumVectorEnv", "GymnasiumEnv"]
@@ -46,8 +53,7 @@ class GymnasiumVectorEnv(gymnasium.vector.VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": ["rgb_array"]}
 
     def __init__(self, env, n_envs: int, params=None, render_mode: Optional[str] = None):
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
+        validation.one_of("render_mode", render_mode, (None, "rgb_array"))
         self.slots = Slots(env, n_envs, params, seed=0)
         self.env = env
         self.n_envs = n_envs
@@ -101,8 +107,7 @@ class GymnasiumEnv(gymnasium.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, env, params=None, render_mode: Optional[str] = None):
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
+        validation.one_of("render_mode", render_mode, (None, "rgb_array"))
         self.env = env
         self.params = env.default_params if params is None else params
         self.render_mode = render_mode
@@ -158,9 +163,6 @@ class GymnasiumEnv(gymnasium.Env):
         except (AttributeError, NotImplementedError):
             s = None  # no plan view: show the first-person strips
         if s is not None:
-            from .plotting import plot_state
-            from .recording import to_array
-
             return to_array(getattr(type(self.env), "plot_state", plot_state)(s))
         obs = self._obs if self.n_agents == 1 else jax.tree_util.tree_map(lambda x: x[0], self._obs)
         return strip_image(obs)

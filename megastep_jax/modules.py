@@ -29,7 +29,7 @@ import numpy as np
 from flax import struct
 
 from . import geometry as geom
-from . import spaces
+from . import spaces, validation
 from .arrdict import arrdict, dotdict
 from .state import Agents, Render
 
@@ -85,7 +85,7 @@ def _check_actions(actions, n_agents: int):
         raise ValueError(f"actions: expected integer movement actions, got dtype {actions.dtype}")
     if actions.shape[-1:] != (n_agents,):
         raise ValueError(f"actions: expected shape (..., {n_agents}), got {actions.shape}")
-    if not isinstance(actions, jax.core.Tracer):
+    if validation.is_concrete(actions):
         a = np.asarray(actions)
         if np.any(a < 0) or np.any(a >= len(ACTION_VELOCITY)):
             raise ValueError(f"actions: expected values in [0, {len(ACTION_VELOCITY)}), got {a.min()}..{a.max()}")
@@ -235,8 +235,7 @@ def downsample(x, subsample: int):
 
     Follow it with a reduction over the last axis (mean, max, ``[..., k]``).
     """
-    if isinstance(subsample, bool) or not isinstance(subsample, int) or subsample <= 0:
-        raise ValueError(f"subsample: expected a positive int, got {subsample!r}")
+    subsample = validation.positive_int("subsample", subsample)
     if x.shape[-1] % subsample:
         raise ValueError(f"subsample: expected a divisor of the width {x.shape[-1]}, got {subsample}")
     return x.reshape(*x.shape[:-1], x.shape[-1] // subsample, subsample)
@@ -253,9 +252,7 @@ class _Strip:
 
     def __post_init__(self):
         for name in ("n_agents", "res", "subsample"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            validation.positive_int(name, getattr(self, name))
         if self.res % self.subsample:
             raise ValueError(f"subsample: expected a divisor of res={self.res}, got {self.subsample}")
 
@@ -367,9 +364,8 @@ def random_empty_positions(geometries: Sequence[dotdict], n_agents: int, n_point
     """
     if not geometries:
         raise ValueError("geometries: expected a non-empty list of geometries")
-    for name, v in (("n_agents", n_agents), ("n_points", n_points)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    validation.positive_int("n_agents", n_agents)
+    validation.positive_int("n_points", n_points)
     rng = numpy_rng(key)
     out = []
     for i, g in enumerate(geometries):

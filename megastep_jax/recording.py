@@ -4,7 +4,7 @@
 - :class:`ParallelEncoder` draws frames in a pool of worker processes (matplotlib is
   the slow part) and encodes them in order in this one.
 - :func:`save_video` writes the clips that episode and step triggers ask for, with the
-  semantics of gymnasium's ``save_video`` (seed 003); :func:`capped_cubic_video_schedule`
+  semantics of gymnasium's ``save_video``; :func:`capped_cubic_video_schedule`
   is the default trigger.
 - :func:`record` runs a jitted rollout of an env, keeps every step's state and writes a
   video of it with a progress bar.
@@ -83,7 +83,8 @@ class Encoder:
 
     Frames are (H, W, 1|3) arrays or matplotlib figures (see :func:`to_array`); every
     frame must have the size of the first. mp4 (H.264) frames with an odd height or width
-    are padded by one white row or column, since the codec needs even sizes. In a gif,
+    are padded by one white row or column, since the codec needs even sizes. mp4 is encoded
+    in this process with PyAV (no ffmpeg subprocess is forked). In a gif,
     Pillow merges identical consecutive frames into one shown for their summed duration,
     so the timing is kept but the decoded frame count can be smaller.
 
@@ -121,17 +122,22 @@ class Encoder:
                              f"got {arr.shape[:2]}")
         if self.format == "mp4":
             if self._writer is None:
-                import imageio.v2 as iio2
-
-                self._dir = tempfile.TemporaryDirectory()
-                self._path = os.path.join(self._dir.name, "video.mp4")
-                self._writer = iio2.get_writer(self._path, format="FFMPEG", mode="I", fps=self.fps,
-                                               codec="libx264", pixelformat="yuv420p",
-                                               macro_block_size=1, quality=7)
-            self._writer.append_data(arr)
+                self._open_mp4()
+            self._writer.write_frame(arr)
         else:
             self._frames.append(arr)
         self.n_frames += 1
+
+    def _open_mp4(self) -> None:
+        # PyAV encodes in this process (imageio's pyav plugin). imageio's ffmpeg plugin
+        # would fork an ffmpeg subprocess from a multithreaded JAX process instead, which
+        # Python warns may deadlock.
+        import imageio.v3 as iio
+
+        self._dir = tempfile.TemporaryDirectory()
+        self._path = os.path.join(self._dir.name, "video.mp4")
+        self._writer = iio.imopen(self._path, "w", plugin="pyav")
+        self._writer.init_video_stream("libx264", fps=self.fps, pixel_format="yuv420p")
 
     def close(self) -> None:
         """Finishes the video; its bytes are then in :attr:`value`."""
@@ -142,6 +148,7 @@ class Encoder:
             return
         if self.format == "mp4":
             self._writer.close()
+            self._writer = None  # collected now, not at interpreter exit after PyAV is torn down
             with open(self._path, "rb") as f:
                 self.value = f.read()
             self._dir.cleanup()
@@ -289,7 +296,7 @@ def save_video(frames: list, video_folder: str, episode_trigger: Optional[Callab
                fps: float = 20, format: str = "mp4") -> list[str]:
     """Writes clips of one episode's frames, as the triggers ask.
 
-    The semantics are gymnasium's ``save_video`` (seed 003):
+    The semantics are those of ``gymnasium.utils.save_video.save_video``:
 
     - with no trigger, ``episode_trigger`` is :func:`capped_cubic_video_schedule`;
     - if ``episode_trigger(episode_index)``, ``frames[:video_length]`` goes to

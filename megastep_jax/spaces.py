@@ -3,25 +3,28 @@
 Spaces are small frozen dataclasses (hashable, so they can be static arguments). A dict of
 spaces is a :class:`~megastep_jax.arrdict.dotdict` of them; :func:`sample` and
 :func:`contains` accept either.
+
+``shape`` is the shape of one member (what :func:`sample` and :func:`zeros` return), as in
+gymnasium and gymnax. megastep's ``MultiDiscrete.shape`` is instead ``(n_agents,
+n_actions)``, the shape of the policy's logits; here that is
+:attr:`MultiDiscrete.logits_shape`, and ``shape`` is the actions' ``(n_agents,)``.
+
+:func:`to_gymnasium` and :func:`to_gymnax` give the matching spaces of those libraries.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Union
+from typing import Union
 
 import jax
 import jax.numpy as jnp
 
+from . import validation
 from .arrdict import arrdict, dotdict
 
-__all__ = ["MultiDiscrete", "MultiImage", "MultiVector", "Box", "Space", "sample", "contains", "zeros",
-           "is_space_tree", "to_gymnasium"]
+__all__ = ["MultiDiscrete", "MultiConstant", "MultiEmpty", "MultiImage", "MultiVector", "Box", "Space",
+           "sample", "contains", "zeros", "is_space_tree", "to_gymnasium", "to_gymnax"]
 
-
-def _positive_int(name: str, x: Any) -> int:
-    if isinstance(x, bool) or not isinstance(x, int) or x <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {x!r}")
-    return x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,12 +35,18 @@ class MultiDiscrete:
     n_actions: int
 
     def __post_init__(self):
-        _positive_int("n_agents", self.n_agents)
-        _positive_int("n_actions", self.n_actions)
+        validation.positive_int("n_agents", self.n_agents)
+        validation.positive_int("n_actions", self.n_actions)
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """An action's shape, ``(n_agents,)`` (megastep's ``shape`` is :attr:`logits_shape`)."""
         return (self.n_agents,)
+
+    @property
+    def logits_shape(self) -> tuple[int, ...]:
+        """``(n_agents, n_actions)``: one score per choice per agent, megastep's ``shape``."""
+        return (self.n_agents, self.n_actions)
 
     dtype = jnp.int32
 
@@ -53,6 +62,66 @@ class MultiDiscrete:
 
 
 @dataclasses.dataclass(frozen=True)
+class MultiConstant:
+    """One value per agent that never changes: int32 (n_agents,), always 0.
+
+    As an action space it is a choice with one option (an agent that has nothing to
+    decide; its head samples 0 with log-probability 0). As an observation it carries no
+    information (its intake is a learned constant). megastep's ``MultiConstant(n_agents)``.
+    """
+
+    n_agents: int
+
+    def __post_init__(self):
+        validation.positive_int("n_agents", self.n_agents)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n_agents,)
+
+    n_actions = 1  # as an action space: the one choice
+    dtype = jnp.int32
+
+    def sample(self, key: jax.Array, batch_shape: tuple[int, ...] = ()) -> jax.Array:
+        """The constant: zeros int32 (*batch_shape, n_agents)."""
+        return jnp.zeros((*batch_shape, *self.shape), jnp.int32)
+
+    def contains(self, x) -> jax.Array:
+        x = jnp.asarray(x)
+        ok = jnp.issubdtype(x.dtype, jnp.integer) and x.shape[-1:] == self.shape
+        return jnp.asarray(ok) & jnp.all(x == 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiEmpty:
+    """An observation with no values: float32 (n_agents, 0).
+
+    For envs (or keys) that observe nothing, e.g. a bandit; its intake is a learned
+    constant. megastep's ``MultiEmpty()`` takes no arguments and has no shape; here the
+    agent count (default 1) gives members a shape so that batching and ``zeros`` work.
+    """
+
+    n_agents: int = 1
+
+    def __post_init__(self):
+        validation.positive_int("n_agents", self.n_agents)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n_agents, 0)
+
+    dtype = jnp.float32
+
+    def sample(self, key: jax.Array, batch_shape: tuple[int, ...] = ()) -> jax.Array:
+        """The only member: float32 (*batch_shape, n_agents, 0)."""
+        return jnp.zeros((*batch_shape, *self.shape), jnp.float32)
+
+    def contains(self, x) -> jax.Array:
+        x = jnp.asarray(x)
+        return jnp.asarray(jnp.issubdtype(x.dtype, jnp.floating) and x.shape[-2:] == self.shape)
+
+
+@dataclasses.dataclass(frozen=True)
 class MultiImage:
     """An image per agent in [0, 1]: float32 (n_agents, channels, height, width)."""
 
@@ -63,7 +132,7 @@ class MultiImage:
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            _positive_int(f.name, getattr(self, f.name))
+            validation.positive_int(f.name, getattr(self, f.name))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -92,8 +161,8 @@ class MultiVector:
     high: float = float("inf")
 
     def __post_init__(self):
-        _positive_int("n_agents", self.n_agents)
-        _positive_int("dim", self.dim)
+        validation.positive_int("n_agents", self.n_agents)
+        validation.positive_int("dim", self.dim)
         if not self.low < self.high:
             raise ValueError(f"low, high: expected low < high, got {self.low}, {self.high}")
 
@@ -149,7 +218,8 @@ class Box:
         return jnp.asarray(ok) & jnp.all((x >= self.low) & (x <= self.high))
 
 
-Space = Union[MultiDiscrete, MultiImage, MultiVector, Box]
+Space = Union[MultiDiscrete, MultiConstant, MultiEmpty, MultiImage, MultiVector, Box]
+_SPACES = (MultiDiscrete, MultiConstant, MultiEmpty, MultiImage, MultiVector, Box)
 
 
 def sample(space, key: jax.Array, batch_shape: tuple[int, ...] = ()):
@@ -186,7 +256,7 @@ def is_space_tree(x) -> bool:
     """True for a space or a dotdict whose leaves are spaces."""
     if isinstance(x, dotdict):
         return all(is_space_tree(v) for v in x.values())
-    return isinstance(x, (MultiDiscrete, MultiImage, MultiVector, Box))
+    return isinstance(x, _SPACES)
 
 
 def to_gymnasium(space):
@@ -199,10 +269,40 @@ def to_gymnasium(space):
 
     if isinstance(space, dict):
         return gymnasium.spaces.Dict({k: to_gymnasium(s) for k, s in space.items()})
-    if isinstance(space, MultiDiscrete):
+    if isinstance(space, (MultiDiscrete, MultiConstant)):
         return gymnasium.spaces.MultiDiscrete(np.full(space.shape, space.n_actions))
     if isinstance(space, MultiImage):
         return gymnasium.spaces.Box(0.0, 1.0, space.shape, np.float32)
+    if isinstance(space, MultiEmpty):
+        return gymnasium.spaces.Box(0.0, 0.0, space.shape, np.float32)
     if isinstance(space, (MultiVector, Box)):
         return gymnasium.spaces.Box(space.low, space.high, space.shape, np.float32)
+    raise ValueError(f"space: expected a megastep_jax space or dotdict of them, got {type(space).__name__}")
+
+
+def to_gymnax(space):
+    """The matching gymnax space of ONE agent (a gymnax ``Dict`` for a dotdict of spaces).
+
+    gymnax envs are single-agent, so the agent axis is dropped: ``MultiDiscrete(A, n)`` ->
+    ``Discrete(n)``, ``MultiConstant(A)`` -> ``Discrete(1)``, ``MultiImage(A, C, H, W)`` ->
+    ``Box(0, 1, (C, H, W))``, ``MultiVector(A, d)`` -> ``Box(low, high, (d,))``,
+    ``MultiEmpty(A)`` -> ``Box(0, 0, (0,))``, ``Box((A, *s))`` -> ``Box(low, high, s)``.
+    Boxes are :class:`megastep_jax.gymnax.Box`, whose ``sample`` stays finite where a bound
+    is infinite. Requires gymnax (the ``gymnax`` extra).
+    """
+    # deferred: gymnax is an optional dependency, imported only by who converts to it
+    from gymnax.environments import spaces as gxs
+
+    from .gymnax import Box as GymnaxBox
+
+    if isinstance(space, dict):
+        return gxs.Dict({k: to_gymnax(s) for k, s in space.items()})
+    if isinstance(space, (MultiDiscrete, MultiConstant)):
+        return gxs.Discrete(space.n_actions)
+    if isinstance(space, MultiImage):
+        return GymnaxBox(0.0, 1.0, space.shape[1:], jnp.float32)
+    if isinstance(space, MultiEmpty):
+        return GymnaxBox(0.0, 0.0, (0,), jnp.float32)
+    if isinstance(space, (MultiVector, Box)):
+        return GymnaxBox(space.low, space.high, space.shape[1:], jnp.float32)
     raise ValueError(f"space: expected a megastep_jax space or dotdict of them, got {type(space).__name__}")

@@ -55,8 +55,8 @@ def column(width: float = 5.0, column_width: float = 0.1, res: float = geom.MASK
 
     The pillar (side ``column_width``, walls listed top, left, bottom, right) stands in the
     middle of a ``width``-wide square room that has **no outer walls**: the room is only a
-    mask (where agents spawn), so agents and rays can leave it. Four lights sit 1 m from the
-    middle along the diagonals, at 45, 135, 225 and 315 degrees. For a walled room with a
+    mask (where agents spawn), so agents and rays can leave it. Four lights sit at
+    (+-1, +-1) m from the middle, on the diagonals at 45, 135, 225 and 315 degrees. For a walled room with a
     wide column in it, see :func:`room_with_column`.
 
     Args:

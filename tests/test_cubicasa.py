@@ -440,6 +440,11 @@ def test_megastep_caches_bad_files(tmp_path):
     partial.write_bytes(gzip.compress(buffer.getvalue()))
     with pytest.raises(ValueError, match=r"^source: .*'7' lacks \['lights', 'masks'\]"):
         cubicasa.sample(1, source=partial)
+    megastep_cache = tmp_path / ".cache"
+    megastep_cache.mkdir()
+    (megastep_cache / "cubicasa-geometry.npz.gz").write_bytes(partial.read_bytes())
+    with pytest.raises(ValueError, match="passed as files, e.g. source=.*cubicasa-geometry.npz.gz"):
+        cubicasa.sample(1, source=megastep_cache, cache_dir=tmp_path / "c")
     with pytest.raises(FileNotFoundError, match="^path: "):
         cubicasa.read_megastep_geometries(tmp_path / "absent.npz.gz")
     with pytest.raises(ValueError, match="^closed: "):

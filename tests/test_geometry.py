@@ -155,3 +155,16 @@ def test_spawn_cells_clear_of_walls(make):
     walls = shapely.union_all(shapely.linestrings(g.walls.astype(np.float64)))
     distance = shapely.distance(shapely.points(centres), walls)
     assert distance.min() >= g.res / 2 + geom.WALL_BUFFER - 1e-6 > core.AGENT_RADIUS
+
+
+def test_plan_bounds_cover_the_plan_and_its_margin():
+    """Deathmatch's 'outside' bounds come from the mask's extent: (W, H) * res covers every
+    wall plus the 1 m margin, x against the width (megastep's own slip compared x to H)."""
+    from megastep_jax.envs.runtime import plan_bounds
+
+    plans = [toys.box(2.0, 4.0), floorplans.generate(5)]
+    bounds = plan_bounds(plans)
+    for g, b in zip(plans, bounds):
+        top_right = g.walls.reshape(-1, 2).max(0) + geom.MARGIN
+        assert np.all(b >= top_right - 1e-6) and np.all(b < top_right + g.res + 1e-6)
+    np.testing.assert_allclose(bounds[0], [21 * 0.2, 31 * 0.2], rtol=1e-6)

@@ -63,3 +63,23 @@ def test_checkers_pass_on_minimal():
     env = GymnasiumEnv(Minimal(res=8), params=MinimalParams(max_steps=5), render_mode="rgb_array")
     check_env(env, skip_render_check=False)
     assert env.render().shape == (600, 1200, 3)   # the env's plot_state figure
+
+
+def test_action_spaces_of_our_envs_for_one_and_several_agents():
+    from megastep_jax.envs import Deathmatch
+    from megastep_jax.envs.minimal import Minimal
+
+    one = GymnasiumEnv(Minimal(res=8))
+    assert one.action_space == gymnasium.spaces.Discrete(7)
+    one.reset(seed=0)
+    obs, *_ = one.step(3)   # a bare int, as gymnasium users write it
+    assert obs["rgb"].shape == (3, 1, 8)
+    with pytest.raises(ValueError, match="action"):
+        one.step(7)
+    four = GymnasiumEnv(Minimal(n_agents=4, res=8))
+    assert four.action_space == gymnasium.spaces.MultiDiscrete([7] * 4)
+    assert four.action_space.shape == (4,)
+    dm = GymnasiumEnv(Deathmatch(res=16, n_geometries=1))
+    assert dm.action_space == gymnasium.spaces.MultiDiscrete([7] * 4)   # as the docstring says
+    assert dm.observation_space["rgb"].shape == (4, 3, 1, 4)
+    assert dm.observation_space["health"].shape == (4, 1)

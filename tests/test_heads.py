@@ -142,3 +142,42 @@ def test_lstm_starts_afresh_where_reset():
 def test_actor_critic_rejects_unknown_core():
     with pytest.raises(ValueError, match="core"):
         networks.ActorCritic.from_spaces(OBS_SPACE, ACTION_SPACE, core="gru")
+
+
+def test_empty_and_constant_observations_get_a_learned_constant_intake():
+    space = dotdict(e=spaces.MultiEmpty(A), c=spaces.MultiConstant(A), imu=spaces.MultiVector(A, 3))
+    head = heads.intake(space, 6)
+    obs = arrdict(e=jnp.zeros((5, A, 0)), c=jnp.zeros((5, A), jnp.int32),
+                  imu=jax.random.normal(jax.random.PRNGKey(0), (5, A, 3)))
+    params = head.init(jax.random.PRNGKey(1), obs)
+    y = head.apply(params, obs)
+    assert y.shape == (5, A, 6)
+    alone = heads.intake(spaces.MultiEmpty(A), 4)
+    p = alone.init(jax.random.PRNGKey(2), jnp.zeros((A, 0)))
+    out = alone.apply(p, jnp.zeros((3, A, 0)))
+    assert out.shape == (3, A, 4)
+    np.testing.assert_array_equal(out[0, 0], out[2, 1])   # the same for every stream
+    # it is learned: the gradient of its output reaches the parameter
+    g = jax.grad(lambda p: alone.apply(p, jnp.zeros((3, A, 0))).sum())(p)
+    assert np.all(np.asarray(jax.tree_util.tree_leaves(g)[0]) == 3 * A)   # d(sum)/d(value)
+    with pytest.raises(ValueError, match="obs"):
+        alone.apply(p, jnp.zeros((A, 1)))
+
+
+def test_constant_action_head_has_one_choice_and_no_say():
+    space = dotdict(movement=spaces.MultiDiscrete(A, 7), wait=spaces.MultiConstant(A))
+    head = heads.output(space, 8)
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, A, 8))
+    params = head.init(jax.random.PRNGKey(1), x)
+    assert "proj_wait" not in params["params"] and "proj_movement" in params["params"]
+    logits = head.apply(params, x)
+    assert logits["wait"].shape == (5, A, 1)
+    actions = heads.sample(jax.random.PRNGKey(2), logits)
+    assert actions["wait"].shape == (5, A) and not actions["wait"].any()
+    assert bool(spaces.contains(space, actions))
+    only_movement = heads.log_prob(logits["movement"], actions["movement"])
+    np.testing.assert_allclose(heads.log_prob(logits, actions), only_movement, rtol=1e-6)
+    np.testing.assert_allclose(heads.entropy(logits), heads.entropy(logits["movement"]), rtol=1e-6)
+    assert not heads.mode(logits)["wait"].any()
+    with pytest.raises(ValueError, match="MultiEmpty"):
+        heads.output(spaces.MultiEmpty(A), 8)

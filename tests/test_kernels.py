@@ -94,8 +94,10 @@ def test_physics_matches_reference(random_scene, collision, compiled_backend):
         mr, pr = core.physics(s, a, fps=10.0, collision=collision, restitution=0.7, backend="reference")
         np.testing.assert_allclose(pk, pr, atol=1e-4)
         assert np.all((np.asarray(pk) >= 0) & (np.asarray(pk) <= 1))
+        # rtol: at 1000x, bounces run several contacts per step, each adding float rounding
         for name in ("positions", "velocity", "angles", "angvelocity"):
-            np.testing.assert_allclose(getattr(mk, name), getattr(mr, name), atol=1e-3, err_msg=name)
+            np.testing.assert_allclose(getattr(mk, name), getattr(mr, name), atol=1e-3, rtol=1e-4,
+                                       err_msg=name)
 
 
 def test_agent_sees_another_agent():

@@ -203,6 +203,74 @@ def test_config_and_trainer_validate():
         trainer.run(None, None, 0)
 
 
+class AgentEndsEnv(CueEnv):
+    """The cue env where agent 0's stream ends every third step, alone (as a Deathmatch
+    agent's death does): ``info["agent_terminated"]`` is True for it, and the env-level
+    episode runs on."""
+
+    def step_env(self, key, s, action, params):
+        obs, s, reward, terminated, truncated, info = super().step_env(key, s, action, params)
+        ended = (jnp.arange(self.n_agents) == 0) & (s.t % 3 == 0)
+        return obs, s, reward, terminated, truncated, dict(info, agent_terminated=ended)
+
+
+def test_one_agents_stream_end_cuts_its_gae_and_resets_its_carry_alone():
+    env = AgentEndsEnv()
+    params = CueParams(max_steps=jnp.int32(100))  # no env-level end within the rollout
+    trainer = ppo.make_trainer(TINY, env)
+    runner = trainer.init(jax.random.PRNGKey(0), params)
+    carry0 = runner.carry
+    _, traj, stats = jax.jit(trainer.rollout)(runner, params)
+    done, first = np.asarray(traj.done), np.asarray(traj.first)     # (T, E, A)
+    ends = np.zeros(TINY.n_steps, bool)
+    ends[[2, 5]] = True                                               # t = 3 and 6 after reset
+    np.testing.assert_array_equal(done[:, :, 0], np.broadcast_to(ends[:, None], done.shape[:2]))
+    assert not done[:, :, 1].any()
+    assert first[3, :, 0].all() and not first[3, :, 1].any()
+    assert int(stats["episodes"]) == 2 * TINY.n_envs
+
+    # GAE: agent 0's advantages up to its end ignore what follows; agent 1's do not
+    args = [jnp.asarray(x) for x in (traj.value, traj.reward, traj.done, traj.next_value)]
+    last = jnp.zeros(traj.value.shape[1:])
+    adv, _ = ppo.gae(*args, last, TINY.gamma, TINY.gae_lambda)
+    later = args[1].at[3:].add(1.0)
+    adv2, _ = ppo.gae(args[0], later, *args[2:], last, TINY.gamma, TINY.gae_lambda)
+    np.testing.assert_allclose(adv2[:3, :, 0], adv[:3, :, 0], rtol=1e-6)
+    assert np.all(np.abs(np.asarray(adv2[:3, :, 1] - adv[:3, :, 1])) > 1e-3)
+    for e in range(TINY.n_envs):
+        for a in range(env.n_agents):
+            ref, _ = gae_reference(*(np.asarray(x)[:, e, a] for x in args), 0.0,
+                                   TINY.gamma, TINY.gae_lambda)
+            np.testing.assert_allclose(adv[:, e, a], ref, rtol=1e-4, atol=1e-5)
+
+    # LSTM: at step 3 agent 0 acted from a fresh carry, agent 1 from its running one
+    net = trainer.network
+    zero = net.initial_carry(first.shape[1:])
+    obs3 = jax.tree_util.tree_map(lambda x: x[3][None], traj.obs)
+    _, _, fresh = net.apply(runner.params, zero, obs3, jnp.ones((1, *first.shape[1:]), bool))
+    np.testing.assert_allclose(traj.value[3, :, 0], fresh[0, :, 0], rtol=1e-5, atol=1e-6)
+    assert np.all(np.abs(np.asarray(traj.value[3, :, 1] - fresh[0, :, 1])) > 1e-6)
+    # and the learner, replaying the sequences from the rollout's first carry, agrees
+    _, _, replay = net.apply(runner.params, carry0, traj.obs, traj.first)
+    np.testing.assert_allclose(replay, traj.value, rtol=1e-4, atol=1e-5)
+
+
+def test_bootstrap_on_truncation_uses_the_final_observation():
+    """With bootstrap_truncated the env is wrapped in FinalObservation; truncated streams
+    bootstrap from the value of their episode's last observation."""
+    import dataclasses
+    env = CueEnv()
+    params = CueParams(max_steps=jnp.int32(4))
+    trainer = ppo.make_trainer(dataclasses.replace(TINY, bootstrap_truncated=True), env)
+    from megastep_jax.wrappers import FinalObservation
+    assert isinstance(trainer.env, FinalObservation)
+    runner = trainer.init(jax.random.PRNGKey(0), params)
+    _, traj, _ = jax.jit(trainer.rollout)(runner, params)
+    done, next_value = np.asarray(traj.done), np.asarray(traj.next_value)
+    assert done[3].all() and done[7].all() and done.sum() == 2 * done[0].size
+    assert np.all(next_value[done] != 0) and np.all(next_value[~done] == 0)
+
+
 TWO_DEVICES = """
 import json, sys, jax, numpy as np
 sys.path.insert(0, {tests!r})

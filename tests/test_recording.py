@@ -1,4 +1,4 @@
-"""Videos: encoders decode back, triggers pick exactly seed 003's episodes and steps, record()."""
+"""Videos: encoders decode back, triggers pick exactly the episodes and steps gymnasium's save_video does, record()."""
 import os
 
 import imageio.v3 as iio
@@ -14,9 +14,14 @@ def grey_frames(n, h=32, w=48):
     return [np.full((h, w, 3), 20 * i, np.uint8) for i in range(n)]
 
 
+def decode(path):
+    """All frames of a video file; mp4 through PyAV, in this process (the ffmpeg plugin forks)."""
+    return iio.imread(path, plugin="pyav") if str(path).endswith(".mp4") else iio.imread(path)
+
+
 def levels(path):
     """The grey level of each decoded frame, as the index of the frame it came from."""
-    video = iio.imread(path)
+    video = decode(path)
     return np.round(video[:, :, :, 0].mean((1, 2)) / 20).astype(int).tolist()
 
 
@@ -67,7 +72,7 @@ def test_encoder_sizes_and_errors(tmp_path):
     with recording.Encoder(fps=10) as enc:
         for f in grey_frames(3, h=31, w=45):   # odd: padded to even for H.264
             enc(f)
-    video = iio.imread(enc.save(str(tmp_path / "odd.mp4")))
+    video = decode(enc.save(str(tmp_path / "odd.mp4")))
     assert video.shape == (3, 32, 46, 3)
     fig = plotting.figure(figsize=(2, 1), dpi=50)
     with recording.Encoder(format="gif") as enc:
@@ -103,7 +108,7 @@ def test_record_explorer_video_decodes_to_every_step(tmp_path):
     aspace = env.action_space(env.default_params)
     path = recording.record(env, None, lambda key, obs: spaces.sample(aspace, key), jax.random.PRNGKey(0),
                             length=5, path=str(tmp_path / "explorer.mp4"), N=1, progress=False)
-    video = iio.imread(path)
+    video = decode(path)
     assert video.shape == (6, 600, 1200, 3)   # reset + 5 steps, plot_state's 12 x 6 inches at 100 dpi
     assert video[0].std() > 10 and not np.array_equal(video[0], video[-1])
 
@@ -126,6 +131,18 @@ def test_record_with_custom_state_and_plot_functions(tmp_path):
         recording.record(TOY1, None, policy, jax.random.PRNGKey(0), 3, path=str(tmp_path / "x.gif"))
     path = recording.record(TOY1, None, policy, jax.random.PRNGKey(0), 3, path=str(tmp_path / "toy.mp4"),
                             state_fn=lambda state, obs: obs, plot_fn=first_person, N=1, progress=False)
-    assert iio.imread(path).shape == (4, 4, 8, 3)   # reset + 3 steps; rgb band 4 px tall, 8 wide
+    assert decode(path).shape == (4, 4, 8, 3)   # reset + 3 steps; rgb band 4 px tall, 8 wide
     with pytest.raises(ValueError, match="path"):
         recording.record(TOY1, None, policy, jax.random.PRNGKey(0), 3, path=str(tmp_path / "toy.avi"))
+
+
+def test_writing_an_mp4_forks_nothing_and_warns_nothing(tmp_path):
+    import warnings
+
+    import jax.numpy as jnp
+
+    jnp.zeros(3).block_until_ready()   # JAX's threads are running, as in any real run
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # os.fork() in a threaded process warns: that would fail here
+        path = recording.save_video(grey_frames(4), str(tmp_path), episode_trigger=lambda e: True, fps=5)[0]
+        assert levels(path) == [0, 1, 2, 3]

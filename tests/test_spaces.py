@@ -113,3 +113,52 @@ def test_box_space():
     assert box.n_agents == 2
     with pytest.raises(ValueError, match="shape: expected a tuple"):
         spaces.Box((2, 0))
+
+
+def test_multi_constant_is_a_one_choice_space_per_agent():
+    s = spaces.MultiConstant(3)
+    assert s.shape == (3,) and s.n_actions == 1 and s.dtype == jnp.int32
+    x = s.sample(jax.random.PRNGKey(0), (5,))
+    assert x.shape == (5, 3) and not x.any() and bool(s.contains(x))
+    assert not bool(s.contains(jnp.ones((3,), jnp.int32)))
+    assert not bool(s.contains(jnp.zeros((3,), jnp.float32)))
+    assert spaces.zeros(dotdict(c=s), (2,))["c"].shape == (2, 3)
+    with pytest.raises(ValueError, match="n_agents"):
+        spaces.MultiConstant(0)
+
+
+def test_multi_empty_has_members_with_no_values():
+    s = spaces.MultiEmpty(2)
+    assert s.shape == (2, 0) and spaces.MultiEmpty().shape == (1, 0)
+    x = spaces.sample(dotdict(e=s), jax.random.PRNGKey(0), (4,))["e"]
+    assert x.shape == (4, 2, 0) and bool(s.contains(x))
+    assert not bool(s.contains(jnp.zeros((2, 1))))
+    assert spaces.is_space_tree(dotdict(e=s, c=spaces.MultiConstant(2)))
+
+
+def test_multi_discrete_shape_is_an_actions_and_logits_shape_is_megasteps():
+    s = spaces.MultiDiscrete(4, 7)
+    assert s.shape == (4,) == s.sample(jax.random.PRNGKey(0)).shape
+    assert s.logits_shape == (4, 7)
+
+
+def test_to_gymnasium_of_the_constant_and_empty_spaces():
+    gym = pytest.importorskip("gymnasium")
+    g = spaces.to_gymnasium(dotdict(c=spaces.MultiConstant(2), e=spaces.MultiEmpty(2)))
+    assert g["c"] == gym.spaces.MultiDiscrete([1, 1])
+    assert g["e"].shape == (2, 0)
+
+
+def test_to_gymnax_is_one_agents_view():
+    gxs = pytest.importorskip("gymnax.environments.spaces")
+    g = spaces.to_gymnax(dotdict(movement=spaces.MultiDiscrete(2, 7), rgb=spaces.MultiImage(2, 3, 1, 4),
+                                 imu=spaces.MultiVector(2, 3), c=spaces.MultiConstant(2), e=spaces.MultiEmpty(2)))
+    assert isinstance(g, gxs.Dict)
+    assert isinstance(g.spaces["movement"], gxs.Discrete) and g.spaces["movement"].n == 7
+    assert isinstance(g.spaces["rgb"], gxs.Box) and g.spaces["rgb"].shape == (3, 1, 4)
+    assert g.spaces["c"].n == 1 and g.spaces["e"].shape == (0,)
+    imu = g.spaces["imu"].sample(jax.random.PRNGKey(0))
+    assert imu.shape == (3,) and np.all(np.isfinite(imu)) and bool(g.spaces["imu"].contains(imu))
+    assert spaces.to_gymnax(spaces.Box((2, 5), -2.0, 2.0)).shape == (5,)
+    with pytest.raises(ValueError, match="space"):
+        spaces.to_gymnax(3)

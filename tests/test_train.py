@@ -105,3 +105,30 @@ def test_video_of_a_policy(minimal, tmp_path):
     assert iio.imread(path).shape[0] == 4  # reset + 3 steps
     with pytest.raises(ValueError, match="policy"):
         evaluate.make_evaluate(net, env, policy="best")
+
+
+def test_every_flag_has_help():
+    parser = train.build_parser()
+    missing = [a.option_strings for a in parser._actions
+               if a.option_strings and a.dest != "help" and not a.help]
+    assert missing == []
+
+
+def test_a_second_run_into_the_same_out_resumes_or_starts_anew(tmp_path, capsys, monkeypatch):
+    out = str(tmp_path / "demo")
+    args = TINY_ARGS + ["--updates", "2", "--out", out, "--no-eval"]
+    train.main(args)
+    # as `make demo` twice: the second resumes, saying so; --updates 4 is the new target
+    result = train.main(TINY_ARGS + ["--updates", "4", "--out", out, "--no-eval",
+                                     "--if-exists", "resume"])
+    assert result["updates"] == 4
+    assert "already holds a run: resuming it" in capsys.readouterr().err
+    # or into a new directory, named in the output
+    result = train.main(args + ["--if-exists", "new"])
+    assert result["updates"] == 2 and result["checkpoint"] == os.path.join(out + "-2", "checkpoint.msgpack")
+    assert f"starting a new run in {out}-2" in capsys.readouterr().err
+    # --resume with no budget: the default, said out loud (zero minutes here, to keep it short)
+    monkeypatch.setattr(train, "RESUME_MINUTES", 0.0)
+    result = train.main(["--out", out, "--resume", "--no-progress", "--no-video", "--no-eval"])
+    assert result["updates"] == 4
+    assert "training for 0 minutes" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The seed-004 VecEnv over functional envs: shapes, slots, auto-reset, determinism, helpers."""
+"""The baselines-interface VecEnv over functional envs: shapes, slots, auto-reset, determinism, helpers."""
 import gymnasium
 import jax
 import jax.numpy as jnp
@@ -216,7 +216,7 @@ def test_minimal_vecenv_steps_and_truncates(minimal):
 
     venv = VecEnv(minimal, n_envs=2, params=MinimalParams(max_steps=3), seed=0)
     assert venv.observation_space == gymnasium.spaces.Dict(rgb=gymnasium.spaces.Box(0, 1, (3, 1, 8), np.float32))
-    assert venv.action_space == gymnasium.spaces.MultiDiscrete([7])
+    assert venv.action_space == gymnasium.spaces.Discrete(7)   # one movement head: one choice per slot
     obs = venv.reset()
     assert obs["rgb"].shape == (2, 3, 1, 8) and venv.observation_space.contains({"rgb": obs["rgb"][0]})
     for t in range(3):
@@ -235,3 +235,74 @@ def test_plot_images_of_minimal(minimal):
     assert a.shape == (600, 1200, 3) and not np.array_equal(a, b)   # each env's own plan
     with pytest.raises(ValueError, match="image_fn"):
         VecEnv(TOY1, n_envs=1, image_fn="plot")
+
+
+def test_writing_into_returned_arrays_leaves_the_vecenv_unchanged():
+    # a twin run with the same seed and actions, whose returns nobody touches, is the reference
+    venv, twin = VecEnv(TOY2, n_envs=2, seed=4), VecEnv(TOY2, n_envs=2, seed=4)
+    obs = venv.reset()
+    twin.reset()
+    obs["rgb"][:] = 0.25
+    obs["imu"][:] = 99
+    np.testing.assert_array_equal(np.stack(venv.get_images()), np.stack(twin.get_images()))
+    act = np.array([1, 2, 1, 1])
+    ended = False
+    for _ in range(8):   # through the truncation at step 7: terminal observations too
+        obs, rewards, dones, infos = venv.step(act)
+        _, ref_rewards, _, ref_infos = twin.step(act)
+        for k in obs:
+            obs[k][:] = -1
+        rewards[:] = 123
+        dones[:] = ~dones
+        for info in infos:
+            if "terminal_observation" in info:
+                ended = True
+                info["terminal_observation"]["imu"][:] = -5
+                info["episode"]["r"] = -1.0
+    assert ended
+    np.testing.assert_array_equal(venv.slots.obs["imu"], twin.slots.obs["imu"])
+    np.testing.assert_array_equal(np.stack(venv.get_images()), np.stack(twin.get_images()))
+    # the running returns were not touched by writing into the rewards
+    _, _, _, infos = venv.step(act)
+    _, _, _, ref_infos = twin.step(act)
+    np.testing.assert_array_equal(venv._returns, twin._returns)
+
+
+class DyingToy(Toy):
+    """Toy with per-agent episode ends: agent 0 alone ends its stream every 3rd step."""
+
+    def step_env(self, key, state, action, params):
+        obs, state, reward, terminated, truncated, info = super().step_env(key, state, action, params)
+        alone = jnp.arange(self.n_agents) == 0
+        info = dict(info, agent_terminated=(state.t % 3 == 0) & alone | terminated,
+                    agent_truncated=jnp.broadcast_to(truncated, (self.n_agents,)))
+        return obs, state, reward, terminated, truncated, info
+
+
+def test_slots_end_where_their_agent_ends():
+    venv = VecEnv(DyingToy(n_agents=2), n_envs=1, params=ToyParams(max_steps=100), seed=0)
+    venv.reset()
+    for t in range(1, 4):
+        _, rewards, dones, infos = venv.step(np.array([1, 2]))
+    assert dones.tolist() == [True, False]   # agent 0 ended its stream alone at step 3
+    assert infos[0]["episode"] == {"r": 3.0, "l": 3} and "episode" not in infos[1]
+    assert not infos[0]["TimeLimit.truncated"]
+    _, _, dones, infos = venv.step(np.array([1, 2]))
+    assert not dones.any()
+    for _ in range(2):
+        _, _, dones, infos = venv.step(np.array([1, 2]))
+    assert dones.tolist() == [True, False] and infos[0]["episode"] == {"r": 3.0, "l": 3}
+
+
+def test_terminal_observations_of_a_wrapped_env_go_through_its_wrappers():
+    from megastep_jax.wrappers import FrameStack
+
+    venv = VecEnv(FrameStack(TOY1, 2), n_envs=2, seed=0)
+    assert venv.observation_space["imu"].shape == (4,)
+    obs = venv.reset()
+    for _ in range(7):   # truncated at step 7
+        obs, _, dones, infos = venv.step(np.ones(2, int))
+    assert dones.all()
+    final = infos[0]["terminal_observation"]["imu"]
+    assert final[1] == 6 and final[3] == 7 and final[2] == final[0] + 1   # the last two frames, stacked
+    assert obs["imu"][0, 1] == 0 and obs["imu"][0, 3] == 0             # the fresh episode's stack

@@ -214,13 +214,14 @@ class SceneRuntime:
         Returns:
             int32 (A, R).
         """
-        starts, widths = self.pool.local(geometry)
+        s = self.pool.scenery
         idx = r.indices[:, 0]
         j = jnp.maximum(idx, 0)
-        w = widths[j]
+        g = 0 if self.n_geometries == 1 else geometry  # one gather per pixel, no per-env row copy
+        w, start = s.texel_widths[g, j], s.texel_starts[g, j]
         k = jnp.minimum(jnp.floor(w * r.locations[:, 0]).astype(jnp.int32), w - 1)
         wall = (idx >= 8 * self.n_agents) & (w > 0)
-        return jnp.where(wall, starts[j] + k, -1)
+        return jnp.where(wall, start + k, -1)
 
     def n_texels_of(self, geometry: int) -> int:
         """The number of real (unpadded) texels of geometry ``geometry`` (host int)."""

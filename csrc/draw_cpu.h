@@ -1,0 +1,113 @@
+// The CPU XLA FFI handler of Moving Symbols' draw kernel (maths in draw.h). Included by
+// cpu_kernels.cc, which lists MegastepDrawCpu in its registrations().
+//
+// draw(sprites (K, h, w, 4) f32, sizes (K, 2) s32, backgrounds (B, H, W, 3) f32,
+//      sprite (N, S) s32, background (N,) s32, position (N, S, 2) f32, angle (N, S) f32,
+//      scale (N, S) f32) -> frames (N, H, W, C) u8, C = 3 or 1
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "draw.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace megastep_draw {
+
+namespace dffi = xla::ffi;
+
+inline dffi::Error draw_invalid(const std::string& msg) {
+  return dffi::Error(dffi::ErrorCode::kInvalidArgument, "megastep draw: " + msg);
+}
+
+// Runs f(i) for i in [0, n) in chunks on the calling thread and the pool; the caller claims
+// chunks too, so completion never waits on a task that has not started.
+template <class F>
+void draw_parallel_for(dffi::ThreadPool& pool, int64_t n, const F& f) {
+  int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  if (n <= 8 || threads <= 1) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+  int64_t chunk = std::max<int64_t>(1, n / (threads * 8));
+  int64_t n_chunks = (n + chunk - 1) / chunk;
+  struct Counter {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+  };
+  auto counter = std::make_shared<Counter>();
+  auto run = [counter, n, chunk, n_chunks, &f]() {
+    for (int64_t c; (c = counter->next.fetch_add(1)) < n_chunks;) {
+      int64_t end = std::min(n, (c + 1) * chunk);
+      for (int64_t i = c * chunk; i < end; ++i) f(i);
+      counter->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  int64_t helpers = std::min(threads - 1, n_chunks - 1);
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([run]() { run(); });
+  run();
+  while (counter->done.load(std::memory_order_acquire) < n_chunks) std::this_thread::yield();
+}
+
+inline dffi::Error DrawImpl(dffi::ThreadPool pool, dffi::Buffer<dffi::F32> sprites,
+                            dffi::Buffer<dffi::S32> sizes, dffi::Buffer<dffi::F32> backgrounds,
+                            dffi::Buffer<dffi::S32> sprite, dffi::Buffer<dffi::S32> background,
+                            dffi::Buffer<dffi::F32> position, dffi::Buffer<dffi::F32> angle,
+                            dffi::Buffer<dffi::F32> scale, dffi::ResultBuffer<dffi::U8> frames) {
+  auto sd = sprites.dimensions(), zd = sizes.dimensions(), bd = backgrounds.dimensions();
+  auto kd = sprite.dimensions(), gd = background.dimensions(), pd = position.dimensions();
+  auto ad = angle.dimensions(), cd = scale.dimensions(), od = frames->dimensions();
+  if (sd.size() != 4 || sd[3] != 4) return draw_invalid("sprites: expected (K, h, w, 4)");
+  if (zd.size() != 2 || zd[0] != sd[0] || zd[1] != 2) return draw_invalid("sizes: expected (K, 2)");
+  if (bd.size() != 4 || bd[3] != 3) return draw_invalid("backgrounds: expected (B, H, W, 3)");
+  if (kd.size() != 2) return draw_invalid("sprite: expected (N, S)");
+  const int64_t N = kd[0], S = kd[1];
+  if (gd.size() != 1 || gd[0] != N) return draw_invalid("background: expected (N,)");
+  if (pd.size() != 3 || pd[0] != N || pd[1] != S || pd[2] != 2) return draw_invalid("position: expected (N, S, 2)");
+  if (ad.size() != 2 || ad[0] != N || ad[1] != S) return draw_invalid("angle: expected (N, S)");
+  if (cd.size() != 2 || cd[0] != N || cd[1] != S) return draw_invalid("scale: expected (N, S)");
+  if (od.size() != 4 || od[0] != N || od[1] != bd[1] || od[2] != bd[2] || (od[3] != 3 && od[3] != 1))
+    return draw_invalid("frames: expected (N, H, W, 3 or 1)");
+  Bank b{sprites.typed_data(), sizes.typed_data(), backgrounds.typed_data(),
+         sd[0], sd[1], sd[2], bd[0], bd[1], bd[2]};
+  const int channels = (int)od[3];
+  const int32_t* spr = sprite.typed_data();
+  const int32_t* bg = background.typed_data();
+  const float* pos = position.typed_data();
+  const float* ang = angle.typed_data();
+  const float* sc = scale.typed_data();
+  uint8_t* out = frames->typed_data();
+  const int64_t frame_size = b.H * b.W * channels;
+  draw_parallel_for(pool, N, [&](int64_t f) {
+    thread_local std::vector<float> acc;
+    thread_local std::vector<Symbol> symbols;
+    acc.resize(b.H * b.W * 3);
+    symbols.resize(S);
+    for (int64_t i = 0; i < S; ++i) {
+      int64_t j = f * S + i;
+      symbols[i] = Symbol{spr[j], pos[2 * j], pos[2 * j + 1], ang[j], sc[j]};
+    }
+    draw_frame(b, bg[f], symbols.data(), S, channels, acc.data(), out + f * frame_size);
+  });
+  return dffi::Error::Success();
+}
+
+}  // namespace megastep_draw
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepDrawCpu, megastep_draw::DrawImpl,
+                              xla::ffi::Ffi::Bind()
+                                  .Ctx<xla::ffi::ThreadPool>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::S32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::S32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::S32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
+                                  .Ret<xla::ffi::Buffer<xla::ffi::U8>>());
