@@ -311,20 +311,12 @@ void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float
   }
 }
 
-ffi::Error RenderImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, S32 n_lights,
-                      F32 textures, S32 texel_starts, S32 texel_widths, F32 baked, F32 model,
-                      F32 angles, F32 positions, F32 fov, F32 radius, S32 grid_cells,
-                      S32 grid_lines, F32 grid_origin, S32 grid_dims, int32_t traversal,
-                      S32Out indices, F32Out locations, F32Out dots, F32Out distances,
-                      F32Out screen) {
+ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
   Batching b;
   megastep::Sizes s;
   std::string err = megastep::render_layout(
-      {dims_of(lines), dims_of(n_lines), dims_of(lights), dims_of(n_lights), dims_of(textures),
-       dims_of(texel_starts), dims_of(texel_widths), dims_of(baked), dims_of(model),
-       dims_of(angles), dims_of(positions), dims_of(fov), dims_of(radius), dims_of(grid_cells),
-       dims_of(grid_lines), dims_of(grid_origin), dims_of(grid_dims)},
-      dims_of(*indices), b, s);
+      {MEGASTEP_RENDER_ARGS(MS_DIMS_OF)},
+      dims_of(*indices_out), b, s);
   if (!err.empty()) return invalid(err);
   if (traversal < megastep::kTraverseGrid || traversal > megastep::kTraverseRays)
     return invalid("traversal: expected 0 (grid), 1 (brute force) or 2 (grid, per ray)");
@@ -336,11 +328,11 @@ ffi::Error RenderImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, 
   ptrs.widths = texel_widths.typed_data(); ptrs.baked = baked.typed_data();
   ptrs.grid_cells = grid_cells.typed_data(); ptrs.grid_lines = grid_lines.typed_data();
   ptrs.grid_origin = grid_origin.typed_data(); ptrs.grid_dims = grid_dims.typed_data();
-  int32_t* idx_o = indices->typed_data();
-  float* loc_o = locations->typed_data();
-  float* dot_o = dots->typed_data();
-  float* dist_o = distances->typed_data();
-  float* scr_o = screen->typed_data();
+  int32_t* idx_o = indices_out->typed_data();
+  float* loc_o = locations_out->typed_data();
+  float* dot_o = dots_out->typed_data();
+  float* dist_o = distances_out->typed_data();
+  float* scr_o = screen_out->typed_data();
   int n_agent_lines = (int)(A * megastep::kModelLines);
 
   parallel_for(pool, b.size * E, b.size * E * A * R * std::min<int64_t>(L, 64), [&](int64_t task) {
@@ -421,15 +413,11 @@ ffi::Error RenderImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, 
 }
 
 // ---------------------------------------------------------------------------------------
-ffi::Error PhysicsImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 positions, F32 velocity,
-                       F32 angles, F32 angvelocity, F32 fps, F32 radius, F32 restitution,
-                       int32_t collision, F32Out positions_out, F32Out velocity_out,
-                       F32Out angles_out, F32Out angvelocity_out, F32Out progress_out) {
+ffi::Error PhysicsImpl(ffi::ThreadPool pool MEGASTEP_PHYSICS_PARAMS) {
   Batching b;
   megastep::Sizes s;
   std::string err = megastep::physics_layout(
-      {dims_of(lines), dims_of(n_lines), dims_of(positions), dims_of(velocity), dims_of(angles),
-       dims_of(angvelocity), dims_of(fps), dims_of(radius), dims_of(restitution)},
+      {MEGASTEP_PHYSICS_ARGS(MS_DIMS_OF)},
       dims_of(*progress_out), collision, b, s);
   if (!err.empty()) return invalid(err);
   const int64_t E = s.E, A = s.A, L = s.L;
@@ -462,21 +450,19 @@ ffi::Error PhysicsImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 positio
 }
 
 // ---------------------------------------------------------------------------------------
-ffi::Error BakeImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, S32 n_lights,
-                    S32 texel_starts, S32 texel_widths, int32_t n_agents, F32Out baked) {
+ffi::Error BakeImpl(ffi::ThreadPool pool MEGASTEP_BAKE_PARAMS) {
   Batching b;
   megastep::Sizes s;
   std::string err = megastep::bake_layout(
-      {dims_of(lines), dims_of(n_lines), dims_of(lights), dims_of(n_lights),
-       dims_of(texel_starts), dims_of(texel_widths)},
-      dims_of(*baked), n_agents, b, s);
+      {MEGASTEP_BAKE_ARGS(MS_DIMS_OF)},
+      dims_of(*baked_out), n_agents, b, s);
   if (!err.empty()) return invalid(err);
   const int64_t E = s.E, L = s.L, T = s.T;
   megastep::SceneryPtrs ptrs = megastep::bake_ptrs(lines.typed_data(), n_lines.typed_data(),
                                                    lights.typed_data(), n_lights.typed_data(),
                                                    texel_starts.typed_data(), texel_widths.typed_data());
   int n_agent_lines = n_agents * megastep::kModelLines;
-  float* out = baked->typed_data();
+  float* out = baked_out->typed_data();
   std::fill(out, out + b.size * E * T, 1.f);
   // One task per (batch member, env, line): plans have few envs but many lines.
   parallel_for(pool, b.size * E * L, b.size * E * T * (s.NL + 1) * L, [&](int64_t task) {
@@ -503,4 +489,6 @@ PYBIND11_MODULE(_megastep_cpu, m) {
   m.def("registrations", []() {
     return megastep_ffi::registrations(MegastepRenderCpu, MegastepPhysicsCpu, MegastepBakeCpu, "", MegastepDrawCpu);
   });
+  m.def("interface", &megastep_ffi::interface,
+        "The kernels' operands, attributes and results in call order, and the shared constants");
 }

@@ -141,20 +141,12 @@ __global__ void render_kernel(Batching b, Sizes s, int64_t n_blocks, SceneryPtrs
   }
 }
 
-ffi::Error RenderImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S32 n_lights,
-                      F32 textures, S32 texel_starts, S32 texel_widths, F32 baked, F32 model,
-                      F32 angles, F32 positions, F32 fov, F32 radius, S32 grid_cells,
-                      S32 grid_lines, F32 grid_origin, S32 grid_dims, int32_t traversal,
-                      S32Out indices, F32Out locations, F32Out dots, F32Out distances,
-                      F32Out screen, megastep_cuda::Scratch scratch) {
+ffi::Error RenderImpl(cudaStream_t stream MEGASTEP_RENDER_PARAMS, megastep_cuda::Scratch scratch) {
   Batching b;
   Sizes s;
   std::string err = megastep::render_layout(
-      {dims_of(lines), dims_of(n_lines), dims_of(lights), dims_of(n_lights), dims_of(textures),
-       dims_of(texel_starts), dims_of(texel_widths), dims_of(baked), dims_of(model),
-       dims_of(angles), dims_of(positions), dims_of(fov), dims_of(radius), dims_of(grid_cells),
-       dims_of(grid_lines), dims_of(grid_origin), dims_of(grid_dims)},
-      dims_of(*indices), b, s);
+      {MEGASTEP_RENDER_ARGS(MS_DIMS_OF)},
+      dims_of(*indices_out), b, s);
   if (!err.empty()) return invalid(err);
   if (traversal < megastep::kTraverseGrid || traversal > megastep::kTraverseRays)
     return invalid("traversal: expected 0 (grid), 1 (brute force) or 2 (grid, per ray)");
@@ -183,8 +175,8 @@ ffi::Error RenderImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S
   }
   MS_LAUNCH(render_kernel, grid_for(blocks), threads_for(s.R), shared, stream, b, s, blocks, p,
             model.typed_data(), angles.typed_data(), positions.typed_data(), fov.typed_data(),
-            radius.typed_data(), drawn, traversal, indices->typed_data(), locations->typed_data(),
-            dots->typed_data(), distances->typed_data(), screen->typed_data());
+            radius.typed_data(), drawn, traversal, indices_out->typed_data(), locations_out->typed_data(),
+            dots_out->typed_data(), distances_out->typed_data(), screen_out->typed_data());
   return launched("render");
 }
 
@@ -217,16 +209,11 @@ __global__ void physics_kernel(Batching b, Sizes s, int64_t n_envs, SceneryPtrs 
               wall_cache + fe * 3 * s.A);
 }
 
-ffi::Error PhysicsImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 positions, F32 velocity,
-                       F32 angles, F32 angvelocity, F32 fps, F32 radius, F32 restitution,
-                       int32_t collision, F32Out positions_out, F32Out velocity_out,
-                       F32Out angles_out, F32Out angvelocity_out, F32Out progress_out,
-                       megastep_cuda::Scratch scratch) {
+ffi::Error PhysicsImpl(cudaStream_t stream MEGASTEP_PHYSICS_PARAMS, megastep_cuda::Scratch scratch) {
   Batching b;
   Sizes s;
   std::string err = megastep::physics_layout(
-      {dims_of(lines), dims_of(n_lines), dims_of(positions), dims_of(velocity), dims_of(angles),
-       dims_of(angvelocity), dims_of(fps), dims_of(radius), dims_of(restitution)},
+      {MEGASTEP_PHYSICS_ARGS(MS_DIMS_OF)},
       dims_of(*progress_out), collision, b, s);
   if (!err.empty()) return invalid(err);
   int64_t blocks = b.size * s.E;
@@ -267,28 +254,26 @@ __global__ void bake_kernel(Batching b, Sizes s, int64_t n_blocks, SceneryPtrs p
   for (int k = threadIdx.x; k < w; k += blockDim.x) dst[k] = megastep::bake_texel(env, (int)j, k, w);
 }
 
-ffi::Error BakeImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S32 n_lights,
-                    S32 texel_starts, S32 texel_widths, int32_t n_agents, F32Out baked) {
+ffi::Error BakeImpl(cudaStream_t stream MEGASTEP_BAKE_PARAMS) {
   Batching b;
   Sizes s;
   std::string err = megastep::bake_layout(
-      {dims_of(lines), dims_of(n_lines), dims_of(lights), dims_of(n_lights),
-       dims_of(texel_starts), dims_of(texel_widths)},
-      dims_of(*baked), n_agents, b, s);
+      {MEGASTEP_BAKE_ARGS(MS_DIMS_OF)},
+      dims_of(*baked_out), n_agents, b, s);
   if (!err.empty()) return invalid(err);
   int64_t n = b.size * s.E * s.T;
   int64_t blocks = b.size * s.E * s.L;
   if (blocks > kMaxBlocks) return too_many_blocks("bake", blocks);
   if (n > 0) {
     MS_LAUNCH(fill_kernel, dim3((unsigned)std::min<int64_t>(1024, (n + 255) / 256)), 256, 0,
-              stream, baked->typed_data(), n, 1.f);
+              stream, baked_out->typed_data(), n, 1.f);
     if (ffi::Error e = launched("bake (filling)"); e.failure()) return e;
   }
   SceneryPtrs p = megastep::bake_ptrs(lines.typed_data(), n_lines.typed_data(), lights.typed_data(),
                                       n_lights.typed_data(), texel_starts.typed_data(),
                                       texel_widths.typed_data());
   if (blocks > 0)
-    MS_LAUNCH(bake_kernel, grid_for(blocks), 64, 0, stream, b, s, blocks, p, baked->typed_data());
+    MS_LAUNCH(bake_kernel, grid_for(blocks), 64, 0, stream, b, s, blocks, p, baked_out->typed_data());
   return launched("bake");
 }
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import core, geometry as geom, validation
+from . import core, geometry as geom, reference, validation
 from .ragged import RaggedNumpy
 from .state import Scenery
 
@@ -96,7 +96,7 @@ GRID_CELLS_PER_WALL = 1.0
 M walls gets about this many cells per wall over its walls' bounding box."""
 GRID_MAX_DIM = 256
 """Most cells along either axis of a grid."""
-GRID_PAD = 1e-3
+GRID_PAD = reference.GRID_PAD
 """A wall is listed in every cell it comes within this many cell sizes of (csrc/megastep.h
 kGridPad): hit points computed with rounding stay in a cell that lists their wall."""
 
