@@ -15,7 +15,7 @@
 namespace megastep {
 
 constexpr int kMaxBatchAxes = 8;
-constexpr int kMaxOperands = 16;
+constexpr int kMaxOperands = 24;
 
 struct Batching {
   int n_axes = 0;

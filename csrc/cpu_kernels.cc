@@ -63,44 +63,293 @@ void parallel_for(ffi::ThreadPool& pool, int64_t n, int64_t work, const F& f) {
 }
 
 // ---------------------------------------------------------------------------------------
-ffi::Error RenderImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, S32 n_lights,
-                      F32 textures, S32 texel_starts, S32 texel_widths, F32 baked, F32 model,
-                      F32 angles, F32 positions, F32 fov, F32 radius, S32Out indices,
-                      F32Out locations, F32Out dots, F32Out distances, F32Out screen) {
+// Render
+
+// One camera's rays and their nearest hits so far, one entry per pixel (structure of arrays
+// so the loops over pixels vectorise). The grid traversal works in blocks of kBlock pixels
+// (R is padded up with rays that hit nothing) and keeps, per block, the largest distance
+// within which a line can still change one of its pixels' results: a 1D hierarchical
+// depth buffer, so a line behind what a block already sees costs one comparison.
+constexpr int kBlock = 16;
+
+struct Rays {
+  std::vector<float> ux, uy, ulen, near_s, s1, t1, s2, reach, block_reach;
+  std::vector<int> i1;
+  int n_blocks = 0;
+  void resize(int64_t R) {
+    n_blocks = (int)((R + kBlock - 1) / kBlock);
+    for (auto* v : {&ux, &uy, &ulen, &near_s, &s1, &t1, &s2, &reach}) v->resize(n_blocks * kBlock);
+    i1.resize(n_blocks * kBlock);
+    block_reach.resize(n_blocks);
+  }
+};
+
+// Distance beyond which no line can change pixel r's result (see megastep::resolved): the
+// nearest hit plus tie_gap, in metres; +inf before the first hit.
+inline float reach_of(float s1, float ulen) { return (s1 + megastep::tie_gap(s1)) * ulen; }
+
+// Per-thread scratch: which lines this camera has met (stamps), and the pixels whose
+// nearest hit is a near-tie, cast again in index order.
+struct Scratch {
+  std::vector<uint32_t> stamps;
+  uint32_t stamp = 0;
+  std::vector<int> ties;
+  std::vector<float> ux, uy, near_s, best_s, best_t;
+  std::vector<int> best_i;
+  // A fresh stamp for a camera over L lines.
+  uint32_t next(int64_t L) {
+    if ((int64_t)stamps.size() < L) stamps.assign(L, 0), stamp = 0;
+    if (++stamp == 0) std::fill(stamps.begin(), stamps.end(), 0), stamp = 1;
+    return stamp;
+  }
+};
+
+struct Camera {
+  Vec p;
+  float c, s, tan_half;
+  int R;
+};
+
+// Every line in index order against the pixels it can reach, with cast()'s tie rule:
+// the specification's loop, kept as the traversal without a grid.
+void cast_brute(const Env& env, const Camera& cam, Rays& rays) {
+  float* bs = rays.s1.data();
+  float* bt = rays.t1.data();
+  int* bi = rays.i1.data();
+  const float *pux = rays.ux.data(), *puy = rays.uy.data(), *pn = rays.near_s.data();
+  for (int j = 0; j < env.n_lines; ++j) {
+    megastep::Line line = megastep::env_line(env, j);
+    int lo, hi;
+    megastep::pixel_range(line, cam.p, cam.c, cam.s, cam.tan_half, cam.R, lo, hi);
+    megastep::LineTerms lt = megastep::line_terms(line, cam.p);
+#pragma omp simd
+    for (int r = lo; r < hi; ++r) megastep::ray_update(lt, pux[r], puy[r], pn[r], j, bs[r], bi[r], bt[r]);
+  }
+}
+
+// Squared distance from p to segment l (a lower bound on any of its hits' distances).
+inline float segment_distance2(const megastep::Line& l, Vec p) {
+  Vec d = l.b - l.a, w = p - l.a;
+  float dd = megastep::dot(d, d);
+  float t = dd > 0.f ? megastep::dot(w, d) / dd : 0.f;
+  t = t < 0.f ? 0.f : (t > 1.f ? 1.f : t);
+  Vec q = l.a + t * d - p;
+  return megastep::dot(q, q);
+}
+
+// Line j against the blocks of pixels it can reach and may still change, order-independently
+// (nearest_update). Whole blocks are tested: pixels outside the line's range cannot hit it.
+inline void sweep_line(const megastep::Line& line, int j, const Camera& cam, Rays& rays) {
+  int lo, hi;
+  megastep::pixel_range(line, cam.p, cam.c, cam.s, cam.tan_half, cam.R, lo, hi);
+  if (lo >= hi) return;
+  // a block whose reach is below the line's distance (with room for rounding) skips it
+  float dmin2 = segment_distance2(line, cam.p) * (1.f - 1e-4f);
+  megastep::LineTerms lt = megastep::line_terms(line, cam.p);
+  float *s1 = rays.s1.data(), *t1 = rays.t1.data(), *s2 = rays.s2.data(), *reach = rays.reach.data();
+  int* i1 = rays.i1.data();
+  const float *pux = rays.ux.data(), *puy = rays.uy.data(), *pn = rays.near_s.data(), *ul = rays.ulen.data();
+  for (int blk = lo / kBlock, last = (hi - 1) / kBlock; blk <= last; ++blk) {
+    float br = rays.block_reach[blk];
+    if (br * br < dmin2) continue;
+    int r0 = blk * kBlock;
+#pragma omp simd
+    for (int r = r0; r < r0 + kBlock; ++r) {
+      megastep::nearest_update(lt, pux[r], puy[r], pn[r], j, s1[r], i1[r], t1[r], s2[r]);
+      reach[r] = reach_of(s1[r], ul[r]);
+    }
+    float m = 0.f;
+#pragma omp simd reduction(max : m)
+    for (int r = r0; r < r0 + kBlock; ++r) m = m > reach[r] ? m : reach[r];
+    rays.block_reach[blk] = m;
+  }
+}
+
+// Whether a grid cell can hold a point some pixel's ray reaches: its bounding disc meets
+// the camera's view wedge (|y| <= x tan_half in the camera frame). Conservative.
+inline bool cell_visible(const megastep::Grid& g, int ix, int iy, const Camera& cam, float sec_half) {
+  float hx = g.x0 + ((float)ix + 0.5f) * g.cs - cam.p.x, hy = g.y0 + ((float)iy + 0.5f) * g.cs - cam.p.y;
+  float fx = hx * cam.c + hy * cam.s, fy = hy * cam.c - hx * cam.s;
+  float rr = 0.7072f * g.cs * 1.01f + 1e-4f;
+  return fx > -rr && fabsf(fy) <= fx * cam.tan_half + rr * sec_half;
+}
+
+// The camera's nearest hits through the grid: agent lines first, then the grid's cells in
+// rings of growing Chebyshev distance around the camera's cell, each line once. A ring k
+// cells away holds no point nearer than k - 1 cells, so the sweep stops once every pixel's
+// reach is that near.
+void cast_grid_camera(const Env& env, const megastep::Grid& g, const Camera& cam, Rays& rays,
+                      Scratch& scratch) {
+  for (int j = 0; j < env.n_agent_lines; ++j) sweep_line(megastep::env_line(env, j), j, cam, rays);
+  uint32_t stamp = scratch.next(env.n_lines);
+  uint32_t* seen = scratch.stamps.data();
+  int cx = megastep::grid_coord(cam.p.x, g.x0, g.cs), cy = megastep::grid_coord(cam.p.y, g.y0, g.cs);
+  auto outside = [](int c, int n) { return c < 0 ? -c : (c >= n ? c - (n - 1) : 0); };
+  int k0 = std::max(outside(cx, g.nx), outside(cy, g.ny));
+  int kmax = std::max(std::max(std::abs(cx), std::abs(cx - (g.nx - 1))),
+                      std::max(std::abs(cy), std::abs(cy - (g.ny - 1))));
+  float sec_half = sqrtf(1.f + cam.tan_half * cam.tan_half);
+  auto visit = [&](int ix, int iy) {
+    if (!cell_visible(g, ix, iy, cam, sec_half)) return;
+    int lo, hi;
+    megastep::grid_cell(g, ix, iy, lo, hi);
+    for (int k = lo; k < hi; ++k) {
+      int j = g.lines[k];
+      if (!megastep::static_line(env, j) || seen[j] == stamp) continue;
+      seen[j] = stamp;
+      sweep_line(megastep::load_line(env.lines, j), j, cam, rays);
+    }
+  };
+  for (int k = k0; k <= kmax; ++k) {
+    if (k >= 1) {
+      float bound = ((float)(k - 1) * g.cs - 2.f * megastep::kGridPad * g.cs) * (1.f - 1e-5f) - 1e-5f;
+      float m = 0.f;
+      for (int blk = 0; blk < rays.n_blocks; ++blk) m = std::max(m, rays.block_reach[blk]);
+      if (m < bound) break;
+    }
+    // ring k: rows cy - k and cy + k, then columns cx - k and cx + k between them
+    int xlo = std::max(cx - k, 0), xhi = std::min(cx + k, g.nx - 1);
+    int ylo = std::max(cy - k + 1, 0), yhi = std::min(cy + k - 1, g.ny - 1);
+    if (cy - k >= 0 && cy - k < g.ny)
+      for (int ix = xlo; ix <= xhi; ++ix) visit(ix, cy - k);
+    if (k > 0 && cy + k >= 0 && cy + k < g.ny)
+      for (int ix = xlo; ix <= xhi; ++ix) visit(ix, cy + k);
+    if (cx - k >= 0 && cx - k < g.nx)
+      for (int iy = ylo; iy <= yhi; ++iy) visit(cx - k, iy);
+    if (k > 0 && cx + k >= 0 && cx + k < g.nx)
+      for (int iy = ylo; iy <= yhi; ++iy) visit(cx + k, iy);
+  }
+  // near-ties: cast those pixels again over every line in index order
+  auto& ties = scratch.ties;
+  ties.clear();
+  for (int r = 0; r < cam.R; ++r)
+    if (!megastep::resolved(rays.s1[r], rays.i1[r], rays.s2[r])) ties.push_back(r);
+  if (ties.empty()) return;
+  int n = (int)ties.size();
+  for (auto* v : {&scratch.ux, &scratch.uy, &scratch.near_s, &scratch.best_s, &scratch.best_t}) v->resize(n);
+  scratch.best_i.resize(n);
+  for (int q = 0; q < n; ++q) {
+    int r = ties[q];
+    scratch.ux[q] = rays.ux[r];
+    scratch.uy[q] = rays.uy[r];
+    scratch.near_s[q] = rays.near_s[r];
+    scratch.best_s[q] = INFINITY;
+    scratch.best_t[q] = 0.f;
+    scratch.best_i[q] = -1;
+  }
+  float *bs = scratch.best_s.data(), *bt = scratch.best_t.data();
+  int* bi = scratch.best_i.data();
+  const float *pux = scratch.ux.data(), *puy = scratch.uy.data(), *pn = scratch.near_s.data();
+  for (int j = 0; j < env.n_lines; ++j) {
+    megastep::LineTerms lt = megastep::line_terms(megastep::env_line(env, j), cam.p);
+#pragma omp simd
+    for (int q = 0; q < n; ++q) megastep::ray_update(lt, pux[q], puy[q], pn[q], j, bs[q], bi[q], bt[q]);
+  }
+  for (int q = 0; q < n; ++q) {
+    int r = ties[q];
+    rays.s1[r] = bs[q];
+    rays.i1[r] = bi[q];
+    rays.t1[r] = bt[q];
+  }
+}
+
+// Shades every pixel of one camera from its nearest hits, as shade() does, SIMD over the
+// pixels (gathers); hits on agent lines, lit per hit, are then shaded one by one.
+void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float* loc_o,
+                  float* dot_o, float* dist_o, float* scr_o, std::vector<int>& agent_hits) {
+  const int nA = env.n_agent_lines, T = env.n_texel_capacity;
+  const float *lines = env.lines, *agent = env.agent_lines, *baked = env.baked, *tex = env.textures;
+  const int32_t *starts = env.texel_starts, *widths = env.texel_widths;
+  const float *pux = rays.ux.data(), *puy = rays.uy.data(), *pl = rays.ulen.data();
+  const float *ps = rays.s1.data(), *pt = rays.t1.data();
+  const int* pi = rays.i1.data();
+  if (T < 1) {  // no texel to read even for untextured lanes: shade one by one
+    for (int r = 0; r < R; ++r) {
+      megastep::Pixel px = megastep::shade(env, {pux[r], puy[r]}, {pi[r], ps[r], pt[r]});
+      idx_o[r] = px.index;
+      loc_o[r] = px.location;
+      dot_o[r] = px.dot;
+      dist_o[r] = px.distance;
+      for (int c = 0; c < 3; ++c) scr_o[3 * r + c] = px.rgb[c];
+    }
+    return;
+  }
+#pragma omp simd
+  for (int r = 0; r < R; ++r) {
+    int i = pi[r];
+    bool hit = i >= 0;
+    int j = hit ? i : 0;
+    bool on_agent = j < nA;
+    int ja = on_agent ? j : 0;  // both loads stay in bounds; the select keeps the right one
+    float a0 = agent[4 * ja], a1 = agent[4 * ja + 1], a2 = agent[4 * ja + 2], a3 = agent[4 * ja + 3];
+    float l0 = lines[4 * j], l1 = lines[4 * j + 1], l2 = lines[4 * j + 2], l3 = lines[4 * j + 3];
+    float ax = on_agent ? a0 : l0, ay = on_agent ? a1 : l1, bx = on_agent ? a2 : l2, by = on_agent ? a3 : l3;
+    Vec u = {pux[r], puy[r]}, d = {bx - ax, by - ay};
+    float cosine = megastep::ray_line_cos(u, pl[r], d);
+    int w = widths[j], start = starts[j];
+    bool textured = hit & (w >= 1) & (start >= 0) & (start <= T - w);
+    int wq = textured ? w : 1, sq = textured ? start : 0;
+    megastep::Filter f = megastep::texture_filter(pt[r], wq);
+    float shading = (1.f - cosine * cosine) * megastep::baked_light(baked, sq, f);
+    const float* tl = tex + 3 * (sq + f.left);
+    const float* tr = tex + 3 * (sq + f.right);
+    float k = textured ? shading : 0.f;
+    idx_o[r] = hit ? i : -1;
+    loc_o[r] = hit ? pt[r] : 0.f;
+    dot_o[r] = hit ? cosine : 0.f;
+    dist_o[r] = hit ? ps[r] * pl[r] : INFINITY;
+    scr_o[3 * r] = k * (f.wl * tl[0] + f.wr * tr[0]);
+    scr_o[3 * r + 1] = k * (f.wl * tl[1] + f.wr * tr[1]);
+    scr_o[3 * r + 2] = k * (f.wl * tl[2] + f.wr * tr[2]);
+  }
+  agent_hits.clear();
+  for (int r = 0; r < R; ++r)
+    if (pi[r] >= 0 && pi[r] < nA) agent_hits.push_back(r);
+  for (int r : agent_hits) {
+    megastep::Pixel px = megastep::shade(env, {pux[r], puy[r]}, {pi[r], ps[r], pt[r]});
+    for (int c = 0; c < 3; ++c) scr_o[3 * r + c] = px.rgb[c];
+  }
+}
+
+ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
   Batching b;
   megastep::Sizes s;
   std::string err = megastep::render_layout(
-      {dims_of(lines), dims_of(n_lines), dims_of(lights), dims_of(n_lights), dims_of(textures),
-       dims_of(texel_starts), dims_of(texel_widths), dims_of(baked), dims_of(model),
-       dims_of(angles), dims_of(positions), dims_of(fov), dims_of(radius)},
-      dims_of(*indices), b, s);
+      {MEGASTEP_RENDER_ARGS(MS_DIMS_OF)},
+      dims_of(*indices_out), b, s);
   if (!err.empty()) return invalid(err);
+  if (traversal < megastep::kTraverseGrid || traversal > megastep::kTraverseRays)
+    return invalid("traversal: expected 0 (grid), 1 (brute force) or 2 (grid, per ray)");
   const int64_t E = s.E, A = s.A, R = s.R, L = s.L;
   megastep::SceneryPtrs ptrs;
   ptrs.lines = lines.typed_data(); ptrs.n_lines = n_lines.typed_data();
   ptrs.lights = lights.typed_data(); ptrs.n_lights = n_lights.typed_data();
   ptrs.textures = textures.typed_data(); ptrs.starts = texel_starts.typed_data();
   ptrs.widths = texel_widths.typed_data(); ptrs.baked = baked.typed_data();
-  int32_t* idx_o = indices->typed_data();
-  float* loc_o = locations->typed_data();
-  float* dot_o = dots->typed_data();
-  float* dist_o = distances->typed_data();
-  float* scr_o = screen->typed_data();
+  ptrs.grid_cells = grid_cells.typed_data(); ptrs.grid_lines = grid_lines.typed_data();
+  ptrs.grid_origin = grid_origin.typed_data(); ptrs.grid_dims = grid_dims.typed_data();
+  int32_t* idx_o = indices_out->typed_data();
+  float* loc_o = locations_out->typed_data();
+  float* dot_o = dots_out->typed_data();
+  float* dist_o = distances_out->typed_data();
+  float* scr_o = screen_out->typed_data();
   int n_agent_lines = (int)(A * megastep::kModelLines);
 
-  parallel_for(pool, b.size * E, b.size * E * A * R * L, [&](int64_t task) {
+  parallel_for(pool, b.size * E, b.size * E * A * R * std::min<int64_t>(L, 64), [&](int64_t task) {
     int64_t flat = task / E, e = task % E;
     const float* ang = angles.typed_data() + (b.block(megastep::kAngles, flat) * E + e) * A;
     const float* pos = positions.typed_data() + (b.block(megastep::kPositions, flat) * E + e) * A * 2;
     // Per-thread scratch, reused across tasks: drawn agent lines and one camera's rays.
-    thread_local std::vector<float> drawn, ux, uy, near_s, best_s, best_t;
-    thread_local std::vector<int> best_i;
+    thread_local std::vector<float> drawn;
+    thread_local Rays rays;
+    thread_local Scratch scratch;
     drawn.resize(n_agent_lines * 4);
-    for (auto* v : {&ux, &uy, &near_s, &best_s, &best_t}) v->resize(R);
-    best_i.resize(R);
+    rays.resize(R);
     megastep::draw_agents(model.typed_data() + b.block(megastep::kModel, flat) * megastep::kModelLines * 4,
                           pos, ang, (int)A, drawn.data());
     Env env = megastep::env_at(b, flat, e, s, ptrs, n_agent_lines, drawn.data());
+    megastep::Grid grid;
+    if (traversal != megastep::kTraverseBrute) grid = megastep::grid_at(b, flat, e, s, ptrs);
     float fv = fov.typed_data()[b.block(megastep::kFov, flat)];
     float rad = radius.typed_data()[b.block(megastep::kRadius, flat)];
     // An fov outside (0, 180) has no camera: the outputs are NaN rather than clipped.
@@ -117,57 +366,58 @@ ffi::Error RenderImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, 
         continue;
       }
       float rd = ang[a] * (megastep::kPi / 180.f);
-      float c = cosf(rd), sn = sinf(rd);
-      Vec p = {pos[2 * a], pos[2 * a + 1]};
-      for (int64_t r = 0; r < R; ++r) {
-        Vec u = megastep::pixel_ray((int)r, (int)R, tan_half, c, sn);
-        ux[r] = u.x;
-        uy[r] = u.y;
-        near_s[r] = megastep::near_plane(u, rad);
-        best_s[r] = INFINITY;
-        best_t[r] = 0.f;
-        best_i[r] = -1;
-      }
-      // Lines outside, pixels inside: the inner loop is SIMD across the pixels the line
-      // can reach, and each pixel still meets the lines in index order (the tie rule).
-      float* bs = best_s.data();
-      float* bt = best_t.data();
-      int* bi = best_i.data();
-      const float* pux = ux.data();
-      const float* puy = uy.data();
-      const float* pn = near_s.data();
-      for (int j = 0; j < env.n_lines; ++j) {
-        megastep::Line line = megastep::env_line(env, j);
-        int lo, hi;
-        megastep::pixel_range(line, p, c, sn, tan_half, (int)R, lo, hi);
-        megastep::LineTerms lt = megastep::line_terms(line, p);
+      Camera cam = {{pos[2 * a], pos[2 * a + 1]}, cosf(rd), sinf(rd), tan_half, (int)R};
+      {
+        float *ux = rays.ux.data(), *uy = rays.uy.data(), *ul = rays.ulen.data(), *nr = rays.near_s.data();
+        float *s1 = rays.s1.data(), *s2 = rays.s2.data(), *rc = rays.reach.data(), *t1 = rays.t1.data();
+        int* i1 = rays.i1.data();
+        int Ri = (int)R;
 #pragma omp simd
-        for (int r = lo; r < hi; ++r) megastep::ray_update(lt, pux[r], puy[r], pn[r], j, bs[r], bi[r], bt[r]);
+        for (int r = 0; r < Ri; ++r) {
+          Vec u = megastep::pixel_ray(r, Ri, tan_half, cam.c, cam.s);
+          ux[r] = u.x;
+          uy[r] = u.y;
+          ul[r] = megastep::norm(u);
+          nr[r] = megastep::near_plane(u, rad);
+          s1[r] = s2[r] = rc[r] = INFINITY;
+          t1[r] = 0.f;
+          i1[r] = -1;
+        }
       }
-      for (int64_t r = 0; r < R; ++r) {
-        int64_t o = base + r;
-        megastep::Pixel px = megastep::shade(env, {ux[r], uy[r]}, {best_i[r], best_s[r], best_t[r]});
-        idx_o[o] = px.index;
-        loc_o[o] = px.location;
-        dot_o[o] = px.dot;
-        dist_o[o] = px.distance;
-        for (int k = 0; k < 3; ++k) scr_o[3 * o + k] = px.rgb[k];
+      // block padding: rays that hit nothing (parallel to every line) and reach nowhere
+      for (int64_t r = R; r < (int64_t)rays.n_blocks * kBlock; ++r) {
+        rays.ux[r] = rays.uy[r] = rays.reach[r] = 0.f;
+        rays.ulen[r] = 1.f;
+        rays.near_s[r] = rays.s1[r] = rays.s2[r] = INFINITY;
+        rays.t1[r] = 0.f;
+        rays.i1[r] = -1;
       }
+      for (int blk = 0; blk < rays.n_blocks; ++blk) rays.block_reach[blk] = INFINITY;
+      if (!megastep::grid_valid(grid)) {
+        cast_brute(env, cam, rays);
+      } else if (traversal == megastep::kTraverseRays) {
+        for (int64_t r = 0; r < R; ++r) {
+          megastep::Hit h = megastep::cast_grid(env, grid, cam.p, {rays.ux[r], rays.uy[r]}, rays.near_s[r]);
+          rays.i1[r] = h.index;
+          rays.s1[r] = h.s;
+          rays.t1[r] = h.t;
+        }
+      } else {
+        cast_grid_camera(env, grid, cam, rays, scratch);
+      }
+      shade_camera(env, rays, (int)R, idx_o + base, loc_o + base, dot_o + base, dist_o + base,
+                   scr_o + 3 * base, scratch.ties);
     }
   });
   return ffi::Error::Success();
 }
 
 // ---------------------------------------------------------------------------------------
-ffi::Error PhysicsImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 positions, F32 velocity,
-                       F32 angles, F32 angvelocity, F32 fps, F32 radius, F32 restitution,
-                       int32_t collision, F32Out positions_out, F32Out velocity_out,
-                       F32Out angles_out, F32Out angvelocity_out, F32Out progress_out) {
+ffi::Error PhysicsImpl(ffi::ThreadPool pool MEGASTEP_PHYSICS_PARAMS) {
   Batching b;
   megastep::Sizes s;
   std::string err = megastep::physics_layout(
-      {dims_of(lines), dims_of(n_lines), dims_of(positions), dims_of(velocity), dims_of(angles),
-       dims_of(angvelocity), dims_of(fps), dims_of(radius), dims_of(restitution)},
+      {MEGASTEP_PHYSICS_ARGS(MS_DIMS_OF)},
       dims_of(*progress_out), collision, b, s);
   if (!err.empty()) return invalid(err);
   const int64_t E = s.E, A = s.A, L = s.L;
@@ -200,21 +450,19 @@ ffi::Error PhysicsImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 positio
 }
 
 // ---------------------------------------------------------------------------------------
-ffi::Error BakeImpl(ffi::ThreadPool pool, F32 lines, S32 n_lines, F32 lights, S32 n_lights,
-                    S32 texel_starts, S32 texel_widths, int32_t n_agents, F32Out baked) {
+ffi::Error BakeImpl(ffi::ThreadPool pool MEGASTEP_BAKE_PARAMS) {
   Batching b;
   megastep::Sizes s;
   std::string err = megastep::bake_layout(
-      {dims_of(lines), dims_of(n_lines), dims_of(lights), dims_of(n_lights),
-       dims_of(texel_starts), dims_of(texel_widths)},
-      dims_of(*baked), n_agents, b, s);
+      {MEGASTEP_BAKE_ARGS(MS_DIMS_OF)},
+      dims_of(*baked_out), n_agents, b, s);
   if (!err.empty()) return invalid(err);
   const int64_t E = s.E, L = s.L, T = s.T;
   megastep::SceneryPtrs ptrs = megastep::bake_ptrs(lines.typed_data(), n_lines.typed_data(),
                                                    lights.typed_data(), n_lights.typed_data(),
                                                    texel_starts.typed_data(), texel_widths.typed_data());
   int n_agent_lines = n_agents * megastep::kModelLines;
-  float* out = baked->typed_data();
+  float* out = baked_out->typed_data();
   std::fill(out, out + b.size * E * T, 1.f);
   // One task per (batch member, env, line): plans have few envs but many lines.
   parallel_for(pool, b.size * E * L, b.size * E * T * (s.NL + 1) * L, [&](int64_t task) {
@@ -241,4 +489,6 @@ PYBIND11_MODULE(_megastep_cpu, m) {
   m.def("registrations", []() {
     return megastep_ffi::registrations(MegastepRenderCpu, MegastepPhysicsCpu, MegastepBakeCpu, "", MegastepDrawCpu);
   });
+  m.def("interface", &megastep_ffi::interface,
+        "The kernels' operands, attributes and results in call order, and the shared constants");
 }

@@ -94,8 +94,8 @@ __global__ void draw_kernel(Batching b, Sizes s, int64_t n_blocks, const float* 
 __global__ void render_kernel(Batching b, Sizes s, int64_t n_blocks, SceneryPtrs p,
                               const float* model, const float* angles, const float* positions,
                               const float* fov, const float* radius, const float* drawn_global,
-                              int32_t* indices, float* locations, float* dots, float* distances,
-                              float* screen) {
+                              int traversal, int32_t* indices, float* locations, float* dots,
+                              float* distances, float* screen) {
   using namespace megastep;
   MS_DYNAMIC_SHARED(float, shared_lines);
   int64_t block = block_index();
@@ -113,6 +113,9 @@ __global__ void render_kernel(Batching b, Sizes s, int64_t n_blocks, SceneryPtrs
     __syncthreads();
   }
   Env env = env_at(b, flat, e, s, p, (int)(s.A * kModelLines), drawn);
+  // the grid walked per ray (cast_grid); without one, or when asked, every line in order
+  Grid grid;
+  if (traversal != kTraverseBrute) grid = grid_at(b, flat, e, s, p);
   float fv = fov[b.block(kFov, flat)];
   float rad = radius[b.block(kRadius, flat)];
   bool valid = fv > 0.f && fv < 180.f && rad >= 0.f;
@@ -129,7 +132,8 @@ __global__ void render_kernel(Batching b, Sizes s, int64_t n_blocks, SceneryPtrs
       screen[3 * o] = screen[3 * o + 1] = screen[3 * o + 2] = NAN;
       continue;
     }
-    Pixel px = render_pixel(env, pt, pixel_ray((int)r, (int)s.R, tan_half, c, sn), rad);
+    Vec u = pixel_ray((int)r, (int)s.R, tan_half, c, sn);
+    Pixel px = shade(env, u, cast_grid(env, grid, pt, u, near_plane(u, rad)));
     indices[o] = px.index;
     locations[o] = px.location;
     dots[o] = px.dot;
@@ -138,19 +142,15 @@ __global__ void render_kernel(Batching b, Sizes s, int64_t n_blocks, SceneryPtrs
   }
 }
 
-ffi::Error RenderImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S32 n_lights,
-                      F32 textures, S32 texel_starts, S32 texel_widths, F32 baked, F32 model,
-                      F32 angles, F32 positions, F32 fov, F32 radius, S32Out indices,
-                      F32Out locations, F32Out dots, F32Out distances, F32Out screen,
-                      megastep_cuda::Scratch scratch) {
+ffi::Error RenderImpl(cudaStream_t stream MEGASTEP_RENDER_PARAMS, megastep_cuda::Scratch scratch) {
   Batching b;
   Sizes s;
   std::string err = megastep::render_layout(
-      {dims_of(lines), dims_of(n_lines), dims_of(lights), dims_of(n_lights), dims_of(textures),
-       dims_of(texel_starts), dims_of(texel_widths), dims_of(baked), dims_of(model),
-       dims_of(angles), dims_of(positions), dims_of(fov), dims_of(radius)},
-      dims_of(*indices), b, s);
+      {MEGASTEP_RENDER_ARGS(MS_DIMS_OF)},
+      dims_of(*indices_out), b, s);
   if (!err.empty()) return invalid(err);
+  if (traversal < megastep::kTraverseGrid || traversal > megastep::kTraverseRays)
+    return invalid("traversal: expected 0 (grid), 1 (brute force) or 2 (grid, per ray)");
   int64_t blocks = b.size * s.E * s.A;
   if (blocks == 0 || s.R == 0) return ffi::Error::Success();
   SceneryPtrs p;
@@ -158,6 +158,8 @@ ffi::Error RenderImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S
   p.lights = lights.typed_data(); p.n_lights = n_lights.typed_data();
   p.textures = textures.typed_data(); p.starts = texel_starts.typed_data();
   p.widths = texel_widths.typed_data(); p.baked = baked.typed_data();
+  p.grid_cells = grid_cells.typed_data(); p.grid_lines = grid_lines.typed_data();
+  p.grid_origin = grid_origin.typed_data(); p.grid_dims = grid_dims.typed_data();
   if (blocks > kMaxBlocks) return too_many_blocks("render", blocks);
   size_t shared = 0;
   float* drawn = nullptr;
@@ -174,8 +176,8 @@ ffi::Error RenderImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S
   }
   MS_LAUNCH(render_kernel, grid_for(blocks), threads_for(s.R), shared, stream, b, s, blocks, p,
             model.typed_data(), angles.typed_data(), positions.typed_data(), fov.typed_data(),
-            radius.typed_data(), drawn, indices->typed_data(), locations->typed_data(),
-            dots->typed_data(), distances->typed_data(), screen->typed_data());
+            radius.typed_data(), drawn, traversal, indices_out->typed_data(), locations_out->typed_data(),
+            dots_out->typed_data(), distances_out->typed_data(), screen_out->typed_data());
   return launched("render");
 }
 
@@ -208,16 +210,11 @@ __global__ void physics_kernel(Batching b, Sizes s, int64_t n_envs, SceneryPtrs 
               wall_cache + fe * 3 * s.A);
 }
 
-ffi::Error PhysicsImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 positions, F32 velocity,
-                       F32 angles, F32 angvelocity, F32 fps, F32 radius, F32 restitution,
-                       int32_t collision, F32Out positions_out, F32Out velocity_out,
-                       F32Out angles_out, F32Out angvelocity_out, F32Out progress_out,
-                       megastep_cuda::Scratch scratch) {
+ffi::Error PhysicsImpl(cudaStream_t stream MEGASTEP_PHYSICS_PARAMS, megastep_cuda::Scratch scratch) {
   Batching b;
   Sizes s;
   std::string err = megastep::physics_layout(
-      {dims_of(lines), dims_of(n_lines), dims_of(positions), dims_of(velocity), dims_of(angles),
-       dims_of(angvelocity), dims_of(fps), dims_of(radius), dims_of(restitution)},
+      {MEGASTEP_PHYSICS_ARGS(MS_DIMS_OF)},
       dims_of(*progress_out), collision, b, s);
   if (!err.empty()) return invalid(err);
   int64_t blocks = b.size * s.E;
@@ -258,28 +255,26 @@ __global__ void bake_kernel(Batching b, Sizes s, int64_t n_blocks, SceneryPtrs p
   for (int k = threadIdx.x; k < w; k += blockDim.x) dst[k] = megastep::bake_texel(env, (int)j, k, w);
 }
 
-ffi::Error BakeImpl(cudaStream_t stream, F32 lines, S32 n_lines, F32 lights, S32 n_lights,
-                    S32 texel_starts, S32 texel_widths, int32_t n_agents, F32Out baked) {
+ffi::Error BakeImpl(cudaStream_t stream MEGASTEP_BAKE_PARAMS) {
   Batching b;
   Sizes s;
   std::string err = megastep::bake_layout(
-      {dims_of(lines), dims_of(n_lines), dims_of(lights), dims_of(n_lights),
-       dims_of(texel_starts), dims_of(texel_widths)},
-      dims_of(*baked), n_agents, b, s);
+      {MEGASTEP_BAKE_ARGS(MS_DIMS_OF)},
+      dims_of(*baked_out), n_agents, b, s);
   if (!err.empty()) return invalid(err);
   int64_t n = b.size * s.E * s.T;
   int64_t blocks = b.size * s.E * s.L;
   if (blocks > kMaxBlocks) return too_many_blocks("bake", blocks);
   if (n > 0) {
     MS_LAUNCH(fill_kernel, dim3((unsigned)std::min<int64_t>(1024, (n + 255) / 256)), 256, 0,
-              stream, baked->typed_data(), n, 1.f);
+              stream, baked_out->typed_data(), n, 1.f);
     if (ffi::Error e = launched("bake (filling)"); e.failure()) return e;
   }
   SceneryPtrs p = megastep::bake_ptrs(lines.typed_data(), n_lines.typed_data(), lights.typed_data(),
                                       n_lights.typed_data(), texel_starts.typed_data(),
                                       texel_widths.typed_data());
   if (blocks > 0)
-    MS_LAUNCH(bake_kernel, grid_for(blocks), 64, 0, stream, b, s, blocks, p, baked->typed_data());
+    MS_LAUNCH(bake_kernel, grid_for(blocks), 64, 0, stream, b, s, blocks, p, baked_out->typed_data());
   return launched("bake");
 }
 

@@ -28,43 +28,83 @@ megastep::Dims dims_of(const B& buf) {
   return megastep::Dims(d.begin(), d.end());
 }
 
-// render(lines, n_lines, lights, n_lights, textures, texel_starts, texel_widths, baked,
-//        model, angles, positions, fov, radius) -> (indices, locations, dots, distances, screen)
+// The bindings and the handlers' parameter lists, generated from the lists in operands.h:
+//   ffi::Error RenderImpl(Ctx ctx MEGASTEP_RENDER_PARAMS) binds render_binding<Ctx>().
+#define MS_ARG(name, type, rank) .template Arg<type>()
+#define MS_ATTR(name) .template Attr<int32_t>(#name)
+#define MS_RET(name, type, rank) .template Ret<type>()
+#define MS_PARAM(name, type, rank) , type name
+#define MS_ATTR_PARAM(name) , int32_t name
+#define MS_RET_PARAM(name, type, rank) , type##Out name##_out
+#define MEGASTEP_RENDER_PARAMS \
+  MEGASTEP_RENDER_ARGS(MS_PARAM) MEGASTEP_RENDER_ATTRS(MS_ATTR_PARAM) MEGASTEP_RENDER_RETS(MS_RET_PARAM)
+#define MEGASTEP_PHYSICS_PARAMS \
+  MEGASTEP_PHYSICS_ARGS(MS_PARAM) MEGASTEP_PHYSICS_ATTRS(MS_ATTR_PARAM) MEGASTEP_PHYSICS_RETS(MS_RET_PARAM)
+#define MEGASTEP_BAKE_PARAMS \
+  MEGASTEP_BAKE_ARGS(MS_PARAM) MEGASTEP_BAKE_ATTRS(MS_ATTR_PARAM) MEGASTEP_BAKE_RETS(MS_RET_PARAM)
+// {dims_of(op0), dims_of(op1), ...} of a handler's operands, for the *_layout checks.
+#define MS_DIMS_OF(name, type, rank) dims_of(name),
+
 template <class Ctx>
 auto render_binding() {
-  return ffi::Ffi::Bind()
-      .Ctx<Ctx>()
-      .template Arg<F32>().template Arg<S32>().template Arg<F32>().template Arg<S32>()
-      .template Arg<F32>().template Arg<S32>().template Arg<S32>().template Arg<F32>()
-      .template Arg<F32>().template Arg<F32>().template Arg<F32>().template Arg<F32>()
-      .template Arg<F32>()
-      .template Ret<S32>().template Ret<F32>().template Ret<F32>().template Ret<F32>()
-      .template Ret<F32>();
+  return ffi::Ffi::Bind().Ctx<Ctx>() MEGASTEP_RENDER_ARGS(MS_ARG) MEGASTEP_RENDER_ATTRS(MS_ATTR)
+      MEGASTEP_RENDER_RETS(MS_RET);
 }
 
-// physics(lines, n_lines, positions, velocity, angles, angvelocity, fps, radius, restitution;
-//         collision) -> (positions, velocity, angles, angvelocity, progress)
 template <class Ctx>
 auto physics_binding() {
-  return ffi::Ffi::Bind()
-      .Ctx<Ctx>()
-      .template Arg<F32>().template Arg<S32>().template Arg<F32>().template Arg<F32>()
-      .template Arg<F32>().template Arg<F32>().template Arg<F32>().template Arg<F32>()
-      .template Arg<F32>()
-      .template Attr<int32_t>("collision")
-      .template Ret<F32>().template Ret<F32>().template Ret<F32>().template Ret<F32>()
-      .template Ret<F32>();
+  return ffi::Ffi::Bind().Ctx<Ctx>() MEGASTEP_PHYSICS_ARGS(MS_ARG) MEGASTEP_PHYSICS_ATTRS(MS_ATTR)
+      MEGASTEP_PHYSICS_RETS(MS_RET);
 }
 
-// bake(lines, n_lines, lights, n_lights, texel_starts, texel_widths; n_agents) -> baked
 template <class Ctx>
 auto bake_binding() {
-  return ffi::Ffi::Bind()
-      .Ctx<Ctx>()
-      .template Arg<F32>().template Arg<S32>().template Arg<F32>().template Arg<S32>()
-      .template Arg<S32>().template Arg<S32>()
-      .template Attr<int32_t>("n_agents")
-      .template Ret<F32>();
+  return ffi::Ffi::Bind().Ctx<Ctx>() MEGASTEP_BAKE_ARGS(MS_ARG) MEGASTEP_BAKE_ATTRS(MS_ATTR)
+      MEGASTEP_BAKE_RETS(MS_RET);
+}
+
+// The Python module's `interface()`: for each kernel its operands, attributes and results
+// in call order ((name, dtype, core rank) tuples; dtype "float32" or "int32"), plus the
+// shared constants and the attributes' named values, as the handlers were compiled.
+inline const char* dtype_name(const char* token) {
+  return std::string(token) == "F32" ? "float32" : "int32";
+}
+inline pybind11::dict interface() {
+  namespace py = pybind11;
+#define MS_ENTRY(name, type, rank) list.append(py::make_tuple(#name, dtype_name(#type), rank));
+#define MS_ATTR_ENTRY(name) list.append(py::str(#name));
+  auto kernel = [](auto args, auto attrs, auto rets) {
+    py::dict d;
+    d["args"] = args();
+    d["attrs"] = attrs();
+    d["results"] = rets();
+    return d;
+  };
+  py::dict d;
+  d["render"] = kernel([] { py::list list; MEGASTEP_RENDER_ARGS(MS_ENTRY) return list; },
+                       [] { py::list list; MEGASTEP_RENDER_ATTRS(MS_ATTR_ENTRY) return list; },
+                       [] { py::list list; MEGASTEP_RENDER_RETS(MS_ENTRY) return list; });
+  d["physics"] = kernel([] { py::list list; MEGASTEP_PHYSICS_ARGS(MS_ENTRY) return list; },
+                        [] { py::list list; MEGASTEP_PHYSICS_ATTRS(MS_ATTR_ENTRY) return list; },
+                        [] { py::list list; MEGASTEP_PHYSICS_RETS(MS_ENTRY) return list; });
+  d["bake"] = kernel([] { py::list list; MEGASTEP_BAKE_ARGS(MS_ENTRY) return list; },
+                     [] { py::list list; MEGASTEP_BAKE_ATTRS(MS_ATTR_ENTRY) return list; },
+                     [] { py::list list; MEGASTEP_BAKE_RETS(MS_ENTRY) return list; });
+#undef MS_ENTRY
+#undef MS_ATTR_ENTRY
+  py::dict constants;
+#define MS_CONSTANT(py_name, cc_name) constants[#py_name] = megastep::cc_name;
+  MEGASTEP_CONSTANTS(MS_CONSTANT)
+#undef MS_CONSTANT
+  d["constants"] = constants;
+  py::dict enums;
+#define MS_ENUM_VALUE(attr, py_name, cc_value)                                   \
+  if (!enums.contains(#attr)) enums[#attr] = py::dict();                          \
+  enums[#attr].cast<py::dict>()[#py_name] = (int)megastep::cc_value;
+  MEGASTEP_ENUMS(MS_ENUM_VALUE)
+#undef MS_ENUM_VALUE
+  d["enums"] = enums;
+  return d;
 }
 
 // The Python module's `registrations()`: FFI target name -> handler capsule, as

@@ -59,6 +59,17 @@ MS_FN void store_line(float* lines, int j, Line l) {
   p[0] = l.a.x; p[1] = l.a.y; p[2] = l.b.x; p[3] = l.b.y;
 }
 MS_FN int clampi(int x, int lo, int hi) { return x < lo ? lo : (x > hi ? hi : x); }
+// fminf and fmaxf (a NaN operand yields the other), as selects: with -O3 but without
+// -ffinite-math-only the libm calls are not inlined, and they keep loops from vectorising.
+// Only the sign of a zero result may differ from libm's.
+MS_FN float minf(float a, float b) {
+  float m = a < b ? a : b;
+  return b != b ? a : m;
+}
+MS_FN float maxf(float a, float b) {
+  float m = a > b ? a : b;
+  return b != b ? a : m;
+}
 
 // ---------------------------------------------------------------------------------------
 // One env's data, as pointers into the padded batch arrays (see megastep_jax/state.py).
@@ -128,10 +139,10 @@ MS_FN float intensity_at(const Env& env, Vec c) {
       blocked = obstructs(light, c, load_line(env.lines, j));
     if (!blocked) {
       Vec r = light - c;
-      total += kLuminance * li[2] / fmaxf(dot(r, r), 1.f);
+      total += kLuminance * li[2] / maxf(dot(r, r), 1.f);
     }
   }
-  return fminf(total, 1.f);
+  return minf(total, 1.f);
 }
 
 // Baked intensity of texel k (0-based) of static line j with w texels.
@@ -170,13 +181,18 @@ MS_FN LineTerms line_terms(Line l, Vec p) {
 // Considers line j for the ray (ux, uy): it replaces the best hit when the ray is not
 // parallel to it, hits it within its ends, beyond the near plane, and nearer by kTieBreak.
 // Branch-free so the CPU loop over pixels vectorises.
+// The ray-line solve, written once so every traversal computes bit-identical s and t.
+MS_FN bool ray_hits(const LineTerms& lt, float ux, float uy, float near_s, float& s, float& t) {
+  float denom = ux * lt.d.y - uy * lt.d.x;
+  s = lt.wd / denom;
+  t = (lt.w.x * uy - lt.w.y * ux) / denom;
+  return (fabsf(denom) >= kParallel) & (t >= 0.f) & (t <= 1.f) & (s > near_s);
+}
+
 MS_FN void ray_update(const LineTerms& lt, float ux, float uy, float near_s, int j,
                       float& best_s, int& best_i, float& best_t) {
-  float denom = ux * lt.d.y - uy * lt.d.x;
-  float s = lt.wd / denom;
-  float t = (lt.w.x * uy - lt.w.y * ux) / denom;
-  bool hit = (fabsf(denom) >= kParallel) & (t >= 0.f) & (t <= 1.f) & (s > near_s) &
-             (s < best_s - kTieBreak);
+  float s, t;
+  bool hit = ray_hits(lt, ux, uy, near_s, s, t) & (s < best_s - kTieBreak);
   best_s = hit ? s : best_s;
   best_i = hit ? j : best_i;
   best_t = hit ? t : best_t;
@@ -205,10 +221,10 @@ MS_FN void pixel_range(Line l, Vec p, float c, float s, float tan_half_fov, int 
   float va = ay / ax, vb = by / bx;
   // pixel r's slope is (R - 2r - 1)/R * tan_half_fov, decreasing in r
   float k = (float)R / tan_half_fov;
-  float rlo = ((float)(R - 1) - fmaxf(va, vb) * k) * 0.5f;
-  float rhi = ((float)(R - 1) - fminf(va, vb) * k) * 0.5f;
-  rlo = fminf(fmaxf(rlo - 2.f, 0.f), (float)R);
-  rhi = fminf(fmaxf(rhi + 3.f, 0.f), (float)R);
+  float rlo = ((float)(R - 1) - maxf(va, vb) * k) * 0.5f;
+  float rhi = ((float)(R - 1) - minf(va, vb) * k) * 0.5f;
+  rlo = minf(maxf(rlo - 2.f, 0.f), (float)R);
+  rhi = minf(maxf(rhi + 3.f, 0.f), (float)R);
   lo = (int)rlo;
   hi = (int)rhi;
   if (!(lo < hi)) lo = hi = 0;
@@ -222,18 +238,169 @@ MS_FN Hit cast(const Env& env, Vec p, Vec u, float near_s) {
   return best;
 }
 
+// ---------------------------------------------------------------------------------------
+// Acceleration grid over an env's static lines (built by megastep_jax/scene.py build_grid)
+//
+// A uniform grid of nx * ny square cells of side cs from (x0, y0); cell c = iy * nx + ix
+// lists, in lines[cells[c] : cells[c + 1]], every static line that comes within
+// kGridPad * cs of the cell (so a hit point computed with rounding is still listed in the
+// cell a traversal finds it in). nx == 0 means no grid: every static line is cast.
+//
+// Exactness. `cast` keeps the first line, in index order, whose hit is nearer than the best
+// so far by kTieBreak; a traversal meets lines in another order. So traversals track the
+// nearest hit (s1, i1, t1) and the nearest hit of any other line (s2), order-independently,
+// until no unvisited line can hit nearer than s1 + tie_gap(s1). Where s2 > s1 + tie_gap(s1)
+// the index-order cast provably keeps i1 with the same s and t (any line before it is
+// farther by more than kTieBreak, any after it is not nearer); otherwise (coincident lines,
+// rays through a corner) the pixel is cast again in index order over every line.
+constexpr float kGridPad = 1e-3f;
+
+// How the render kernels find each ray's nearest line (the `traversal` attribute).
+enum Traversal : int32_t {
+  kTraverseGrid = 0,   // the grid where the env has one (per camera on CPU, per ray on CUDA)
+  kTraverseBrute = 1,  // every line, in index order (the specification's loop)
+  kTraverseRays = 2,   // the grid, one ray at a time (cast_grid: the CUDA kernel's maths)
+};
+
+struct Grid {
+  const int32_t* cells = nullptr;  // (C + 1,) offsets into lines
+  const int32_t* lines = nullptr;  // (K,) line indices
+  float x0 = 0.f, y0 = 0.f, cs = 0.f;
+  int nx = 0, ny = 0;
+  int n_cells = 0;                 // C, the padded capacity
+  int n_entries = 0;               // K
+};
+
+// Whether g can be traversed: positive dims within the padded arrays, finite geometry.
+MS_FN bool grid_valid(const Grid& g) {
+  return g.cells != nullptr && g.lines != nullptr && g.nx > 0 && g.ny > 0 &&
+         (int64_t)g.nx * (int64_t)g.ny <= (int64_t)g.n_cells && g.cs > 0.f &&
+         g.cs < INFINITY && fabsf(g.x0) < INFINITY && fabsf(g.y0) < INFINITY;
+}
+
+// The entries [lo, hi) of cell (ix, iy), clamped into the padded arrays.
+MS_FN void grid_cell(const Grid& g, int ix, int iy, int& lo, int& hi) {
+  int c = iy * g.nx + ix;
+  lo = clampi(g.cells[c], 0, g.n_entries);
+  hi = clampi(g.cells[c + 1], lo, g.n_entries);
+}
+
+// Cell coordinate of x along an axis starting at o, clamped to [-2^24, 2^24] (points far
+// outside the grid stay representable).
+MS_FN int grid_coord(float x, float o, float cs) {
+  float c = floorf((x - o) / cs);
+  c = c != c ? 0.f : (c < -16777216.f ? -16777216.f : (c > 16777216.f ? 16777216.f : c));
+  return (int)c;
+}
+
+// How much nearer than s1 another hit must be ruled out for i1 to be the index-order answer.
+MS_FN float tie_gap(float s1) { return 2.f * kTieBreak + 1e-5f * s1; }
+
+// Whether a traversal's result is the index-order cast's: no hit, or the nearest hit is
+// separated from the next-nearest line by more than tie_gap.
+MS_FN bool resolved(float s1, int i1, float s2) { return i1 < 0 || s2 > s1 + tie_gap(s1); }
+
+// Order-independent twin of ray_update: keeps the nearest hit (s1, i1, t1) and the nearest
+// hit distance s2 of any other line. A line met twice (it spans several cells) is harmless.
+MS_FN void nearest_update(const LineTerms& lt, float ux, float uy, float near_s, int j,
+                          float& s1, int& i1, float& t1, float& s2) {
+  float s, t;
+  bool hit = ray_hits(lt, ux, uy, near_s, s, t) & (j != i1);
+  bool nearer = hit & (s < s1);
+  bool second = hit & (s < s2);
+  float n2 = second ? s : s2;
+  s2 = nearer ? s1 : n2;
+  s1 = nearer ? s : s1;
+  i1 = nearer ? j : i1;
+  t1 = nearer ? t : t1;
+}
+
+// Whether line j of env is a static line a grid entry may name.
+MS_FN bool static_line(const Env& env, int j) { return j >= env.n_agent_lines && j < env.n_lines; }
+
+// Casts one ray through the grid front to back (a 2D DDA), stopping once no unvisited
+// cell can hold a line nearer than s1 + tie_gap(s1); agent lines are tested brute force.
+// Equal to cast() exactly (see above). Used per pixel by the CUDA kernel.
+MS_FN Hit cast_grid(const Env& env, const Grid& g, Vec p, Vec u, float near_s) {
+  float s1 = INFINITY, t1 = 0.f, s2 = INFINITY;
+  int i1 = -1;
+  for (int j = 0; j < env.n_agent_lines; ++j)
+    nearest_update(line_terms(env_line(env, j), p), u.x, u.y, near_s, j, s1, i1, t1, s2);
+  if (!grid_valid(g)) {
+    for (int j = env.n_agent_lines; j < env.n_lines; ++j)
+      nearest_update(line_terms(load_line(env.lines, j), p), u.x, u.y, near_s, j, s1, i1, t1, s2);
+  } else {
+    // the ray's parameter interval inside the grid's box
+    float bx[2] = {g.x0, g.x0 + (float)g.nx * g.cs}, by[2] = {g.y0, g.y0 + (float)g.ny * g.cs};
+    float tlo = 0.f, thi = INFINITY;
+    if (u.x != 0.f) {
+      float ta = (bx[0] - p.x) / u.x, tb = (bx[1] - p.x) / u.x;
+      tlo = maxf(tlo, minf(ta, tb));
+      thi = minf(thi, maxf(ta, tb));
+    } else if (p.x < bx[0] || p.x > bx[1]) {
+      thi = -1.f;
+    }
+    if (u.y != 0.f) {
+      float ta = (by[0] - p.y) / u.y, tb = (by[1] - p.y) / u.y;
+      tlo = maxf(tlo, minf(ta, tb));
+      thi = minf(thi, maxf(ta, tb));
+    } else if (p.y < by[0] || p.y > by[1]) {
+      thi = -1.f;
+    }
+    if (tlo <= thi) {
+      Vec q = p + tlo * u;
+      int ix = clampi(grid_coord(q.x, g.x0, g.cs), 0, g.nx - 1);
+      int iy = clampi(grid_coord(q.y, g.y0, g.cs), 0, g.ny - 1);
+      int sx = u.x > 0.f ? 1 : (u.x < 0.f ? -1 : 0), sy = u.y > 0.f ? 1 : (u.y < 0.f ? -1 : 0);
+      // every step moves one cell along x or y, so nx + ny steps leave the grid
+      for (int n = 0; n < g.nx + g.ny; ++n) {
+        int lo, hi;
+        grid_cell(g, ix, iy, lo, hi);
+        for (int k = lo; k < hi; ++k) {
+          int j = g.lines[k];
+          if (static_line(env, j))
+            nearest_update(line_terms(load_line(env.lines, j), p), u.x, u.y, near_s, j, s1, i1, t1, s2);
+        }
+        // exit parameters through the cell's far x and y sides, from the cell index (no drift)
+        float tx = sx == 0 ? INFINITY : (g.x0 + (float)(ix + (sx > 0)) * g.cs - p.x) / u.x;
+        float ty = sy == 0 ? INFINITY : (g.y0 + (float)(iy + (sy > 0)) * g.cs - p.y) / u.y;
+        float texit = minf(tx, ty);
+        if (i1 >= 0 && s1 + tie_gap(s1) < texit * (1.f - 1e-5f) - 1e-5f) break;
+        if (!(texit < thi)) break;
+        if (tx < ty) {
+          ix += sx;
+          if (ix < 0 || ix >= g.nx) break;
+        } else {
+          iy += sy;
+          if (iy < 0 || iy >= g.ny) break;
+        }
+      }
+    }
+  }
+  if (!resolved(s1, i1, s2)) return cast(env, p, u, near_s);
+  return {i1, s1, t1};
+}
+
 // megastep's two-texel filter at fraction t of a line with w >= 1 texels.
 struct Filter {
   int left, right;
   float wl, wr;
 };
 MS_FN Filter texture_filter(float t, int w) {
-  float y = fminf(t * (float)(w + 1), (float)(w - 1));
-  int left = (int)fmaxf(y - 1.f, 0.f);
-  int right = (int)fminf(y, (float)(w - 1));
+  float y = minf(t * (float)(w + 1), (float)(w - 1));
+  int left = (int)maxf(y - 1.f, 0.f);
+  int right = (int)minf(y, (float)(w - 1));
   float dl = fabsf(y - (float)(left + 1)) + kFilterEps;
   float dr = fabsf(y - (float)(right + 1)) + kFilterEps;
   return {clampi(left, 0, w - 1), clampi(right, 0, w - 1), dr / (dl + dr), dl / (dl + dr)};
+}
+
+// Cosine between a ray u (of length ulen) and a line's direction d.
+MS_FN float ray_line_cos(Vec u, float ulen, Vec d) { return dot(u, d) / (ulen * norm(d) + kDotEps); }
+
+// The static lighting at fraction f.wl/f.wr between two texels, from the baked buffer.
+MS_FN float baked_light(const float* baked, int start, const Filter& f) {
+  return f.wl * baked[start + f.left] + f.wr * baked[start + f.right];
 }
 
 struct Pixel {
@@ -251,7 +418,7 @@ MS_FN Pixel shade(const Env& env, Vec u, Hit h) {
   Vec d = l.b - l.a;
   px.index = h.index;
   px.location = h.t;
-  px.dot = dot(u, d) / (ulen * norm(d) + kDotEps);
+  px.dot = ray_line_cos(u, ulen, d);
   px.distance = h.s * ulen;
 
   int w = env.texel_widths[h.index];
@@ -263,7 +430,7 @@ MS_FN Pixel shade(const Env& env, Vec u, Hit h) {
   if (h.index < env.n_agent_lines) {
     light = intensity_at(env, l.a + h.t * d);
   } else {
-    light = f.wl * env.baked[start + f.left] + f.wr * env.baked[start + f.right];
+    light = baked_light(env.baked, start, f);
   }
   float shading = (1.f - px.dot * px.dot) * light;
   const float* tl = env.textures + 3 * (start + f.left);

@@ -86,12 +86,48 @@ def validate_scenery(scenery: Any) -> None:
     if L < 8 * s.n_agents:
         raise ValueError(f"scenery.lines: expected at least {8 * s.n_agents} lines for "
                          f"{s.n_agents} agents' models, got {L}")
+    _validate_grid(s)
     if validation.is_concrete(s.n_lines) and validation.is_concrete(s.n_lights):
         n_lines, n_lights = np.asarray(s.n_lines), np.asarray(s.n_lights)
         if np.any(n_lines < 8 * s.n_agents) or np.any(n_lines > L):
             raise ValueError(f"scenery.n_lines: expected counts in [{8 * s.n_agents}, {L}]")
         if np.any(n_lights < 0) or np.any(n_lights > s.lights.shape[1]):
             raise ValueError(f"scenery.n_lights: expected counts in [0, {s.lights.shape[1]}]")
+
+
+def _validate_grid(s: Scenery) -> None:
+    """The acceleration grid's fields: all or none, shapes and dtypes; entries where concrete."""
+    present = [f for f in Scenery.GRID_FIELDS if getattr(s, f) is not None]
+    if not present:
+        return
+    if len(present) != len(Scenery.GRID_FIELDS):
+        missing = sorted(set(Scenery.GRID_FIELDS) - set(present))
+        raise ValueError(f"scenery.{missing[0]}: the grid fields come together (build them with "
+                         f"scene.build_grid, or drop them all with scenery.without_grid())")
+    E, L = s.lines.shape[:2]
+    for name, kind in (("grid_cells", "i"), ("grid_lines", "i"), ("grid_origin", "f"), ("grid_dims", "i")):
+        validation.array(f"scenery.{name}", getattr(s, name), kind, 2)
+        if getattr(s, name).shape[0] != E:
+            raise ValueError(f"scenery.{name}: expected {E} envs, got shape {tuple(getattr(s, name).shape)}")
+    if s.grid_cells.shape[1] < 1:
+        raise ValueError("scenery.grid_cells: expected at least one offset per env")
+    for name, n in (("grid_origin", 3), ("grid_dims", 2)):
+        if getattr(s, name).shape[1] != n:
+            raise ValueError(f"scenery.{name}: expected shape ({E}, {n}), got {tuple(getattr(s, name).shape)}")
+    if all(validation.is_concrete(getattr(s, f)) for f in Scenery.GRID_FIELDS):
+        cells, entries = np.asarray(s.grid_cells), np.asarray(s.grid_lines)
+        dims, origin = np.asarray(s.grid_dims).astype(np.int64), np.asarray(s.grid_origin)
+        C, K = cells.shape[1] - 1, entries.shape[1]
+        if np.any(dims < 0) or np.any(dims.prod(1) > C):
+            raise ValueError(f"scenery.grid_dims: expected nx, ny >= 0 with nx * ny <= {C} cells")
+        if np.any(np.diff(cells, axis=1) < 0) or np.any(cells < 0) or np.any(cells > K):
+            raise ValueError(f"scenery.grid_cells: expected non-decreasing offsets in [0, {K}]")
+        listed = np.arange(K)[None] < cells[:, -1:]
+        if np.any(listed & ((entries < 8 * s.n_agents) | (entries >= L))):
+            raise ValueError(f"scenery.grid_lines: expected wall indices in [{8 * s.n_agents}, {L})")
+        used = dims.prod(1) > 0
+        if not np.all(np.isfinite(origin[used])) or np.any(origin[used, 2] <= 0):
+            raise ValueError("scenery.grid_origin: expected finite (x0, y0) and a positive cell size")
 
 
 def validate_agents(agents: Any, scenery: Scenery, check_positions: bool = True) -> None:
@@ -137,7 +173,12 @@ def _as_f32(scenery: Scenery) -> Scenery:
         model=jnp.asarray(scenery.model, jnp.float32), n_lines=jnp.asarray(scenery.n_lines, jnp.int32),
         n_lights=jnp.asarray(scenery.n_lights, jnp.int32),
         texel_starts=jnp.asarray(scenery.texel_starts, jnp.int32),
-        texel_widths=jnp.asarray(scenery.texel_widths, jnp.int32))
+        texel_widths=jnp.asarray(scenery.texel_widths, jnp.int32),
+        **({} if not scenery.has_grid else dict(
+            grid_cells=jnp.asarray(scenery.grid_cells, jnp.int32),
+            grid_lines=jnp.asarray(scenery.grid_lines, jnp.int32),
+            grid_origin=jnp.asarray(scenery.grid_origin, jnp.float32),
+            grid_dims=jnp.asarray(scenery.grid_dims, jnp.int32))))
 
 
 def _agents_f32(agents: Agents) -> Agents:

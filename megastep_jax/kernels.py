@@ -61,7 +61,73 @@ if _megastep_cuda is not None and _has_gpu():
         jax.ffi.register_ffi_target(_name, _capsule, platform="CUDA")
     CUDA_REGISTERED = True
 
-COLLISIONS = {"stop": 0, "slide": 1, "bounce": 2}
+INTERFACE = _megastep_cpu.interface() if _megastep_cpu is not None else None
+"""The compiled kernels' interface, from the one table in ``csrc/operands.h``: per kernel
+its ``args`` and ``results`` as (name, dtype, core rank) in call order and its ``attrs``;
+the ``constants`` shared with :mod:`megastep_jax.reference`; the attributes' named values
+(``enums``). The wrappers below order their operands by these names."""
+
+COLLISIONS = dict(INTERFACE["enums"]["collision"]) if INTERFACE else {"stop": 0, "slide": 1, "bounce": 2}
+TRAVERSALS = dict(INTERFACE["enums"]["traversal"]) if INTERFACE else {"grid": 0, "brute": 1, "rays": 2}
+"""How the render kernel finds each ray's nearest line (all give the same result): "grid"
+walks the scenery's acceleration grid where it has one (per camera on CPU, per ray on
+CUDA), "brute" casts every line in index order (the specification's loop), "rays" walks
+the grid one ray at a time as the CUDA kernel does."""
+
+
+def check_constants(interface=None) -> None:
+    """Raises RuntimeError where the reference's constants differ from the compiled kernels'.
+
+    Every constant of the kernel interface must be an attribute of
+    :mod:`megastep_jax.reference` equal to it in float32, and the collision modes must match.
+    """
+    from . import reference  # deferred: reference is only needed for this check
+
+    interface = INTERFACE if interface is None else interface
+    for name, value in interface["constants"].items():
+        if not hasattr(reference, name):
+            raise RuntimeError(f"megastep_jax.reference.{name}: missing; the kernels define it as {value!r}")
+        if np.float32(getattr(reference, name)) != np.float32(value):
+            raise RuntimeError(f"megastep_jax.reference.{name} = {getattr(reference, name)!r} where the "
+                               f"compiled kernels use {value!r}; rebuild, or fix csrc/megastep.h")
+    if dict(reference.COLLISIONS) != dict(interface["enums"]["collision"]):
+        raise RuntimeError(f"megastep_jax.reference.COLLISIONS = {reference.COLLISIONS!r} where the "
+                           f"compiled kernels use {interface['enums']['collision']!r}")
+
+
+def ordered(kernel: str, values: dict, interface=None) -> list:
+    """``values`` (operand name -> array) in ``kernel``'s call order, checked against its table.
+
+    Raises:
+        ValueError: an operand missing or unknown to the compiled kernel, or of the wrong
+            dtype or rank.
+    """
+    table = (INTERFACE if interface is None else interface)[kernel]["args"]
+    names = [name for name, _, _ in table]
+    if set(values) != set(names):
+        missing, unknown = sorted(set(names) - set(values)), sorted(set(values) - set(names))
+        raise ValueError(f"{kernel}: the operands do not match the compiled kernel's: missing "
+                         f"{missing}, unknown {unknown}")
+    out = []
+    for name, dtype, rank in table:
+        x = values[name]
+        if str(x.dtype) != dtype or x.ndim != rank:
+            raise ValueError(f"{kernel}: operand {name}: the kernel takes {dtype} of rank {rank}, "
+                             f"got {x.dtype} of shape {tuple(x.shape)}")
+        out.append(x)
+    return out
+
+
+def _results(kernel: str, shapes: dict) -> tuple:
+    """ShapeDtypeStructs of ``kernel``'s results in call order, dtypes from its table."""
+    table = INTERFACE[kernel]["results"]
+    if set(shapes) != {name for name, _, _ in table} or any(len(shapes[n]) != r for n, _, r in table):
+        raise ValueError(f"{kernel}: the results do not match the compiled kernel's {table}")
+    return tuple(jax.ShapeDtypeStruct(shapes[name], jnp.dtype(dtype)) for name, dtype, _ in table)
+
+
+if INTERFACE is not None:
+    check_constants()
 
 
 def available() -> bool:
@@ -99,46 +165,67 @@ def _f32(x):
     return jnp.asarray(x, jnp.float32)
 
 
-def render(scenery: Scenery, agents: Agents, res: int, fov, radius, backend: str = "kernel") -> Render:
-    """Kernel twin of :func:`megastep_jax.reference.render`; backend "kernel" or "cuda-emulated"."""
+def _grid_operands(scenery: Scenery):
+    """(grid_cells, grid_lines, grid_origin, grid_dims); a one-cell "no grid" without them."""
+    if scenery.has_grid:
+        return scenery.grid_cells, scenery.grid_lines, scenery.grid_origin, scenery.grid_dims
+    E = scenery.lines.shape[0]
+    i32 = jnp.int32
+    return (jnp.zeros((E, 1), i32), jnp.zeros((E, 1), i32), jnp.zeros((E, 3), jnp.float32),
+            jnp.zeros((E, 2), i32))
+
+
+def render(scenery: Scenery, agents: Agents, res: int, fov, radius, backend: str = "kernel",
+           traversal: str = "grid") -> Render:
+    """Kernel twin of :func:`megastep_jax.reference.render`; backend "kernel" or
+    "cuda-emulated", ``traversal`` a key of TRAVERSALS."""
     E, A = agents.angles.shape[-2:]
-    f32, i32 = jnp.float32, jnp.int32
+    cells, entries, origin, dims = _grid_operands(scenery)
+    args = ordered("render", dict(
+        lines=scenery.lines, n_lines=scenery.n_lines, lights=scenery.lights,
+        n_lights=scenery.n_lights, textures=scenery.textures, texel_starts=scenery.texel_starts,
+        texel_widths=scenery.texel_widths, baked=scenery.baked, model=scenery.model,
+        angles=agents.angles, positions=agents.positions, fov=_f32(fov), radius=_f32(radius),
+        grid_cells=cells, grid_lines=entries, grid_origin=origin, grid_dims=dims))
     shape = (E, A, res)
     out = jax.ffi.ffi_call(
         "megastep_render" + _TARGETS[backend],
-        (jax.ShapeDtypeStruct(shape, i32), jax.ShapeDtypeStruct(shape, f32),
-         jax.ShapeDtypeStruct(shape, f32), jax.ShapeDtypeStruct(shape, f32),
-         jax.ShapeDtypeStruct(shape + (3,), f32)),
+        _results("render", dict(indices=shape, locations=shape, dots=shape, distances=shape,
+                                screen=shape + (3,))),
         vmap_method="expand_dims",
-    )(scenery.lines, scenery.n_lines, scenery.lights, scenery.n_lights, scenery.textures,
-      scenery.texel_starts, scenery.texel_widths, scenery.baked, scenery.model,
-      agents.angles, agents.positions, _f32(fov), _f32(radius))
-    return Render(*out)
+    )(*args, traversal=np.int32(TRAVERSALS[traversal]))
+    out = dict(zip([name for name, _, _ in INTERFACE["render"]["results"]], out))
+    return Render(**out)
 
 
 def physics(scenery: Scenery, agents: Agents, fps, radius, collision: str = "stop",
             restitution=1.0, backend: str = "kernel"):
     """Kernel twin of :func:`megastep_jax.reference.physics`; backend "kernel" or "cuda-emulated"."""
     E, A = agents.angles.shape[-2:]
-    f32 = jnp.float32
-    pos, vel, ang, angv, progress = jax.ffi.ffi_call(
+    args = ordered("physics", dict(
+        lines=scenery.lines, n_lines=scenery.n_lines, positions=agents.positions,
+        velocity=agents.velocity, angles=agents.angles, angvelocity=agents.angvelocity,
+        fps=_f32(fps), radius=_f32(radius), restitution=_f32(restitution)))
+    out = jax.ffi.ffi_call(
         "megastep_physics" + _TARGETS[backend],
-        (jax.ShapeDtypeStruct((E, A, 2), f32), jax.ShapeDtypeStruct((E, A, 2), f32),
-         jax.ShapeDtypeStruct((E, A), f32), jax.ShapeDtypeStruct((E, A), f32),
-         jax.ShapeDtypeStruct((E, A), f32)),
+        _results("physics", dict(positions=(E, A, 2), velocity=(E, A, 2), angles=(E, A),
+                                 angvelocity=(E, A), progress=(E, A))),
         vmap_method="expand_dims",
-    )(scenery.lines, scenery.n_lines, agents.positions, agents.velocity, agents.angles,
-      agents.angvelocity, _f32(fps), _f32(radius), _f32(restitution),
-      collision=np.int32(COLLISIONS[collision]))
+    )(*args, collision=np.int32(COLLISIONS[collision]))
+    out = dict(zip([name for name, _, _ in INTERFACE["physics"]["results"]], out))
+    pos, vel, ang, angv, progress = (out[k] for k in ("positions", "velocity", "angles", "angvelocity", "progress"))
     return Agents(angles=ang, positions=pos, angvelocity=angv, velocity=vel), progress
 
 
 def bake(scenery: Scenery, backend: str = "kernel") -> Scenery:
     """Kernel twin of :func:`megastep_jax.reference.bake`; backend "kernel" or "cuda-emulated"."""
-    baked = jax.ffi.ffi_call(
+    args = ordered("bake", dict(
+        lines=scenery.lines, n_lines=scenery.n_lines, lights=scenery.lights,
+        n_lights=scenery.n_lights, texel_starts=scenery.texel_starts,
+        texel_widths=scenery.texel_widths))
+    (baked,) = jax.ffi.ffi_call(
         "megastep_bake" + _TARGETS[backend],
-        jax.ShapeDtypeStruct(scenery.baked.shape[-2:], jnp.float32),
+        _results("bake", dict(baked=scenery.baked.shape[-2:])),
         vmap_method="expand_dims",
-    )(scenery.lines, scenery.n_lines, scenery.lights, scenery.n_lights, scenery.texel_starts,
-      scenery.texel_widths, n_agents=np.int32(scenery.n_agents))
+    )(*args, n_agents=np.int32(scenery.n_agents))
     return scenery.replace(baked=baked)

@@ -31,6 +31,7 @@ CONTACT_SCALE = 1.001
 BACKOFF = 0.99
 MODEL_LINES = 8
 MAX_CONTACTS = 8  # contacts per agent per step under slide and bounce (csrc: kMaxContacts)
+GRID_PAD = 1e-3  # a wall is listed in every grid cell it comes within this many cells of
 COLLISIONS = {"stop": 0, "slide": 1, "bounce": 2}
 
 __all__ = ["render", "physics", "physics_trace", "bake"]

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import core, geometry as geom
+from . import core, geometry as geom, reference, validation
 from .ragged import RaggedNumpy
 from .state import Scenery
 
@@ -91,6 +91,97 @@ def _env_arrays(g, n_agents: int, rng: np.random.Generator):
     return lines, widths, textures, np.concatenate([lights, intensity[:, None]], 1)
 
 
+GRID_CELLS_PER_WALL = 1.0
+"""Grid cells per wall (before the per-axis cap): the cell size is chosen so that an env of
+M walls gets about this many cells per wall over its walls' bounding box."""
+GRID_MAX_DIM = 256
+"""Most cells along either axis of a grid."""
+GRID_PAD = reference.GRID_PAD
+"""A wall is listed in every cell it comes within this many cell sizes of (csrc/megastep.h
+kGridPad): hit points computed with rounding stay in a cell that lists their wall."""
+
+
+def _env_grid(walls: np.ndarray, first: int, cells_per_wall: float):
+    """One env's grid over ``walls`` (M, 2, 2), whose line indices start at ``first``.
+
+    Returns:
+        (offsets (nx*ny + 1,) int32, entries (K,) int32, origin (3,) float32, dims (2,) int32).
+    """
+    M = len(walls)
+    if M == 0:
+        return np.zeros(1, np.int32), np.zeros(0, np.int32), np.zeros(3, np.float32), np.zeros(2, np.int32)
+    w = walls.astype(np.float64)
+    lo, hi = w.reshape(-1, 2).min(0), w.reshape(-1, 2).max(0)
+    size = np.maximum(hi - lo, 1e-6)
+    # slack for float32 rounding at these coordinates (far more than an ulp)
+    slack = 1e-5 * float(np.abs(w).max()) + 1e-6
+    cs = float(np.sqrt(size[0] * size[1] / max(1.0, cells_per_wall * M)))
+    cs = float(np.float32(max(cs, float(size.max()) / GRID_MAX_DIM * (1 + 1e-6), slack, 1e-4)))
+    pad = GRID_PAD * cs + slack
+    # float32 origin, as the kernel reads it; the box covers every wall with room to spare
+    origin = (lo - 2 * pad).astype(np.float32).astype(np.float64)
+    dims = np.maximum(np.ceil((hi + 2 * pad - origin) / cs), 1).astype(np.int64)
+    nx, ny = int(dims[0]), int(dims[1])
+    # candidate cells: each wall's padded bounding box
+    a, b = w[:, 0], w[:, 1]
+    cmin = np.clip(np.floor((np.minimum(a, b) - pad - origin) / cs), 0, dims - 1).astype(np.int64)
+    cmax = np.clip(np.floor((np.maximum(a, b) + pad - origin) / cs), 0, dims - 1).astype(np.int64)
+    span = cmax - cmin + 1
+    count = span[:, 0] * span[:, 1]
+    wall = np.repeat(np.arange(M), count)
+    k = np.arange(len(wall)) - np.repeat(np.cumsum(count) - count, count)
+    ix = cmin[wall, 0] + k % span[wall, 0]
+    iy = cmin[wall, 1] + k // span[wall, 0]
+    # keep cells whose padded box the wall's line passes through (the box corners are not
+    # all on one side of it); a zero-length wall keeps its bounding box's cells
+    d = b - a
+    n = np.stack([-d[:, 1], d[:, 0]], 1) / np.maximum(np.linalg.norm(d, axis=1), 1e-30)[:, None]
+    x0 = origin[0] + ix * cs - pad
+    y0 = origin[1] + iy * cs - pad
+    x1, y1 = x0 + cs + 2 * pad, y0 + cs + 2 * pad
+    ax, ay = a[wall, 0], a[wall, 1]
+    nx_, ny_ = n[wall, 0], n[wall, 1]
+    side = np.stack([(x - ax) * nx_ + (y - ay) * ny_ for x, y in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))])
+    keep = (side.min(0) <= pad) & (side.max(0) >= -pad)
+    cell = (iy * nx + ix)[keep]
+    line = wall[keep] + first
+    order = np.lexsort((line, cell))
+    cell, line = cell[order], line[order]
+    offsets = np.searchsorted(cell, np.arange(nx * ny + 1)).astype(np.int32)
+    return (offsets, line.astype(np.int32), np.array([origin[0], origin[1], cs], np.float32),
+            np.array([nx, ny], np.int32))
+
+
+def build_grid(scenery: Scenery, cells_per_wall: float = GRID_CELLS_PER_WALL) -> Scenery:
+    """Builds the acceleration grid over each env's walls (host-side numpy).
+
+    :func:`scenery` calls this; call it on a Scenery made by hand, or after changing its
+    lines, to render it through the grid (without one the kernels cast every line, with
+    the same result).
+
+    Args:
+        scenery: a Scenery with concrete arrays.
+        cells_per_wall: about how many cells per wall, a positive float.
+
+    Returns:
+        The scenery with ``grid_cells``, ``grid_lines``, ``grid_origin`` and ``grid_dims``.
+    """
+    validation.scalar_in_range("cells_per_wall", cells_per_wall, 0.0, 1e6)
+    if not isinstance(scenery, Scenery):
+        raise ValueError(f"scenery: expected a megastep_jax Scenery, got {type(scenery).__name__}")
+    lines = np.asarray(scenery.lines, np.float32)
+    n_lines = np.asarray(scenery.n_lines)
+    first = 8 * scenery.n_agents
+    grids = [_env_grid(lines[e, first:max(first, int(n_lines[e]))], first, cells_per_wall)
+             for e in range(len(lines))]
+    offsets, entries, origins, dims = zip(*grids)
+    C = max(len(o) for o in offsets)
+    K = max(max(len(x) for x in entries), 1)
+    cells = np.stack([np.concatenate([o, np.full(C - len(o), o[-1], np.int32)]) for o in offsets])
+    return scenery.replace(grid_cells=jnp.asarray(cells), grid_lines=jnp.asarray(_pad(entries, K)),
+                           grid_origin=jnp.asarray(np.stack(origins)), grid_dims=jnp.asarray(np.stack(dims)))
+
+
 def _pad(xs: Sequence[np.ndarray], length: int, fill=0) -> np.ndarray:
     out = np.full((len(xs), length) + xs[0].shape[1:], fill, xs[0].dtype)
     for i, x in enumerate(xs):
@@ -145,7 +236,7 @@ def scenery(geometries: Sequence, n_agents: int = 1, key: jax.Array | None = Non
         model=jnp.asarray(agent_model()),
         n_agents=n_agents,
     )
-    return core.bake(s, backend=backend)
+    return core.bake(build_grid(s), backend=backend)
 
 
 def texels(scenery: Scenery, env: int) -> RaggedNumpy:

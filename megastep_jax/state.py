@@ -19,6 +19,16 @@ class Scenery:
     ``8a .. 8a+7``; their stored coordinates are unused, the kernels draw them from
     ``model`` and the agents' poses), then its walls, then padding up to L.
     Texels of line j of env e are ``textures[e, texel_starts[e, j] : + texel_widths[e, j]]``.
+
+    The ``grid_*`` fields are an acceleration structure over each env's walls, built with
+    them by :func:`megastep_jax.scene.scenery` (or :func:`megastep_jax.scene.build_grid`
+    for a hand-made Scenery): a uniform grid of ``nx * ny`` square cells of side ``cs``
+    from ``(x0, y0)``; cell ``c = iy * nx + ix`` lists, in
+    ``grid_lines[e, grid_cells[e, c] : grid_cells[e, c + 1]]``, every wall that comes
+    within a thousandth of a cell of it. The render kernel walks it front to back, so a
+    ray meets the walls near it only; the result equals casting every line. Without a grid
+    (the fields None, or ``nx == 0`` for an env) every wall is cast. A grid describes the
+    walls it was built from: after changing ``lines`` build it again.
     """
 
     lines: jax.Array         # (E, L, 2, 2) float32, endpoints in metres
@@ -31,6 +41,21 @@ class Scenery:
     baked: jax.Array         # (E, T) float32, static texel lighting (1 on agent texels)
     model: jax.Array         # (8, 2, 2) float32, agent model lines in the agent frame
     n_agents: int = struct.field(pytree_node=False, default=1)
+    grid_cells: jax.Array | None = None   # (E, C + 1) int32, cell c's entries start
+    grid_lines: jax.Array | None = None   # (E, K) int32, line indices, cell after cell
+    grid_origin: jax.Array | None = None  # (E, 3) float32, (x0, y0, cs) in metres
+    grid_dims: jax.Array | None = None    # (E, 2) int32, (nx, ny); (0, 0): no grid
+
+    GRID_FIELDS = ("grid_cells", "grid_lines", "grid_origin", "grid_dims")
+
+    @property
+    def has_grid(self) -> bool:
+        """Whether the acceleration grid fields are present."""
+        return self.grid_cells is not None
+
+    def without_grid(self) -> "Scenery":
+        """This scenery with the grid fields dropped: the kernels then cast every line."""
+        return self.replace(**{f: None for f in self.GRID_FIELDS})
 
     @property
     def n_envs(self) -> int:

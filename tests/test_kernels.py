@@ -193,3 +193,78 @@ def test_traced_fov_out_of_range_gives_nan_not_clipping(box_scene, compiled_back
     f = jax.jit(lambda fov: core.render(s, agents, res=4, fov=fov, backend=compiled_backend))
     r = f(190.0)
     assert np.all(np.isnan(np.asarray(r.distances))) and np.all(np.asarray(r.indices) == -1)
+
+
+# ---------------------------------------------------------------------------------------
+# The kernel interface: one table (csrc/operands.h), exported by the extension
+
+def test_interface_table_names_every_operand_the_wrappers_pass():
+    from megastep_jax import kernels
+    from megastep_jax.state import Agents, Scenery
+
+    table = kernels.INTERFACE
+    assert [n for n, _, _ in table["render"]["args"]][:8] == [
+        "lines", "n_lines", "lights", "n_lights", "textures", "texel_starts", "texel_widths", "baked"]
+    fields = {f.name for f in dataclasses.fields(Scenery)} | {f.name for f in dataclasses.fields(Agents)}
+    for kernel in ("render", "physics", "bake"):
+        for name, dtype, rank in table[kernel]["args"]:
+            assert name in fields | {"fov", "radius", "fps", "restitution"}, (kernel, name)
+            assert dtype in ("float32", "int32") and 0 <= rank <= 4
+    assert table["render"]["attrs"] == ["traversal"] and table["physics"]["attrs"] == ["collision"]
+    assert [n for n, _, _ in table["render"]["results"]] == [f.name for f in dataclasses.fields(core.Render)]
+
+
+def test_a_renamed_or_retyped_operand_fails_before_the_kernel(box_scene):
+    from megastep_jax import kernels
+
+    s, agents = box_scene
+    values = dict(lines=s.lines, n_lines=s.n_lines, lights=s.lights, n_lights=s.n_lights,
+                  texel_starts=s.texel_starts, texel_widths=s.texel_widths)
+    assert len(kernels.ordered("bake", values)) == 6
+    # a wrapper passing a name the compiled kernel does not know (or a kernel renaming one)
+    renamed = dict(values, walls=values.pop("lines"))
+    with pytest.raises(ValueError, match=r"bake: the operands do not match.*missing \['lines'\], unknown \['walls'\]"):
+        kernels.ordered("bake", renamed)
+    table = jax.tree_util.tree_map(lambda x: x, kernels.INTERFACE)
+    table["bake"]["args"][0] = ("segments",) + tuple(table["bake"]["args"][0][1:])
+    with pytest.raises(ValueError, match="missing \\['segments'\\]"):
+        kernels.ordered("bake", dict(values, lines=s.lines), table)
+    # operands swapped by name: the dtype or rank no longer matches the table
+    swapped = dict(values, lines=s.lights, lights=s.lines, n_lines=s.n_lines)
+    with pytest.raises(ValueError, match="bake: operand lines: the kernel takes float32 of rank 4"):
+        kernels.ordered("bake", swapped)
+    with pytest.raises(ValueError, match="operand n_lines: the kernel takes int32"):
+        kernels.ordered("bake", dict(values, lines=s.lines, n_lines=s.n_lines.astype(jnp.float32)))
+
+
+def test_operands_swapped_behind_the_wrapper_fail_in_the_kernel(box_scene):
+    # passing the kernel two operands in the wrong order (bypassing the table) is caught by
+    # its own shape checks, which name the operand, or by the binding's dtypes
+    s, agents = box_scene
+    call = lambda *args: jax.ffi.ffi_call(
+        "megastep_bake", jax.ShapeDtypeStruct(s.baked.shape, jnp.float32), vmap_method="expand_dims",
+    )(*args, n_agents=np.int32(1))
+    call(s.lines, s.n_lines, s.lights, s.n_lights, s.texel_starts, s.texel_widths)
+    with pytest.raises(Exception, match="megastep: lines"):
+        call(s.lights, s.n_lines, s.lines, s.n_lights, s.texel_starts, s.texel_widths)
+    with pytest.raises(Exception):
+        call(s.n_lines, s.lines, s.lights, s.n_lights, s.texel_starts, s.texel_widths)
+
+
+def test_reference_constants_are_checked_against_the_compiled_ones(monkeypatch):
+    from megastep_jax import kernels, reference
+
+    kernels.check_constants()
+    assert kernels.COLLISIONS == reference.COLLISIONS == dict(zip(core.COLLISIONS, range(3)))
+    monkeypatch.setattr(reference, "TIE_BREAK", 2e-4)
+    with pytest.raises(RuntimeError, match="reference.TIE_BREAK = 0.0002 where the compiled kernels use"):
+        kernels.check_constants()
+    monkeypatch.undo()
+    monkeypatch.setattr(reference, "COLLISIONS", {"stop": 0, "bounce": 1, "slide": 2})
+    with pytest.raises(RuntimeError, match="COLLISIONS"):
+        kernels.check_constants()
+    monkeypatch.undo()
+    table = jax.tree_util.tree_map(lambda x: x, kernels.INTERFACE)
+    table["constants"]["NEW_EPS"] = 1.0
+    with pytest.raises(RuntimeError, match="reference.NEW_EPS: missing"):
+        kernels.check_constants(table)
