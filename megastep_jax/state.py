@@ -57,6 +57,15 @@ class Scenery:
         """This scenery with the grid fields dropped: the kernels then cast every line."""
         return self.replace(**{f: None for f in self.GRID_FIELDS})
 
+    ENV_FIELDS = ("lines", "n_lines", "lights", "n_lights", "textures", "texel_starts",
+                  "texel_widths", "baked")
+
+    def take(self, envs) -> "Scenery":
+        """The sceneries of the envs ``envs`` (int (E',)): every per-env field, grid included."""
+        fields = self.ENV_FIELDS + (self.GRID_FIELDS if self.has_grid else ())
+        envs = jnp.asarray(envs)
+        return self.replace(**{f: jnp.take(getattr(self, f), envs, axis=0) for f in fields})
+
     @property
     def n_envs(self) -> int:
         return self.lines.shape[-4]

@@ -66,8 +66,7 @@ def render_indices(geometries, points_per_geometry, res=96):
 
     s = scene.scenery(list(geometries), n_agents=1, key=jax.random.key(0))
     env = np.concatenate([np.full(3 * len(p), e) for e, p in enumerate(points_per_geometry)])
-    tiled = s.replace(**{f: jnp.take(getattr(s, f), env, axis=0) for f in (
-        "lines", "n_lines", "lights", "n_lights", "textures", "texel_starts", "texel_widths", "baked")})
+    tiled = s.take(env)
     positions = np.concatenate([np.repeat(p, 3, 0) for p in points_per_geometry])
     angles = np.tile(np.float32([0.0, 120.0, -120.0]), len(positions) // 3)
     agents = state.init_agents(len(env), 1).replace(

@@ -111,8 +111,7 @@ def test_render_walls_all_round():
     s = scene.scenery(geometries, n_agents=1, key=jax.random.key(0))
     points = [random_spawns(g, 3, 0) for g in geometries]
     env = np.repeat(np.arange(len(geometries)), 3 * 3)
-    tiled = s.replace(**{f: jnp.take(getattr(s, f), env, axis=0) for f in (
-        "lines", "n_lines", "lights", "n_lights", "textures", "texel_starts", "texel_widths", "baked")})
+    tiled = s.take(env)
     positions = np.concatenate([np.repeat(p, 3, 0) for p in points]).astype(np.float32)
     angles = np.tile(np.float32([0.0, 120.0, -120.0]), len(positions) // 3)
     agents = state.init_agents(len(env), 1).replace(
