@@ -125,6 +125,7 @@ def _equal_trees(a, b) -> bool:
                                       for x, y in zip(la, lb))
 
 
+@pytest.mark.slow
 def test_same_key_same_metrics_and_resume_is_bit_identical(tiny, tmp_path):
     trainer, params = tiny
     key = jax.random.PRNGKey(3)

@@ -292,6 +292,7 @@ def test_physics_never_crosses_walls_and_matches_reference(world):
         agents = moved
 
 
+@pytest.mark.slow
 @settings(max_examples=40)
 @given(worlds(n_envs=2, n_agents=5))
 def test_agents_never_overlap(world):

@@ -21,6 +21,7 @@ def rows_of(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_command_writes_outputs_and_resumes_bit_identically(tmp_path):
     whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
     result = train.main(TINY_ARGS + ["--updates", "4", "--out", whole])
@@ -114,6 +115,7 @@ def test_every_flag_has_help():
     assert missing == []
 
 
+@pytest.mark.slow
 def test_a_second_run_into_the_same_out_resumes_or_starts_anew(tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "demo")
     args = TINY_ARGS + ["--updates", "2", "--out", out, "--no-eval"]

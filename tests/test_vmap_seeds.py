@@ -82,6 +82,7 @@ def readme_learning_snippet() -> str:
     return blocks[0]
 
 
+@pytest.mark.slow
 def test_readme_learning_snippet_runs_as_written():
     """The README's snippet, vmap over 4 seeds included, as a user would paste it."""
     code = readme_learning_snippet()
