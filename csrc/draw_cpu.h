@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "draw.h"
+#include "parallel_for.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace megastep_draw {
@@ -23,35 +24,6 @@ namespace dffi = xla::ffi;
 
 inline dffi::Error draw_invalid(const std::string& msg) {
   return dffi::Error(dffi::ErrorCode::kInvalidArgument, "megastep draw: " + msg);
-}
-
-// Runs f(i) for i in [0, n) in chunks on the calling thread and the pool; the caller claims
-// chunks too, so completion never waits on a task that has not started.
-template <class F>
-void draw_parallel_for(dffi::ThreadPool& pool, int64_t n, const F& f) {
-  int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  if (n <= 8 || threads <= 1) {
-    for (int64_t i = 0; i < n; ++i) f(i);
-    return;
-  }
-  int64_t chunk = std::max<int64_t>(1, n / (threads * 8));
-  int64_t n_chunks = (n + chunk - 1) / chunk;
-  struct Counter {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> done{0};
-  };
-  auto counter = std::make_shared<Counter>();
-  auto run = [counter, n, chunk, n_chunks, &f]() {
-    for (int64_t c; (c = counter->next.fetch_add(1)) < n_chunks;) {
-      int64_t end = std::min(n, (c + 1) * chunk);
-      for (int64_t i = c * chunk; i < end; ++i) f(i);
-      counter->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  int64_t helpers = std::min(threads - 1, n_chunks - 1);
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([run]() { run(); });
-  run();
-  while (counter->done.load(std::memory_order_acquire) < n_chunks) std::this_thread::yield();
 }
 
 inline dffi::Error DrawImpl(dffi::ThreadPool pool, dffi::Buffer<dffi::F32> sprites,
@@ -83,7 +55,7 @@ inline dffi::Error DrawImpl(dffi::ThreadPool pool, dffi::Buffer<dffi::F32> sprit
   const float* sc = scale.typed_data();
   uint8_t* out = frames->typed_data();
   const int64_t frame_size = b.H * b.W * channels;
-  draw_parallel_for(pool, N, [&](int64_t f) {
+  megastep_cpu::parallel_for(pool, N, megastep_cpu::kParallelWork, [&](int64_t f) {
     thread_local std::vector<float> acc;
     thread_local std::vector<Symbol> symbols;
     acc.resize(b.H * b.W * 3);
