@@ -485,3 +485,13 @@ class RandomLifespans:
         fresh = self.init(key, lifespans.shape, max_lifespan, min_lifespan)
         return Lifespans(lifespans=jnp.where(expired, 0, lifespans),
                          max_lifespans=jnp.where(expired, fresh.max_lifespans, state.max_lifespans)), expired
+
+
+def first_person_senses(n_agents: int, res: int, subsample: int):
+    """megastep's Explorer and Deathmatch senses and movement, as those envs use them.
+
+    Returns:
+        (RGB, Depth, IMU, MomentumMovement) modules for ``n_agents`` agents.
+    """
+    return (RGB(n_agents, res, subsample), Depth(n_agents, res, subsample), IMU(n_agents),
+            MomentumMovement(n_agents))

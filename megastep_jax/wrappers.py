@@ -116,11 +116,7 @@ class FinalObservation(Wrapper):
 
     def step(self, key, state, action, params=None):
         env = self.env
-        params = env.check_params(params)
-        if state is None:
-            raise ValueError("state: expected the state returned by reset(...) or step(...), got None")
-        action = env.as_action(action, params)
-        key_step, key_reset = jax.random.split(key)
+        key_step, key_reset, action, params = env.prepare_step(key, state, action, params)
         return _select_step(self, key_step, key_reset, state, action, params)
 
 
@@ -154,11 +150,7 @@ class NextStepAutoReset(Wrapper):
 
     def step(self, key, state, action, params=None):
         env = self.env
-        params = env.check_params(params)
-        if state is None:
-            raise ValueError("state: expected the state returned by reset(...) or step(...), got None")
-        action = env.as_action(action, params)
-        key_step, key_reset = jax.random.split(key)
+        key_step, key_reset, action, params = env.prepare_step(key, state, action, params)
         state_t, reward, terminated, truncated, info = env.transition(key_step, state.env_state, action, params)
         info = agent_ends(info, terminated, truncated, self.n_agents)
         fresh = env.init(key_reset, params)

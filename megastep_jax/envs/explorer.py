@@ -108,11 +108,8 @@ class Explorer(Environment):
         self.scene = SceneRuntime(geometries, n_agents, res, subsample, backend, seed)
         self.n_agents, self.res, self.subsample = self.scene.n_agents, res, subsample
         self.width, self.backend = self.scene.width, backend
-        A = self.n_agents
-        self.rgb = modules.RGB(A, res, subsample)
-        self.depth = modules.Depth(A, res, subsample)
-        self.imu = modules.IMU(A)
-        self.movement = modules.MomentumMovement(A)
+        self.rgb, self.depth, self.imu, self.movement = modules.first_person_senses(
+            self.n_agents, res, subsample)
 
     @property
     def default_params(self) -> ExplorerParams:

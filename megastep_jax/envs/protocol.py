@@ -158,12 +158,7 @@ class Environment:
         Returns:
             (obs, state, reward, terminated, truncated, info).
         """
-        params = self.check_params(params)
-        if state is None:
-            raise ValueError("state: expected the state returned by reset(...) or step(...), got None "
-                             "(call reset first)")
-        action = self.as_action(action, params)
-        key_step, key_reset = jax.random.split(key)
+        key_step, key_reset, action, params = self.prepare_step(key, state, action, params)
         if not self.is_split:
             return _select_step(self, key_step, key_reset, state, action, params)
         state_t, reward, terminated, truncated, info = self.transition(key_step, state, action, params)
@@ -175,6 +170,20 @@ class Environment:
         return obs, state, _total_reward(reward, seen_reward, info), terminated, truncated, info
 
     # -- validation --------------------------------------------------------------------
+    def prepare_step(self, key: jax.Array, state: Any, action: Any, params: Optional[Any]):
+        """A step's checks and keys, shared by ``step`` and the auto-reset wrappers.
+
+        Returns:
+            (key_step, key_reset, action as an arrdict, checked params).
+        """
+        params = self.check_params(params)
+        if state is None:
+            raise ValueError("state: expected the state returned by reset(...) or step(...), got None "
+                             "(call reset first)")
+        action = self.as_action(action, params)
+        key_step, key_reset = jax.random.split(key)
+        return key_step, key_reset, action, params
+
     def check_params(self, params: Any) -> Any:
         """``params`` (``default_params`` when None), checked; ValueError names the field."""
         default = self.default_params
