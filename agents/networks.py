@@ -24,7 +24,7 @@ from . import heads
 from .initializers import orthogonal
 
 __all__ = ["ActorCritic", "LSTMCore", "MLPCore", "CORES", "INTAKES", "UnfoldConv1D",
-           "UnfoldImageIntake", "intake"]
+           "UnfoldImageIntake", "StackedIntake", "intake"]
 
 
 class MLPCore(nn.Module):
@@ -155,6 +155,69 @@ class UnfoldConcatIntake(nn.Module):
         return nn.relu(_dense(self.width, name="Dense_0")(jnp.concatenate(ys, axis=-1)))
 
 
+class StackedIntake(nn.Module):
+    """A dict intake whose image observations of one height and width share ONE strip.
+
+    Explorer's ``rgb`` (3, 1, W) and ``d`` (1, 1, W) are the same pixels seen two ways:
+    stacked along channels into a (4, 1, W) strip, one :class:`UnfoldImageIntake` reads
+    them (named ``intake_<first key>+<second key>...``), where :class:`UnfoldConcatIntake`
+    runs one per key, about twice the convolution work. Other keys get their own intake;
+    the features are concatenated and mixed by a ReLU layer. Images of different sizes
+    form one group per (height, width), in key order.
+
+    Call: ``obs`` dict of ``(..., C_k, H, W)`` images and other leaves -> ``(..., width)``.
+    """
+
+    space: Any
+    width: int
+    image_kwargs: tuple = ()
+
+    @nn.compact
+    def __call__(self, obs) -> jax.Array:
+        names = [k for k, _ in self.space]
+        if not isinstance(obs, Mapping) or set(obs) != set(names):
+            got = sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__
+            raise ValueError(f"obs: expected a dict with keys {sorted(names)}, got {got}")
+        groups: dict = {}  # (height, width) -> keys, in key order
+        for k, s in self.space:
+            if isinstance(s, spaces.MultiImage):
+                groups.setdefault((s.height, s.width), []).append(k)
+        ys = []
+        done = set()
+        for k, s in self.space:
+            if k in done:
+                continue
+            if isinstance(s, spaces.MultiImage):
+                keys = groups[(s.height, s.width)]
+                parts = [self.space_of(j) for j in keys]
+                for j, sj in zip(keys, parts):
+                    _check_image("obs", obs[j], sj, j)
+                merged = spaces.MultiImage(s.n_agents, sum(p.channels for p in parts), s.height,
+                                           s.width)
+                x = jnp.concatenate([_unit(obs[j]) for j in keys], axis=-3)
+                ys.append(UnfoldImageIntake(merged, self.width, **dict(self.image_kwargs),
+                                            name="intake_" + "+".join(keys))(x))
+                done.update(keys)
+            else:
+                ys.append(intake(s, self.width, "unfold", self.image_kwargs,
+                                 name=f"intake_{k}")(obs[k]))
+        return nn.relu(_dense(self.width, name="Dense_0")(jnp.concatenate(ys, axis=-1)))
+
+    def space_of(self, key):
+        return dict(self.space)[key]
+
+
+def _unit(x: jax.Array) -> jax.Array:
+    """Pixels as float32, uint8 scaled to [0, 1] (as the image intakes do)."""
+    return x / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+
+
+def _check_image(name: str, x: jax.Array, s, key: str) -> None:
+    want = (s.channels, s.height, s.width)
+    if x.ndim < 3 or tuple(x.shape[x.ndim - 3:]) != want:
+        raise ValueError(f"{name}: expected {key!r} ending in shape {want}, got shape {tuple(x.shape)}")
+
+
 _RELU_GAIN = math.sqrt(2.0)
 
 
@@ -163,16 +226,23 @@ def _dense(features: int, gain: float = _RELU_GAIN, name: str | None = None) -> 
                     name=name)
 
 
-INTAKES = ("conv", "unfold")
+INTAKES = ("conv", "unfold", "stacked")
 
 
 def intake(space, width: int, kind: str = "unfold", image_kwargs: tuple = (),
            name: str | None = None) -> nn.Module:
     """The intake for an observation space: ``heads.intake``'s, or with ``kind="unfold"``
-    its image convolutions as matrix products (same parameters, faster on CPU)."""
+    its image convolutions as matrix products (same parameters, faster on CPU), or with
+    ``kind="stacked"`` a dict's same-sized images stacked into one strip
+    (:class:`StackedIntake`; other spaces as ``"unfold"``)."""
     if kind not in INTAKES:
         raise ValueError(f"intake: expected one of {INTAKES}, got {kind!r}")
     space = heads.freeze_space(space)
+    if kind == "stacked" and isinstance(space, tuple) and space and all(
+            isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in space):
+        return StackedIntake(space, width, tuple(image_kwargs), name=name)
+    if kind == "stacked":
+        kind = "unfold"
     if kind == "unfold" and isinstance(space, spaces.MultiImage):
         return UnfoldImageIntake(space, width, **dict(image_kwargs), name=name)
     if kind == "unfold" and isinstance(space, tuple) and space and all(
@@ -192,7 +262,8 @@ class ActorCritic(nn.Module):
         core: ``"lstm"`` or ``"mlp"``.
         image_kwargs: (name, value) pairs for the image intakes (see :func:`heads.intake`).
         intake: ``"unfold"`` (image convolutions as matrix products, fast on CPU) or
-            ``"conv"`` (``nn.Conv``); the same parameters either way.
+            ``"conv"`` (``nn.Conv``), the same parameters either way; or ``"stacked"``
+            (a dict's same-sized images through one strip, :class:`StackedIntake`).
 
     Call: ``(carry, obs (T, B, ...), reset (T, B))`` -> ``(carry, logits, value (T, B))``,
     logits being a tree of ``(T, B, n_actions)`` log-probabilities shaped like the action

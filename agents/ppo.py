@@ -43,7 +43,7 @@ from . import heads
 from .initializers import one_at_a_time
 from .networks import ActorCritic
 
-__all__ = ["PPOConfig", "Runner", "Transition", "stream_ends", "act", "rollout", "gae",
+__all__ = ["PPOConfig", "RewardStats", "Runner", "Transition", "stream_ends", "act", "rollout", "gae",
            "ppo_loss", "minibatch_update", "epoch", "update", "EnvSharding", "Trainer",
            "make_trainer", "make_train", "print_progress", "to_host", "save", "load"]
 
@@ -69,6 +69,10 @@ class PPOConfig:
         vf_coef: weight of the value loss.
         ent_coef: weight of the entropy bonus.
         normalize_advantages: standardise advantages per minibatch.
+        normalize_rewards: divide the rewards the learner sees by the running standard
+            deviation of each stream's discounted return (:class:`RewardStats`, kept in
+            the runner), so values and their clip stay near unit scale whatever the
+            env's reward scale; episode statistics stay in the env's units.
         bootstrap_truncated: at a truncation, bootstrap from the value of
             ``info["final_observation"]`` (one more network call per step) instead of
             treating the truncation as the end of the return.
@@ -100,6 +104,7 @@ class PPOConfig:
     vf_coef: float = 0.5
     ent_coef: float = 0.01
     normalize_advantages: bool = True
+    normalize_rewards: bool = False
     bootstrap_truncated: bool = False
     width: int = 128
     core: str = "lstm"
@@ -126,8 +131,8 @@ class PPOConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ValueError(f"{name}: expected a number >= 0, got {v!r}")
-        if self.intake not in ("unfold", "conv"):
-            raise ValueError(f"intake: expected 'unfold' or 'conv', got {self.intake!r}")
+        if self.intake not in ("unfold", "conv", "stacked"):
+            raise ValueError(f"intake: expected 'unfold', 'conv' or 'stacked', got {self.intake!r}")
         if self.core not in ("lstm", "mlp"):
             raise ValueError(f"core: expected 'lstm' or 'mlp', got {self.core!r}")
         if not isinstance(self.image_kwargs, tuple):
@@ -138,6 +143,39 @@ class PPOConfig:
     def steps_per_update(self) -> int:
         """Env steps (of all agents together) per PPO iteration."""
         return self.n_envs * self.n_steps
+
+
+@struct.dataclass
+class RewardStats:
+    """Running moments of the streams' discounted returns, for reward normalisation.
+
+    The runner's ``discounted_return`` (E, A) accumulates each stream's rewards
+    discounted by gamma since its episode started; ``count``, ``mean`` and ``var`` are the
+    running moments of every value it took (the parallel-variance update, one batch per
+    rollout). All leaves are scalars.
+    """
+
+    count: jax.Array        # () float32, values seen (starts at a small epsilon)
+    mean: jax.Array         # () float32
+    var: jax.Array          # () float32
+
+    @classmethod
+    def zeros(cls) -> "RewardStats":
+        return cls(count=jnp.full((), 1e-4, jnp.float32), mean=jnp.zeros((), jnp.float32),
+                   var=jnp.ones((), jnp.float32))
+
+    def updated(self, values: jax.Array) -> "RewardStats":
+        """With the moments of ``values`` (any shape) folded in."""
+        n = jnp.asarray(values.size, jnp.float32)
+        mean, var = jnp.mean(values), jnp.var(values)
+        total = self.count + n
+        delta = mean - self.mean
+        m2 = self.var * self.count + var * n + jnp.square(delta) * self.count * n / total
+        return self.replace(count=total, mean=self.mean + delta * n / total, var=m2 / total)
+
+    def scale(self, reward: jax.Array) -> jax.Array:
+        """Rewards divided by the returns' running standard deviation."""
+        return reward / jnp.sqrt(self.var + 1e-8)
 
 
 @struct.dataclass
@@ -152,6 +190,8 @@ class Runner:
     carry: Any                    # core carry, (E, A, width) leaves or ()
     episode_return: jax.Array     # (E, A) float32, return so far of each stream's episode
     episode_length: jax.Array     # (E, A) int32, steps so far of each stream's episode
+    discounted_return: jax.Array  # (E, A) float32, discounted reward so far of each stream's episode
+    reward_stats: RewardStats     # running moments of discounted_return's values
     key: jax.Array                # PRNG key
     update: jax.Array             # () int32, updates done
 
@@ -204,8 +244,9 @@ def rollout(config: PPOConfig, network, env_step, constrain, runner: Runner, env
     """``config.n_steps`` steps of every stream under the current policy.
 
     Returns:
-        (runner after the steps, Transition with leaves (T, E, A, ...), episode statistics
-        summed over the rollout).
+        (runner after the steps, its reward statistics updated with the rollout's
+        discounted returns; Transition with leaves (T, E, A, ...), rewards in the env's
+        units; episode statistics summed over the rollout).
     """
     def step(carry_, _):
         r, stats = carry_
@@ -231,6 +272,7 @@ def rollout(config: PPOConfig, network, env_step, constrain, runner: Runner, env
 
         episode_return = r.episode_return + reward
         episode_length = r.episode_length + 1
+        discounted = jnp.where(r.first, 0.0, r.discounted_return) * config.gamma + reward
         stats = dict(
             episodes=stats["episodes"] + jnp.sum(done),
             return_sum=stats["return_sum"] + jnp.sum(jnp.where(done, episode_return, 0.0)),
@@ -238,8 +280,9 @@ def rollout(config: PPOConfig, network, env_step, constrain, runner: Runner, env
             info={k: stats["info"][k] + v for k, v in _info_means(info).items()})
         r = r.replace(env_state=env_state, obs=obs, first=done, carry=carry, key=key,
                       episode_return=jnp.where(done, 0.0, episode_return),
-                      episode_length=jnp.where(done, 0, episode_length))
-        return (constrain(r), stats), transition
+                      episode_length=jnp.where(done, 0, episode_length),
+                      discounted_return=discounted)
+        return (constrain(r), stats), (transition, discounted)
 
     info_shape = jax.eval_shape(lambda: _info_means(env_step(
         runner.key, runner.env_state,
@@ -248,7 +291,8 @@ def rollout(config: PPOConfig, network, env_step, constrain, runner: Runner, env
     stats0 = dict(episodes=jnp.zeros((), jnp.int32), return_sum=jnp.zeros((), jnp.float32),
                   length_sum=jnp.zeros((), jnp.int32),
                   info={k: jnp.zeros((), jnp.float32) for k in info_shape})
-    (runner, stats), traj = jax.lax.scan(step, (runner, stats0), None, config.n_steps)
+    (runner, stats), (traj, discounted) = jax.lax.scan(step, (runner, stats0), None, config.n_steps)
+    runner = runner.replace(reward_stats=runner.reward_stats.updated(discounted))
     return runner, traj, stats
 
 
@@ -342,6 +386,9 @@ def update(config: PPOConfig, network, optimizer, env_step, constrain, lr, runne
     carry0 = runner.carry
     runner, traj, stats = rollout(config, network, env_step, constrain, runner, env_params)
     _, _, last_value = act(network, runner.params, runner.carry, runner.obs, runner.first)
+    raw_reward = jnp.mean(traj.reward)
+    if config.normalize_rewards:
+        traj = traj._replace(reward=runner.reward_stats.scale(traj.reward))
     advantages, returns = gae(traj.value, traj.reward, traj.done, traj.next_value,
                               last_value, config.gamma, config.gae_lambda)
 
@@ -366,7 +413,8 @@ def update(config: PPOConfig, network, optimizer, env_step, constrain, lr, runne
         # per stream (env, agent) episode; NaN when none ended during this rollout
         episode_return=stats["return_sum"] / episodes,
         episode_length=stats["length_sum"] / episodes,
-        reward=jnp.mean(traj.reward),
+        reward=raw_reward,
+        reward_scale=1.0 / jnp.sqrt(runner.reward_stats.var + 1e-8),
         lr=lr(runner.update * config.n_epochs * config.n_minibatches),
         explained_variance=1.0 - residual / (jnp.var(returns) + 1e-8),
         **jax.tree_util.tree_map(jnp.mean, aux),
@@ -379,7 +427,8 @@ def update(config: PPOConfig, network, optimizer, env_step, constrain, lr, runne
 # devices (all processes' devices under jax.distributed); everything else (parameters,
 # optimiser, key) is replicated. The algorithm only calls ``constrain`` on its runner.
 
-ENV_LEAVES = ("env_state", "obs", "first", "carry", "episode_return", "episode_length")
+ENV_LEAVES = ("env_state", "obs", "first", "carry", "episode_return", "episode_length",
+              "discounted_return")
 
 
 class EnvSharding(NamedTuple):
@@ -572,7 +621,8 @@ def make_trainer(config: PPOConfig, env, on_update: Callable | None = None) -> T
             first=jnp.ones(streams, bool), carry=network.initial_carry(streams),
             episode_return=jnp.zeros(streams, jnp.float32),
             episode_length=jnp.zeros(streams, jnp.int32),
-            key=key, update=jnp.zeros((), jnp.int32)))
+            discounted_return=jnp.zeros(streams, jnp.float32),
+            reward_stats=RewardStats.zeros(), key=key, update=jnp.zeros((), jnp.int32)))
 
     rollout_ = functools.partial(rollout, config, network, env_step, sharding.constrain)
     update_ = functools.partial(update, config, network, optimizer, env_step,

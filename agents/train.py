@@ -155,7 +155,7 @@ RESUME_MINUTES = 10.0
 RUN_ARGS = ("env", "seed", "res", "subsample", "plans", "test_plans", "backend", "n_envs",
             "n_steps", "epochs", "minibatches", "lr", "anneal", "width", "core", "ent_coef",
             "vf_coef", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "updates",
-            "small_convs", "bootstrap_truncated", "reset_ratio", "intake")
+            "small_convs", "bootstrap_truncated", "reset_ratio", "intake", "normalize_rewards")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--core", default="mlp", choices=["lstm", "mlp"],
                    help="mlp learns Explorer faster on CPU within minutes; lstm has memory")
     p.add_argument("--small-convs", action="store_true", help="8- and 16-feature convolutions")
-    p.add_argument("--intake", default="unfold", choices=["unfold", "conv"],
+    p.add_argument("--intake", default="unfold", choices=["unfold", "conv", "stacked"],
                    help="image convolutions as matrix products (faster on CPU) or nn.Conv")
     p.add_argument("--ent-coef", type=float, default=0.01, help="weight of the entropy bonus")
     p.add_argument("--vf-coef", type=float, default=0.5, help="weight of the value loss")
@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gae-lambda", type=float, default=0.95, help="GAE's lambda")
     p.add_argument("--clip-eps", type=float, default=0.2, help="PPO's ratio (and value) clip")
     p.add_argument("--max-grad-norm", type=float, default=0.5, help="global gradient-norm clip")
+    p.add_argument("--normalize-rewards", action=argparse.BooleanOptionalAction, default=False,
+                   help="scale rewards by the running std of the discounted return (PPOConfig.normalize_rewards)")
     p.add_argument("--bootstrap-truncated", action="store_true",
                    help="bootstrap from the value of the last observation of a truncated episode")
     p.add_argument("--reset-ratio", type=int, default=8,
@@ -260,7 +262,8 @@ def config_of(args) -> ppo.PPOConfig:
         gae_lambda=args.gae_lambda, clip_eps=args.clip_eps, vf_coef=args.vf_coef,
         ent_coef=args.ent_coef, max_grad_norm=args.max_grad_norm,
         bootstrap_truncated=args.bootstrap_truncated, width=args.width, core=args.core,
-        image_kwargs=image_kwargs, reset_ratio=args.reset_ratio, intake=args.intake)
+        image_kwargs=image_kwargs, reset_ratio=args.reset_ratio, intake=args.intake,
+        normalize_rewards=bool(args.normalize_rewards))
 
 
 def _read_rows(path: str) -> list[dict]:

@@ -39,3 +39,55 @@ def test_unfold_and_conv_networks_share_parameters_and_outputs():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="intake"):
         networks.ActorCritic.from_spaces(obs_space, act_space, intake="fft")
+
+
+def test_stacked_intake_reads_same_sized_images_as_one_strip():
+    A = 2
+    space = dotdict(rgb=spaces.MultiImage(A, 3, 1, 32), d=spaces.MultiImage(A, 1, 1, 32),
+                    imu=spaces.MultiVector(A, 3), big=spaces.MultiImage(A, 1, 2, 16))
+    kw = (("conv_features", (4, 8)), ("conv_kernels", (8, 4)), ("conv_strides", (4, 2)))
+    net = networks.intake(space, 16, "stacked", kw)
+    assert isinstance(net, networks.StackedIntake)
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    obs = {k: jax.random.uniform(kk, (5, A, *s.shape[1:])) for (k, s), kk in zip(space.items(), keys)}
+    params = net.init(jax.random.PRNGKey(1), obs)["params"]
+    # one strip for rgb and d (4 channels), its own for the 2 x 16 image, the vector apart
+    assert sorted(params) == ["Dense_0", "intake_big", "intake_imu", "intake_rgb+d"]
+    assert params["intake_rgb+d"]["Conv_0"]["kernel"].shape == (8, 4, 4)
+    out = net.apply({"params": params}, obs)
+    assert out.shape == (5, A, 16)
+
+    strip = networks.UnfoldImageIntake(spaces.MultiImage(A, 4, 1, 32), 16, **dict(kw))
+    big = networks.UnfoldImageIntake(space["big"], 16, **dict(kw))
+    imu = networks.intake(space["imu"], 16, "unfold")
+    ys = [strip.apply({"params": params["intake_rgb+d"]}, jnp.concatenate([obs["rgb"], obs["d"]], -3)),
+          imu.apply({"params": params["intake_imu"]}, obs["imu"]),
+          big.apply({"params": params["intake_big"]}, obs["big"])]
+    dense = nn.Dense(16).apply({"params": params["Dense_0"]}, jnp.concatenate(ys, -1))
+    np.testing.assert_allclose(out, jax.nn.relu(dense), rtol=1e-5, atol=1e-6)
+
+    # uint8 pixels are read as [0, 1], as the other intakes do
+    as_bytes = dict(obs, rgb=(obs["rgb"] * 255).astype(jnp.uint8))
+    scaled = dict(obs, rgb=as_bytes["rgb"] / 255.0)
+    np.testing.assert_allclose(net.apply({"params": params}, as_bytes),
+                               net.apply({"params": params}, scaled), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="obs"):
+        net.apply({"params": params}, {k: v for k, v in obs.items() if k != "d"})
+    with pytest.raises(ValueError, match="'d' ending in shape"):
+        net.apply({"params": params}, dict(obs, d=obs["d"][..., :16]))
+
+
+def test_stacked_network_runs_and_falls_back_to_unfold_for_a_lone_image():
+    act_space = dotdict(movement=spaces.MultiDiscrete(1, 7))
+    obs_space = dotdict(rgb=spaces.MultiImage(1, 3, 1, 16), d=spaces.MultiImage(1, 1, 1, 16))
+    net = networks.ActorCritic.from_spaces(obs_space, act_space, width=8, core="mlp", intake="stacked")
+    obs = dict(rgb=jnp.ones((2, 3, 1, 3, 1, 16)), d=jnp.zeros((2, 3, 1, 1, 1, 16)))
+    reset = jnp.zeros((2, 3, 1), bool)
+    params = net.init(jax.random.PRNGKey(0), (), obs, reset)
+    assert "intake_rgb+d" in params["params"]["intake"]
+    _, logits, value = net.apply(params, (), obs, reset)
+    assert logits["movement"].shape == (2, 3, 1, 7) and value.shape == (2, 3, 1)
+    # a bare image space has nothing to stack: the unfold intake, same parameters
+    lone = spaces.MultiImage(1, 3, 1, 16)
+    a = networks.intake(lone, 8, "stacked")
+    assert isinstance(a, networks.UnfoldImageIntake)

@@ -80,8 +80,10 @@ class CueEnv(Environment):
 
 
 TINY_CONVS = (("conv_features", (4,)), ("conv_kernels", (3,)), ("conv_strides", (1,)))
+# normalize_rewards: its running statistics ride through the bit-identical resume and the
+# sharded run below.
 TINY = ppo.PPOConfig(n_envs=4, n_steps=8, n_updates=4, n_epochs=2, n_minibatches=2, width=8,
-                     core="lstm", image_kwargs=TINY_CONVS)
+                     core="lstm", image_kwargs=TINY_CONVS, normalize_rewards=True)
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +190,46 @@ def test_vmap_over_seeds_and_env_params(tiny):
     # member 1 is exactly the unbatched run with its key and params (up to batched maths)
     _, single = trainer.train(keys[1], params)
     np.testing.assert_allclose(metrics["reward"][1], single["reward"], rtol=1e-4)
+
+
+def test_reward_stats_are_the_moments_of_every_discounted_return():
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, size=(8, 5)), rng.normal(-1.0, 0.5, size=(3, 5)),
+               rng.normal(0.0, 1.0, size=(40,))]
+    stats = ppo.RewardStats.zeros()
+    for b in batches:
+        stats = stats.updated(jnp.asarray(b, jnp.float32))
+    every = np.concatenate([b.ravel() for b in batches])
+    np.testing.assert_allclose(float(stats.count), every.size, rtol=1e-5)
+    np.testing.assert_allclose(float(stats.mean), every.mean(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(float(stats.var), every.var(), rtol=1e-4)
+    np.testing.assert_allclose(stats.scale(jnp.float32(2.0)), 2.0 / np.sqrt(every.var()), rtol=1e-4)
+
+
+def test_rollout_tracks_discounted_returns_and_the_learner_sees_scaled_rewards():
+    env = CueEnv()
+    params = CueParams(max_steps=jnp.int32(3))  # episodes end inside the rollout
+    trainer = ppo.make_trainer(TINY, env)
+    runner = trainer.init(jax.random.PRNGKey(0), params)
+    after, traj, _ = jax.jit(trainer.rollout)(runner, params)
+    reward, first = np.asarray(traj.reward), np.asarray(traj.first)   # (T, E, A), env units
+    assert set(np.unique(reward)) <= {0.0, 0.5, 1.0}
+    acc = np.zeros(reward.shape[1:])
+    values = []
+    for t in range(len(reward)):
+        acc = np.where(first[t], 0.0, acc) * TINY.gamma + reward[t]
+        values.append(acc)
+    np.testing.assert_allclose(after.discounted_return, acc, rtol=1e-5)
+    values = np.stack(values)
+    np.testing.assert_allclose(float(after.reward_stats.mean), values.mean(), rtol=1e-4)
+    np.testing.assert_allclose(float(after.reward_stats.var), values.var(), rtol=1e-3)
+
+    # the update reports rewards in env units and the scale it applied to them
+    updated, metrics = jax.jit(trainer.update)(runner, params)
+    np.testing.assert_allclose(metrics["reward"], reward.mean(), rtol=1e-5)
+    np.testing.assert_allclose(metrics["reward_scale"], 1 / np.sqrt(values.var()), rtol=1e-3)
+    # the statistics are part of the runner, so checkpoints carry them
+    assert any(x is updated.reward_stats.var for x in jax.tree_util.tree_leaves(updated))
 
 
 def test_config_and_trainer_validate():
