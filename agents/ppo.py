@@ -192,6 +192,8 @@ class Runner:
     episode_length: jax.Array     # (E, A) int32, steps so far of each stream's episode
     discounted_return: jax.Array  # (E, A) float32, discounted reward so far of each stream's episode
     reward_stats: RewardStats     # running moments of discounted_return's values
+    lr_scale: jax.Array           # () float32, multiplies the learning rate (1 unless a caller
+                                  # anneals it, e.g. the command line over its time budget)
     key: jax.Array                # PRNG key
     update: jax.Array             # () int32, updates done
 
@@ -352,18 +354,20 @@ def ppo_loss(config: PPOConfig, network, params, carry0, batch: Transition, adva
     return loss, aux
 
 
-def minibatch_update(config: PPOConfig, network, optimizer, state, minibatch):
-    """One gradient step: state (params, opt_state), minibatch ((batch, adv, ret), carry0)."""
+def minibatch_update(config: PPOConfig, network, optimizer, lr_scale, state, minibatch):
+    """One gradient step: state (params, opt_state), minibatch ((batch, adv, ret), carry0);
+    the optimiser's step is multiplied by ``lr_scale`` (the runner's)."""
     params, opt_state = state
     (batch, adv, ret), carry0 = minibatch
     grads, aux = jax.grad(functools.partial(ppo_loss, config, network), has_aux=True)(
         params, carry0, batch, adv, ret)
     updates, opt_state = optimizer.update(grads, opt_state, params)
+    updates = jax.tree_util.tree_map(lambda u: u * lr_scale, updates)
     aux["grad_norm"] = optax.tree.norm(grads)
     return (optax.apply_updates(params, updates), opt_state), aux
 
 
-def epoch(config: PPOConfig, network, optimizer, data, carry0, state, key):
+def epoch(config: PPOConfig, network, optimizer, data, carry0, lr_scale, state, key):
     """One pass over the rollout's streams in ``config.n_minibatches`` shuffled minibatches.
 
     ``data`` leaves are (T, S, ...) over S streams, ``carry0`` leaves (S, ...); the
@@ -376,7 +380,7 @@ def epoch(config: PPOConfig, network, optimizer, data, carry0, state, key):
             (*x.shape[:axis], config.n_minibatches, -1, *x.shape[axis + 1:])), axis, 0)
     mb_data = jax.tree_util.tree_map(lambda x: split(x, 1), data)
     mb_carry = jax.tree_util.tree_map(lambda x: split(x, 0), carry0)
-    return jax.lax.scan(functools.partial(minibatch_update, config, network, optimizer),
+    return jax.lax.scan(functools.partial(minibatch_update, config, network, optimizer, lr_scale),
                         state, (mb_data, mb_carry))
 
 
@@ -400,7 +404,7 @@ def update(config: PPOConfig, network, optimizer, env_step, constrain, lr, runne
 
     key, k_epochs = jax.random.split(runner.key)
     (params, opt_state), aux = jax.lax.scan(
-        functools.partial(epoch, config, network, optimizer, data, carry0),
+        functools.partial(epoch, config, network, optimizer, data, carry0, runner.lr_scale),
         (runner.params, runner.opt_state), jax.random.split(k_epochs, config.n_epochs))
     runner = runner.replace(params=params, opt_state=opt_state, key=key,
                             update=runner.update + 1)
@@ -415,7 +419,7 @@ def update(config: PPOConfig, network, optimizer, env_step, constrain, lr, runne
         episode_length=stats["length_sum"] / episodes,
         reward=raw_reward,
         reward_scale=1.0 / jnp.sqrt(runner.reward_stats.var + 1e-8),
-        lr=lr(runner.update * config.n_epochs * config.n_minibatches),
+        lr=lr(runner.update * config.n_epochs * config.n_minibatches) * runner.lr_scale,
         explained_variance=1.0 - residual / (jnp.var(returns) + 1e-8),
         **jax.tree_util.tree_map(jnp.mean, aux),
         **{k: v / config.n_steps for k, v in stats["info"].items()})
@@ -622,7 +626,8 @@ def make_trainer(config: PPOConfig, env, on_update: Callable | None = None) -> T
             episode_return=jnp.zeros(streams, jnp.float32),
             episode_length=jnp.zeros(streams, jnp.int32),
             discounted_return=jnp.zeros(streams, jnp.float32),
-            reward_stats=RewardStats.zeros(), key=key, update=jnp.zeros((), jnp.int32)))
+            reward_stats=RewardStats.zeros(), lr_scale=jnp.ones((), jnp.float32), key=key,
+            update=jnp.zeros((), jnp.int32)))
 
     rollout_ = functools.partial(rollout, config, network, env_step, sharding.constrain)
     update_ = functools.partial(update, config, network, optimizer, env_step,

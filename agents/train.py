@@ -155,7 +155,8 @@ RESUME_MINUTES = 10.0
 RUN_ARGS = ("env", "seed", "res", "subsample", "plans", "test_plans", "backend", "n_envs",
             "n_steps", "epochs", "minibatches", "lr", "anneal", "width", "core", "ent_coef",
             "vf_coef", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "updates",
-            "small_convs", "bootstrap_truncated", "reset_ratio", "intake", "normalize_rewards")
+            "small_convs", "bootstrap_truncated", "reset_ratio", "intake", "normalize_rewards",
+            "anneal_time")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -196,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minibatches", type=int, default=4, help="minibatches per epoch")
     p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
     p.add_argument("--anneal", action="store_true", help="anneal the lr to 0 over --updates")
+    p.add_argument("--anneal-time", action=argparse.BooleanOptionalAction, default=False,
+                   help="with --minutes, decay the lr linearly to 0 over this session's training "
+                        "time (set before each chunk from the time used; not reproducible bit for "
+                        "bit, as the time budget itself is not)")
     p.add_argument("--width", type=int, default=128, help="features of the network's layers")
     p.add_argument("--core", default="mlp", choices=["lstm", "mlp"],
                    help="mlp learns Explorer faster on CPU within minutes; lstm has memory")
@@ -327,6 +332,14 @@ def _agreed(go: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(go)))
 
 
+def _agreed_float(x: float) -> float:
+    """Process 0's ``x`` in every process."""
+    if jax.process_count() == 1:
+        return x
+    from jax.experimental import multihost_utils  # deferred: only for jax.distributed
+    return float(multihost_utils.broadcast_one_to_all(np.asarray(x, np.float32)))
+
+
 def _scalar(x) -> float:
     return float(np.asarray(x))
 
@@ -390,6 +403,10 @@ def main(argv=None) -> dict:
         runner = ppo.load(paths["checkpoint"], runner)
         done = int(runner.update)
         rows = [r for r in _read_rows(paths["metrics"]) if int(r["update"]) <= done]
+    if not (args.anneal_time and args.minutes is not None):
+        # a session without a time budget to anneal over trains at the full lr (a resumed
+        # time-annealed run stored the last chunk's scale)
+        runner = runner.replace(lr_scale=jnp.ones((), jnp.float32))
     start_update = int(runner.update)
     # On resume, --updates may extend the run; the config (and any lr annealing) is the stored one.
     target = cli_updates if cli_updates is not None else (args.updates or math.inf)
@@ -408,6 +425,10 @@ def main(argv=None) -> dict:
     last_return = math.nan
     while _agreed(int(runner.update) < target and time.time() - t0 < budget):
         n = int(min(args.chunk, target - int(runner.update)))
+        if args.anneal_time and budget < math.inf:
+            # what is left of the session's budget, the same in every process
+            left = _agreed_float(max(0.0, 1.0 - (time.time() - t0) / budget))
+            runner = runner.replace(lr_scale=jnp.float32(left))
         tic = time.time()
         try:
             runner, metrics = trainer.run(runner, env_params, n)

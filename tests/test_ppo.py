@@ -232,6 +232,27 @@ def test_rollout_tracks_discounted_returns_and_the_learner_sees_scaled_rewards()
     assert any(x is updated.reward_stats.var for x in jax.tree_util.tree_leaves(updated))
 
 
+def test_lr_scale_of_the_runner_scales_every_step():
+    import dataclasses
+    env = CueEnv()
+    params = env.default_params
+    # one gradient step per update, so that the steps of two scales start from one state
+    trainer = ppo.make_trainer(dataclasses.replace(TINY, n_epochs=1, n_minibatches=1), env)
+    runner = trainer.init(jax.random.PRNGKey(0), params)
+    update = jax.jit(trainer.update)
+    moved = {}
+    for scale in (0.0, 0.5, 1.0):
+        after, metrics = update(runner.replace(lr_scale=jnp.float32(scale)), params)
+        moved[scale] = jax.tree_util.tree_map(lambda a, b: np.asarray(a) - np.asarray(b),
+                                              after.params, runner.params)
+        np.testing.assert_allclose(metrics["lr"], scale * TINY.lr, rtol=1e-6)
+    assert all(np.all(x == 0) for x in jax.tree_util.tree_leaves(moved[0.0]))
+    assert any(np.any(x != 0) for x in jax.tree_util.tree_leaves(moved[1.0]))
+    # Adam's step from the same state: the same direction, half as long
+    for half, full in zip(jax.tree_util.tree_leaves(moved[0.5]), jax.tree_util.tree_leaves(moved[1.0])):
+        np.testing.assert_allclose(half, 0.5 * full, rtol=1e-3, atol=1e-6)
+
+
 def test_config_and_trainer_validate():
     with pytest.raises(ValueError, match="n_envs"):
         ppo.PPOConfig(n_envs=0)

@@ -52,6 +52,18 @@ def test_command_writes_outputs_and_resumes_bit_identically(tmp_path):
                 assert r[k] == s[k], k
 
 
+def test_anneal_time_decays_the_lr_over_the_minutes_and_only_then(tmp_path):
+    args = TINY_ARGS + ["--no-eval", "--lr", "1e-3", "--updates", "4"]
+    timed = train.main(args + ["--minutes", "5", "--anneal-time", "--out", str(tmp_path / "a")])
+    lrs = [float(r["lr"]) for r in rows_of(timed["metrics"])]
+    # float32 figures; some of the budget is always used before a chunk starts
+    assert len(lrs) == 4 and all(0 < x < 0.99999e-3 for x in lrs)
+    assert lrs == sorted(lrs, reverse=True)
+    # without a time budget the flag changes nothing
+    plain = train.main(args + ["--anneal-time", "--out", str(tmp_path / "b")])
+    np.testing.assert_allclose([float(r["lr"]) for r in rows_of(plain["metrics"])], [1e-3] * 4, rtol=1e-6)
+
+
 def test_command_rejects_bad_usage(tmp_path):
     with pytest.raises(SystemExit):
         train.parse_args(["--out", str(tmp_path)])  # neither --minutes nor --updates
