@@ -448,16 +448,57 @@ ffi::Error BakeImpl(ffi::ThreadPool pool MEGASTEP_BAKE_PARAMS) {
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------------------------------
+// One task per (batch member, env): copy its mask, then mark the texels under its pixels.
+ffi::Error SeenImpl(ffi::ThreadPool pool MEGASTEP_SEEN_PARAMS) {
+  Batching b;
+  megastep::Sizes s;
+  std::string err = megastep::seen_layout({MEGASTEP_SEEN_ARGS(MS_DIMS_OF)}, dims_of(*seen_out),
+                                          n_agents, b, s);
+  if (!err.empty()) return invalid(err);
+  const int64_t E = s.E, W = s.W, P = s.A * s.R, L = s.L;
+  const int n_agent_lines = (int)std::min<int64_t>((int64_t)n_agents * megastep::kModelLines, L);
+  parallel_for(pool, b.size * E, b.size * E * (W + 4 * P), [&](int64_t task) {
+    namespace op = megastep::op;
+    int64_t flat = task / E, e = task % E;
+    auto at = [&](int which) { return b.block(which, flat) * E + e; };
+    int32_t* mask = seen_out->typed_data() + task * W;
+    const int32_t* src = seen.typed_data() + at(op::seen_seen) * W;
+    std::copy(src, src + W, mask);
+    int32_t fresh = 0;
+    int g = geometry.typed_data()[at(op::seen_geometry)];
+    if (g >= 0 && g < s.G) {
+      int64_t row = b.block(op::seen_texel_starts, flat) * s.G + g;
+      int64_t wrow = b.block(op::seen_texel_widths, flat) * s.G + g;
+      const int32_t* starts = texel_starts.typed_data() + row * L;
+      const int32_t* widths = texel_widths.typed_data() + wrow * L;
+      const int32_t* idx = indices.typed_data() + at(op::seen_indices) * P;
+      const float* loc = locations.typed_data() + at(op::seen_locations) * P;
+      for (int64_t p = 0; p < P; ++p) {
+        int t = megastep::pixel_texel(idx[p], loc[p], starts, widths, (int)L, n_agent_lines, 32 * W);
+        if (t < 0) continue;
+        int32_t bit = megastep::seen_bit(t), &word = mask[megastep::seen_word(t)];
+        fresh += (word & bit) == 0;
+        word |= bit;
+      }
+    }
+    new_texels_out->typed_data()[task] = fresh;
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepRenderCpu, RenderImpl, megastep_ffi::render_binding<ffi::ThreadPool>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepPhysicsCpu, PhysicsImpl, megastep_ffi::physics_binding<ffi::ThreadPool>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCpu, BakeImpl, megastep_ffi::bake_binding<ffi::ThreadPool>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepSeenCpu, SeenImpl, megastep_ffi::seen_binding<ffi::ThreadPool>());
 
 PYBIND11_MODULE(_megastep_cpu, m) {
   m.doc() = "megastep_jax CPU kernels as XLA FFI handlers";
   m.def("registrations", []() {
-    return megastep_ffi::registrations(MegastepRenderCpu, MegastepPhysicsCpu, MegastepBakeCpu, "", MegastepDrawCpu);
+    return megastep_ffi::registrations(MegastepRenderCpu, MegastepPhysicsCpu, MegastepBakeCpu, MegastepSeenCpu, "",
+                                       MegastepDrawCpu);
   });
   m.def("interface", &megastep_ffi::interface,
         "The kernels' operands, attributes and results in call order, and the shared constants");

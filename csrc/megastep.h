@@ -395,6 +395,25 @@ MS_FN Filter texture_filter(float t, int w) {
   return {clampi(left, 0, w - 1), clampi(right, 0, w - 1), dr / (dl + dr), dl / (dl + dr)};
 }
 
+// Seen texels (Explorer's reward): the static-wall texel under a pixel, as bits of a packed
+// mask. Texel k = floor(w * location) of a line of w texels, clamped to [0, w - 1]; -1 for
+// a miss, an agent's line, a line past the counts or without texels, a NaN location, or a
+// texel outside the mask's n_bits (nothing is marked there).
+MS_FN int pixel_texel(int index, float location, const int32_t* starts, const int32_t* widths,
+                      int n_lines, int n_agent_lines, int64_t n_bits) {
+  if (index < n_agent_lines || index >= n_lines) return -1;
+  int w = widths[index];
+  if (w < 1 || !(location == location)) return -1;  // no texels, or NaN
+  float f = floorf((float)w * location);
+  int k = f <= 0.f ? 0 : (f >= (float)(w - 1) ? w - 1 : (int)f);
+  int64_t t = (int64_t)starts[index] + k;
+  return t < 0 || t >= n_bits ? -1 : (int)t;
+}
+
+// Texel t's word and bit in a packed mask: bit t % 32 of word t / 32.
+MS_FN int seen_word(int t) { return t >> 5; }
+MS_FN int32_t seen_bit(int t) { return (int32_t)(1u << (t & 31)); }
+
 // Cosine between a ray u (of length ulen) and a line's direction d.
 MS_FN float ray_line_cos(Vec u, float ulen, Vec d) { return dot(u, d) / (ulen * norm(d) + kDotEps); }
 
