@@ -118,8 +118,9 @@ enum BakeOperand : int {
 };
 // env_at finds the lines, their counts and lights at the render positions unless
 // SceneryPtrs::op maps them: physics (default map) and bake (bake_ptrs) must agree there.
-static_assert(kPLines == kLines && kPNLines == kNLines, "physics: lines and n_lines must come first");
-static_assert(kBLines == kLines && kBNLines == kNLines && kBLights == kLights && kBNLights == kNLights,
+static_assert((int)kPLines == (int)kLines && (int)kPNLines == (int)kNLines, "physics: lines and n_lines must come first");
+static_assert((int)kBLines == (int)kLines && (int)kBNLines == (int)kNLines &&
+                  (int)kBLights == (int)kLights && (int)kBNLights == (int)kNLights,
               "bake: lines, n_lines, lights and n_lights must come first, in the render order");
 
 struct SceneryPtrs {
