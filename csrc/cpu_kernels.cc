@@ -224,11 +224,12 @@ void cast_grid_camera(const Env& env, const megastep::Grid& g, const Camera& cam
 }
 
 // Shades every pixel of one camera from its nearest hits, as shade() does, SIMD over the
-// pixels (gathers); hits on agent lines, lit per hit, are then shaded one by one.
+// pixels (gathers); hits on agent lines (their own lines, lit per hit) are then shaded one
+// by one.
 void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float* loc_o,
                   float* dot_o, float* dist_o, float* scr_o, std::vector<int>& agent_hits) {
   const int nA = env.n_agent_lines, T = env.n_texel_capacity;
-  const float *lines = env.lines, *agent = env.agent_lines, *baked = env.baked, *tex = env.textures;
+  const float *lines = env.lines, *baked = env.baked, *tex = env.textures;
   const int32_t *starts = env.texel_starts, *widths = env.texel_widths;
   const float *pux = rays.ux.data(), *puy = rays.uy.data(), *pl = rays.ulen.data();
   const float *ps = rays.s1.data(), *pt = rays.t1.data();
@@ -249,34 +250,31 @@ void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float
     int i = pi[r];
     bool hit = i >= 0;
     int j = hit ? i : 0;
-    bool on_agent = j < nA;
-    int ja = on_agent ? j : 0;  // both loads stay in bounds; the select keeps the right one
-    float a0 = agent[4 * ja], a1 = agent[4 * ja + 1], a2 = agent[4 * ja + 2], a3 = agent[4 * ja + 3];
-    float l0 = lines[4 * j], l1 = lines[4 * j + 1], l2 = lines[4 * j + 2], l3 = lines[4 * j + 3];
-    float ax = on_agent ? a0 : l0, ay = on_agent ? a1 : l1, bx = on_agent ? a2 : l2, by = on_agent ? a3 : l3;
-    Vec u = {pux[r], puy[r]}, d = {bx - ax, by - ay};
-    float cosine = megastep::ray_line_cos(u, pl[r], d);
+    // One base for every gather (a select between two arrays' loads does not vectorise): a
+    // hit on an agent reads its placeholder in `lines` here and is shaded again below.
+    float ax = lines[4 * j], ay = lines[4 * j + 1], bx = lines[4 * j + 2], by = lines[4 * j + 3];
+    float cosine = megastep::ray_line_cos(pux[r], puy[r], pl[r], bx - ax, by - ay);
     int w = widths[j], start = starts[j];
     bool textured = hit & (w >= 1) & (start >= 0) & (start <= T - w);
     int wq = textured ? w : 1, sq = textured ? start : 0;
     megastep::Filter f = megastep::texture_filter(pt[r], wq);
     float shading = (1.f - cosine * cosine) * megastep::baked_light(baked, sq, f);
-    const float* tl = tex + 3 * (sq + f.left);
-    const float* tr = tex + 3 * (sq + f.right);
+    int tl = 3 * (sq + f.left), tr = 3 * (sq + f.right);  // indices, not pointers: gathers
     float k = textured ? shading : 0.f;
     idx_o[r] = hit ? i : -1;
     loc_o[r] = hit ? pt[r] : 0.f;
     dot_o[r] = hit ? cosine : 0.f;
     dist_o[r] = hit ? ps[r] * pl[r] : INFINITY;
-    scr_o[3 * r] = k * (f.wl * tl[0] + f.wr * tr[0]);
-    scr_o[3 * r + 1] = k * (f.wl * tl[1] + f.wr * tr[1]);
-    scr_o[3 * r + 2] = k * (f.wl * tl[2] + f.wr * tr[2]);
+    scr_o[3 * r] = k * (f.wl * tex[tl] + f.wr * tex[tr]);
+    scr_o[3 * r + 1] = k * (f.wl * tex[tl + 1] + f.wr * tex[tr + 1]);
+    scr_o[3 * r + 2] = k * (f.wl * tex[tl + 2] + f.wr * tex[tr + 2]);
   }
   agent_hits.clear();
   for (int r = 0; r < R; ++r)
     if (pi[r] >= 0 && pi[r] < nA) agent_hits.push_back(r);
   for (int r : agent_hits) {
     megastep::Pixel px = megastep::shade(env, {pux[r], puy[r]}, {pi[r], ps[r], pt[r]});
+    dot_o[r] = px.dot;
     for (int c = 0; c < 3; ++c) scr_o[3 * r + c] = px.rgb[c];
   }
 }
@@ -344,11 +342,13 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
         int Ri = (int)R;
 #pragma omp simd
         for (int r = 0; r < Ri; ++r) {
-          Vec u = megastep::pixel_ray(r, Ri, tan_half, cam.c, cam.s);
-          ux[r] = u.x;
-          uy[r] = u.y;
-          ul[r] = megastep::norm(u);
-          nr[r] = megastep::near_plane(u, rad);
+          // pixel_ray, norm and near_plane in scalars (a Vec keeps GCC from vectorising)
+          float v = megastep::pixel_slope(r, Ri, tan_half);
+          float x = cam.c - cam.s * v, y = cam.s + cam.c * v, len = sqrtf(x * x + y * y);
+          ux[r] = x;
+          uy[r] = y;
+          ul[r] = len;
+          nr[r] = rad / len;
           s1[r] = s2[r] = rc[r] = INFINITY;
           t1[r] = 0.f;
           i1[r] = -1;

@@ -415,7 +415,11 @@ MS_FN int seen_word(int t) { return t >> 5; }
 MS_FN int32_t seen_bit(int t) { return (int32_t)(1u << (t & 31)); }
 
 // Cosine between a ray u (of length ulen) and a line's direction d.
-MS_FN float ray_line_cos(Vec u, float ulen, Vec d) { return dot(u, d) / (ulen * norm(d) + kDotEps); }
+// In scalars too: SIMD loops over pixels vectorise only without the Vec struct (GCC 12).
+MS_FN float ray_line_cos(float ux, float uy, float ulen, float dx, float dy) {
+  return (ux * dx + uy * dy) / (ulen * sqrtf(dx * dx + dy * dy) + kDotEps);
+}
+MS_FN float ray_line_cos(Vec u, float ulen, Vec d) { return ray_line_cos(u.x, u.y, ulen, d.x, d.y); }
 
 // The static lighting at fraction f.wl/f.wr between two texels, from the baked buffer.
 MS_FN float baked_light(const float* baked, int start, const Filter& f) {
