@@ -474,13 +474,30 @@ ffi::Error SeenImpl(ffi::ThreadPool pool MEGASTEP_SEEN_PARAMS) {
       const int32_t* widths = texel_widths.typed_data() + wrow * L;
       const int32_t* idx = indices.typed_data() + at(op::seen_indices) * P;
       const float* loc = locations.typed_data() + at(op::seen_locations) * P;
+      thread_local std::vector<int> texels;
+      texels.resize(P);
+      int* tx = texels.data();
+#pragma omp simd
+      for (int64_t p = 0; p < P; ++p)
+        tx[p] = megastep::pixel_texel(idx[p], loc[p], starts, widths, (int)L, n_agent_lines, 32 * W);
+      // Neighbouring pixels show neighbouring texels: keep the current word in a register
+      // rather than reloading the word just stored (a store-to-load chain per pixel).
+      int current = -1;
+      int32_t word = 0;
       for (int64_t p = 0; p < P; ++p) {
-        int t = megastep::pixel_texel(idx[p], loc[p], starts, widths, (int)L, n_agent_lines, 32 * W);
+        int t = tx[p];
         if (t < 0) continue;
-        int32_t bit = megastep::seen_bit(t), &word = mask[megastep::seen_word(t)];
+        int w = megastep::seen_word(t);
+        if (w != current) {
+          if (current >= 0) mask[current] = word;
+          current = w;
+          word = mask[w];
+        }
+        int32_t bit = megastep::seen_bit(t);
         fresh += (word & bit) == 0;
         word |= bit;
       }
+      if (current >= 0) mask[current] = word;
     }
     new_texels_out->typed_data()[task] = fresh;
   });
