@@ -32,7 +32,6 @@ import jax.numpy as jnp
 
 from megastep_jax import spaces, toys
 from megastep_jax.envs import Batched, Deathmatch, Explorer, Minimal
-from megastep_jax.envs.explorer import count_new
 
 DEFAULT_N_ENVS = {"minimal": 4096, "explorer": 1024, "deathmatch": 256}
 
@@ -74,17 +73,20 @@ def full_step(env, n_envs: int, n_steps: int, repeats: int, key, cpu: bool = Fal
     action_space = env.action_space(params)
 
     @jax.jit
-    def run(key, state):
-        def body(state, key):
+    def run(key, state, obs):
+        def body(carry, key):
+            state, _ = carry
             k_act, k_step = jax.random.split(key)
             action = spaces.sample(action_space, k_act, (n_envs,))
             obs, state, reward, terminated, truncated, info = batched.step(k_step, state, action, params)
-            # consume the observations, as a policy would: else XLA drops Minimal's render
-            return state, jnp.sum(reward) + sum(jnp.mean(x) for x in jax.tree_util.tree_leaves(obs))
-        return jax.lax.scan(body, state, jax.random.split(key, n_steps))
+            # The observations are written out every step, as for a policy to read (else XLA
+            # drops Minimal's render). Not reduced: XLA fuses the strips' averaging into a
+            # reduction badly, which no policy does.
+            return (state, obs), jnp.sum(reward)
+        return jax.lax.scan(body, (state, obs), jax.random.split(key, n_steps))
 
-    _, state = jax.jit(batched.reset)(key, params)
-    seconds = best_of(run, (key, state), repeats, cpu)
+    obs, state = jax.jit(batched.reset)(key, params)
+    seconds = best_of(run, (key, state, obs), repeats, cpu)
     return n_envs * n_steps * env.n_agents / seconds, state
 
 
@@ -151,13 +153,22 @@ def profile(env, state, repeats: int, key, cpu: bool = False) -> list[tuple[str,
     if hasattr(state, "seen"):
         tex = jax.jit(jax.vmap(lambda s, r: scene.texels(s.geometry, r).reshape(-1)))(state, r)
 
+        def sort_count(seen, texels):  # the seen update before the mark_seen kernel
+            t = jax.lax.sort(texels, is_stable=False)
+            distinct = jnp.concatenate([jnp.ones((1,), bool), t[1:] != t[:-1]])
+            new = distinct & (t >= 0) & ~seen[jnp.maximum(t, 0)]
+            seen = seen.at[jnp.where(texels >= 0, texels, seen.shape[0])].set(True, mode="drop")
+            return seen, jnp.sum(new, dtype=jnp.int32)
+
         def full_sum(seen, t):
             seen = seen.at[jnp.where(t >= 0, t, seen.shape[0])].set(True, mode="drop")
             return seen, jnp.sum(seen, dtype=jnp.int32)
 
-        parts["texel indices of pixels"] = (jax.vmap(lambda s, r: scene.texels(s.geometry, r)), (state, r))
-        parts["seen update: sort-dedup count (now)"] = (jax.vmap(count_new), (state.seen, tex))
-        parts["seen update: scatter + full sum (before)"] = (jax.vmap(full_sum), (state.seen, tex))
+        mask = jnp.zeros((E, scene.n_texels), bool)
+        parts["seen update: mark_seen kernel (now)"] = (jax.vmap(lambda s, r: scene.mark_seen(s.seen, s.geometry, r)), (state, r))
+        parts["texel indices of pixels (before)"] = (jax.vmap(lambda s, r: scene.texels(s.geometry, r)), (state, r))
+        parts["  + sort-dedup count over a bool mask"] = (jax.vmap(sort_count), (mask, tex))
+        parts["  + or scatter + full sum"] = (jax.vmap(full_sum), (mask, tex))
     out = []
     for name, (fn, args) in parts.items():
         out.append((name, best_of(jax.jit(fn), args, repeats, cpu) / E * 1e6))

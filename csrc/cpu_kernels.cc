@@ -223,12 +223,38 @@ void cast_grid_camera(const Env& env, const megastep::Grid& g, const Camera& cam
   }
 }
 
+// intensity_at with the shadow test SIMD over 16 lines at a time (the same obstructs()
+// per line; a light stops at the first block of lines that blocks it).
+float intensity_simd(const Env& env, Vec c) {
+  float total = megastep::kAmbient;
+  for (int i = 0; i < env.n_lights; ++i) {
+    const float* li = env.lights + 3 * i;
+    const float lx = li[0], ly = li[1];
+    const float* lines = env.lines;
+    bool blocked = false;
+    for (int j0 = env.n_agent_lines; j0 < env.n_lines && !blocked; j0 += kBlock) {
+      int j1 = std::min(j0 + kBlock, env.n_lines), any = 0;
+#pragma omp simd reduction(| : any)
+      for (int j = j0; j < j1; ++j) any |= (int)megastep::obstructs(lx, ly, c.x, c.y, lines + 4 * j);
+      blocked = any != 0;
+    }
+    if (!blocked) total += megastep::light_term(li, c);
+  }
+  return megastep::minf(total, 1.f);
+}
+
+struct SimdLight {
+  const Env* env;
+  float operator()(Vec c) const { return intensity_simd(*env, c); }
+};
+
 // Shades every pixel of one camera from its nearest hits, as shade() does, SIMD over the
-// pixels (gathers); hits on agent lines, lit per hit, are then shaded one by one.
+// pixels (gathers); hits on agent lines (their own lines, lit per hit) are then shaded one
+// by one.
 void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float* loc_o,
                   float* dot_o, float* dist_o, float* scr_o, std::vector<int>& agent_hits) {
   const int nA = env.n_agent_lines, T = env.n_texel_capacity;
-  const float *lines = env.lines, *agent = env.agent_lines, *baked = env.baked, *tex = env.textures;
+  const float *lines = env.lines, *baked = env.baked, *tex = env.textures;
   const int32_t *starts = env.texel_starts, *widths = env.texel_widths;
   const float *pux = rays.ux.data(), *puy = rays.uy.data(), *pl = rays.ulen.data();
   const float *ps = rays.s1.data(), *pt = rays.t1.data();
@@ -249,34 +275,31 @@ void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float
     int i = pi[r];
     bool hit = i >= 0;
     int j = hit ? i : 0;
-    bool on_agent = j < nA;
-    int ja = on_agent ? j : 0;  // both loads stay in bounds; the select keeps the right one
-    float a0 = agent[4 * ja], a1 = agent[4 * ja + 1], a2 = agent[4 * ja + 2], a3 = agent[4 * ja + 3];
-    float l0 = lines[4 * j], l1 = lines[4 * j + 1], l2 = lines[4 * j + 2], l3 = lines[4 * j + 3];
-    float ax = on_agent ? a0 : l0, ay = on_agent ? a1 : l1, bx = on_agent ? a2 : l2, by = on_agent ? a3 : l3;
-    Vec u = {pux[r], puy[r]}, d = {bx - ax, by - ay};
-    float cosine = megastep::ray_line_cos(u, pl[r], d);
+    // One base for every gather (a select between two arrays' loads does not vectorise): a
+    // hit on an agent reads its placeholder in `lines` here and is shaded again below.
+    float ax = lines[4 * j], ay = lines[4 * j + 1], bx = lines[4 * j + 2], by = lines[4 * j + 3];
+    float cosine = megastep::ray_line_cos(pux[r], puy[r], pl[r], bx - ax, by - ay);
     int w = widths[j], start = starts[j];
     bool textured = hit & (w >= 1) & (start >= 0) & (start <= T - w);
     int wq = textured ? w : 1, sq = textured ? start : 0;
     megastep::Filter f = megastep::texture_filter(pt[r], wq);
     float shading = (1.f - cosine * cosine) * megastep::baked_light(baked, sq, f);
-    const float* tl = tex + 3 * (sq + f.left);
-    const float* tr = tex + 3 * (sq + f.right);
+    int tl = 3 * (sq + f.left), tr = 3 * (sq + f.right);  // indices, not pointers: gathers
     float k = textured ? shading : 0.f;
     idx_o[r] = hit ? i : -1;
     loc_o[r] = hit ? pt[r] : 0.f;
     dot_o[r] = hit ? cosine : 0.f;
     dist_o[r] = hit ? ps[r] * pl[r] : INFINITY;
-    scr_o[3 * r] = k * (f.wl * tl[0] + f.wr * tr[0]);
-    scr_o[3 * r + 1] = k * (f.wl * tl[1] + f.wr * tr[1]);
-    scr_o[3 * r + 2] = k * (f.wl * tl[2] + f.wr * tr[2]);
+    scr_o[3 * r] = k * (f.wl * tex[tl] + f.wr * tex[tr]);
+    scr_o[3 * r + 1] = k * (f.wl * tex[tl + 1] + f.wr * tex[tr + 1]);
+    scr_o[3 * r + 2] = k * (f.wl * tex[tl + 2] + f.wr * tex[tr + 2]);
   }
   agent_hits.clear();
   for (int r = 0; r < R; ++r)
     if (pi[r] >= 0 && pi[r] < nA) agent_hits.push_back(r);
   for (int r : agent_hits) {
-    megastep::Pixel px = megastep::shade(env, {pux[r], puy[r]}, {pi[r], ps[r], pt[r]});
+    megastep::Pixel px = megastep::shade_with(env, {pux[r], puy[r]}, {pi[r], ps[r], pt[r]}, SimdLight{&env});
+    dot_o[r] = px.dot;
     for (int c = 0; c < 3; ++c) scr_o[3 * r + c] = px.rgb[c];
   }
 }
@@ -344,11 +367,13 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
         int Ri = (int)R;
 #pragma omp simd
         for (int r = 0; r < Ri; ++r) {
-          Vec u = megastep::pixel_ray(r, Ri, tan_half, cam.c, cam.s);
-          ux[r] = u.x;
-          uy[r] = u.y;
-          ul[r] = megastep::norm(u);
-          nr[r] = megastep::near_plane(u, rad);
+          // pixel_ray, norm and near_plane in scalars (a Vec keeps GCC from vectorising)
+          float v = megastep::pixel_slope(r, Ri, tan_half);
+          float x = cam.c - cam.s * v, y = cam.s + cam.c * v, len = sqrtf(x * x + y * y);
+          ux[r] = x;
+          uy[r] = y;
+          ul[r] = len;
+          nr[r] = rad / len;
           s1[r] = s2[r] = rc[r] = INFINITY;
           t1[r] = 0.f;
           i1[r] = -1;
@@ -443,7 +468,64 @@ ffi::Error BakeImpl(ffi::ThreadPool pool MEGASTEP_BAKE_PARAMS) {
     int w = env.texel_widths[j], start = env.texel_starts[j];
     if (w < 1 || start < 0 || start > T - w) return;
     float* dst = out + (flat * E + e) * T + start;
-    for (int k = 0; k < w; ++k) dst[k] = megastep::bake_texel(env, (int)j, k, w);
+    megastep::Line line = megastep::load_line(env.lines, (int)j);
+    for (int k = 0; k < w; ++k) dst[k] = intensity_simd(env, megastep::texel_centre(line, k, w));
+  });
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------------------
+// One task per (batch member, env): copy its mask, then mark the texels under its pixels.
+ffi::Error SeenImpl(ffi::ThreadPool pool MEGASTEP_SEEN_PARAMS) {
+  Batching b;
+  megastep::Sizes s;
+  std::string err = megastep::seen_layout({MEGASTEP_SEEN_ARGS(MS_DIMS_OF)}, dims_of(*seen_out),
+                                          n_agents, b, s);
+  if (!err.empty()) return invalid(err);
+  const int64_t E = s.E, W = s.W, P = s.A * s.R, L = s.L;
+  const int n_agent_lines = (int)std::min<int64_t>((int64_t)n_agents * megastep::kModelLines, L);
+  parallel_for(pool, b.size * E, b.size * E * (W + 4 * P), [&](int64_t task) {
+    namespace op = megastep::op;
+    int64_t flat = task / E, e = task % E;
+    auto at = [&](int which) { return b.block(which, flat) * E + e; };
+    int32_t* mask = seen_out->typed_data() + task * W;
+    const int32_t* src = seen.typed_data() + at(op::seen_seen) * W;
+    std::copy(src, src + W, mask);
+    int32_t fresh = 0;
+    int g = geometry.typed_data()[at(op::seen_geometry)];
+    if (g >= 0 && g < s.G) {
+      int64_t row = b.block(op::seen_texel_starts, flat) * s.G + g;
+      int64_t wrow = b.block(op::seen_texel_widths, flat) * s.G + g;
+      const int32_t* starts = texel_starts.typed_data() + row * L;
+      const int32_t* widths = texel_widths.typed_data() + wrow * L;
+      const int32_t* idx = indices.typed_data() + at(op::seen_indices) * P;
+      const float* loc = locations.typed_data() + at(op::seen_locations) * P;
+      thread_local std::vector<int> texels;
+      texels.resize(P);
+      int* tx = texels.data();
+#pragma omp simd
+      for (int64_t p = 0; p < P; ++p)
+        tx[p] = megastep::pixel_texel(idx[p], loc[p], starts, widths, (int)L, n_agent_lines, 32 * W);
+      // Neighbouring pixels show neighbouring texels: keep the current word in a register
+      // rather than reloading the word just stored (a store-to-load chain per pixel).
+      int current = -1;
+      int32_t word = 0;
+      for (int64_t p = 0; p < P; ++p) {
+        int t = tx[p];
+        if (t < 0) continue;
+        int w = megastep::seen_word(t);
+        if (w != current) {
+          if (current >= 0) mask[current] = word;
+          current = w;
+          word = mask[w];
+        }
+        int32_t bit = megastep::seen_bit(t);
+        fresh += (word & bit) == 0;
+        word |= bit;
+      }
+      if (current >= 0) mask[current] = word;
+    }
+    new_texels_out->typed_data()[task] = fresh;
   });
   return ffi::Error::Success();
 }
@@ -453,11 +535,13 @@ ffi::Error BakeImpl(ffi::ThreadPool pool MEGASTEP_BAKE_PARAMS) {
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepRenderCpu, RenderImpl, megastep_ffi::render_binding<ffi::ThreadPool>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepPhysicsCpu, PhysicsImpl, megastep_ffi::physics_binding<ffi::ThreadPool>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCpu, BakeImpl, megastep_ffi::bake_binding<ffi::ThreadPool>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepSeenCpu, SeenImpl, megastep_ffi::seen_binding<ffi::ThreadPool>());
 
 PYBIND11_MODULE(_megastep_cpu, m) {
   m.doc() = "megastep_jax CPU kernels as XLA FFI handlers";
   m.def("registrations", []() {
-    return megastep_ffi::registrations(MegastepRenderCpu, MegastepPhysicsCpu, MegastepBakeCpu, "", MegastepDrawCpu);
+    return megastep_ffi::registrations(MegastepRenderCpu, MegastepPhysicsCpu, MegastepBakeCpu, MegastepSeenCpu, "",
+                                       MegastepDrawCpu);
   });
   m.def("interface", &megastep_ffi::interface,
         "The kernels' operands, attributes and results in call order, and the shared constants");

@@ -1,6 +1,6 @@
 // The CUDA kernels compiled by the C++ compiler: cuda_kernels.cu with cuda_emulation.h's
 // CPU emulation of its launches, as the Python module _megastep_cuda_emulated. Its handlers
-// are CPU FFI targets named megastep_{render,physics,bake}_cuda_emulated.
+// are CPU FFI targets named megastep_{render,physics,bake,seen}_cuda_emulated.
 //
 // The module also exposes the emulator itself to the tests: its launch-limit checks, the
 // grid the handlers use for n blocks, and a block reduction through shared memory and
@@ -57,7 +57,7 @@ std::string check_launch(Dim grid, Dim block, size_t shared) {
 PYBIND11_MODULE(_megastep_cuda_emulated, m) {
   m.doc() = "megastep_jax CUDA kernels run on the CPU by an emulation of CUDA, as XLA FFI handlers";
   m.def("registrations", []() {
-    return megastep_ffi::registrations(MegastepRenderCuda, MegastepPhysicsCuda, MegastepBakeCuda,
+    return megastep_ffi::registrations(MegastepRenderCuda, MegastepPhysicsCuda, MegastepBakeCuda, MegastepSeenCuda,
                                        "_cuda_emulated", MegastepDrawCuda);
   });
   m.def("check_launch", &check_launch, "'' or why CUDA refuses a (grid, block, shared bytes) launch");

@@ -9,6 +9,7 @@
 //                                handler's argument type (Allocate(bytes, alignment))
 //   megastep_cuda::kMaxDynamicShared, kMaxThreadsPerBlock, kMaxGridX   CUDA's launch limits
 // plus __global__, __device__, blockIdx, threadIdx, blockDim, gridDim, __syncthreads,
+// atomicOr and atomicAdd (int),
 // cudaStream_t, cudaError_t, cudaGetLastError and cudaGetErrorString.
 //
 // The emulation (no __CUDACC__):
@@ -338,6 +339,10 @@ inline void __syncthreads() {
   megastep_cuda::emulation::tls.barrier->arrive_and_wait(
       megastep_cuda::emulation::BlockBarrier::kSync);
 }
+
+// CUDA's int atomics on global or shared memory: the block's threads really run at once.
+inline int atomicOr(int* address, int value) { return __atomic_fetch_or(address, value, __ATOMIC_RELAXED); }
+inline int atomicAdd(int* address, int value) { return __atomic_fetch_add(address, value, __ATOMIC_RELAXED); }
 
 inline cudaError_t cudaPeekAtLastError() { return megastep_cuda::emulation::last_error.code; }
 

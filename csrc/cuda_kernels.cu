@@ -1,4 +1,4 @@
-// CUDA handlers for the bake, physics and render kernels, registered as XLA FFI targets.
+// CUDA handlers for the bake, physics, render and seen kernels, registered as XLA FFI targets.
 //
 // Like cpu_kernels.cc these only launch over batch members, envs, agents, pixels and
 // texels; every formula is a megastep.h function, the same code the CPU tests exercise.
@@ -278,6 +278,53 @@ ffi::Error BakeImpl(cudaStream_t stream MEGASTEP_BAKE_PARAMS) {
   return launched("bake");
 }
 
+// One block per (batch member, env): its threads copy the mask, then mark the texels under
+// the env's pixels with atomicOr; a bit a thread turns on counts once, whatever else races.
+__global__ void seen_kernel(Batching b, Sizes s, int64_t n_blocks, int n_agent_lines,
+                            const int32_t* seen, const int32_t* indices, const float* locations,
+                            const int32_t* geometry, const int32_t* starts, const int32_t* widths,
+                            int32_t* seen_out, int32_t* new_texels) {
+  namespace op = megastep::op;
+  int64_t fe = block_index();
+  if (fe >= n_blocks) return;
+  int64_t e = fe % s.E, flat = fe / s.E, P = s.A * s.R;
+  auto at = [&](int which) { return b.block(which, flat) * s.E + e; };
+  int32_t* mask = seen_out + fe * s.W;
+  const int32_t* src = seen + at(op::seen_seen) * s.W;
+  for (int64_t i = threadIdx.x; i < s.W; i += blockDim.x) mask[i] = src[i];
+  if (threadIdx.x == 0) new_texels[fe] = 0;
+  __syncthreads();
+  int g = geometry[at(op::seen_geometry)];
+  if (g < 0 || g >= s.G) return;
+  const int32_t* st = starts + (b.block(op::seen_texel_starts, flat) * s.G + g) * s.L;
+  const int32_t* wd = widths + (b.block(op::seen_texel_widths, flat) * s.G + g) * s.L;
+  const int32_t* idx = indices + at(op::seen_indices) * P;
+  const float* loc = locations + at(op::seen_locations) * P;
+  for (int64_t p = threadIdx.x; p < P; p += blockDim.x) {
+    int t = megastep::pixel_texel(idx[p], loc[p], st, wd, (int)s.L, n_agent_lines, 32 * s.W);
+    if (t < 0) continue;
+    int32_t bit = megastep::seen_bit(t);
+    if ((atomicOr(&mask[megastep::seen_word(t)], bit) & bit) == 0) atomicAdd(&new_texels[fe], 1);
+  }
+}
+
+ffi::Error SeenImpl(cudaStream_t stream MEGASTEP_SEEN_PARAMS) {
+  Batching b;
+  Sizes s;
+  std::string err = megastep::seen_layout({MEGASTEP_SEEN_ARGS(MS_DIMS_OF)}, dims_of(*seen_out),
+                                          n_agents, b, s);
+  if (!err.empty()) return invalid(err);
+  int64_t blocks = b.size * s.E;
+  if (blocks > kMaxBlocks) return too_many_blocks("seen", blocks);
+  int n_agent_lines = (int)std::min<int64_t>((int64_t)n_agents * megastep::kModelLines, s.L);
+  if (blocks > 0)
+    MS_LAUNCH(seen_kernel, grid_for(blocks), threads_for(std::max(s.W, s.A * s.R)), 0, stream, b, s,
+              blocks, n_agent_lines, seen.typed_data(), indices.typed_data(), locations.typed_data(),
+              geometry.typed_data(), texel_starts.typed_data(), texel_widths.typed_data(),
+              seen_out->typed_data(), new_texels_out->typed_data());
+  return launched("seen");
+}
+
 }  // namespace
 
 // The handlers bind cudaStream_t with StreamCtx (XLA's CUDA stream, or null in the emulation)
@@ -289,12 +336,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepPhysicsCuda, PhysicsImpl,
                               megastep_ffi::physics_binding<megastep_cuda::StreamCtx>()
                                   .Ctx<megastep_cuda::ScratchCtx>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepBakeCuda, BakeImpl, megastep_ffi::bake_binding<megastep_cuda::StreamCtx>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepSeenCuda, SeenImpl, megastep_ffi::seen_binding<megastep_cuda::StreamCtx>());
 
 #if !defined(MEGASTEP_CUDA_EMULATION)  // cuda_emulated.cc defines the emulated module
 PYBIND11_MODULE(_megastep_cuda, m) {
   m.doc() = "megastep_jax CUDA kernels as XLA FFI handlers";
   m.def("registrations", []() {
-    return megastep_ffi::registrations(MegastepRenderCuda, MegastepPhysicsCuda, MegastepBakeCuda, "",
+    return megastep_ffi::registrations(MegastepRenderCuda, MegastepPhysicsCuda, MegastepBakeCuda, MegastepSeenCuda, "",
                                        MegastepDrawCuda);
   });
 }

@@ -1,5 +1,5 @@
 // XLA FFI plumbing shared by the CPU, CUDA and emulated CUDA handlers: buffer types, errors,
-// and the signatures of the three kernels, bound once with the platform's context type (the
+// and the signatures of the kernels, bound once with the platform's context type (the
 // CUDA file adds a scratch allocator after the results).
 #pragma once
 
@@ -42,6 +42,8 @@ megastep::Dims dims_of(const B& buf) {
   MEGASTEP_PHYSICS_ARGS(MS_PARAM) MEGASTEP_PHYSICS_ATTRS(MS_ATTR_PARAM) MEGASTEP_PHYSICS_RETS(MS_RET_PARAM)
 #define MEGASTEP_BAKE_PARAMS \
   MEGASTEP_BAKE_ARGS(MS_PARAM) MEGASTEP_BAKE_ATTRS(MS_ATTR_PARAM) MEGASTEP_BAKE_RETS(MS_RET_PARAM)
+#define MEGASTEP_SEEN_PARAMS \
+  MEGASTEP_SEEN_ARGS(MS_PARAM) MEGASTEP_SEEN_ATTRS(MS_ATTR_PARAM) MEGASTEP_SEEN_RETS(MS_RET_PARAM)
 // {dims_of(op0), dims_of(op1), ...} of a handler's operands, for the *_layout checks.
 #define MS_DIMS_OF(name, type, rank) dims_of(name),
 
@@ -61,6 +63,12 @@ template <class Ctx>
 auto bake_binding() {
   return ffi::Ffi::Bind().Ctx<Ctx>() MEGASTEP_BAKE_ARGS(MS_ARG) MEGASTEP_BAKE_ATTRS(MS_ATTR)
       MEGASTEP_BAKE_RETS(MS_RET);
+}
+
+template <class Ctx>
+auto seen_binding() {
+  return ffi::Ffi::Bind().Ctx<Ctx>() MEGASTEP_SEEN_ARGS(MS_ARG) MEGASTEP_SEEN_ATTRS(MS_ATTR)
+      MEGASTEP_SEEN_RETS(MS_RET);
 }
 
 // The Python module's `interface()`: for each kernel its operands, attributes and results
@@ -90,6 +98,9 @@ inline pybind11::dict interface() {
   d["bake"] = kernel([] { py::list list; MEGASTEP_BAKE_ARGS(MS_ENTRY) return list; },
                      [] { py::list list; MEGASTEP_BAKE_ATTRS(MS_ATTR_ENTRY) return list; },
                      [] { py::list list; MEGASTEP_BAKE_RETS(MS_ENTRY) return list; });
+  d["seen"] = kernel([] { py::list list; MEGASTEP_SEEN_ARGS(MS_ENTRY) return list; },
+                     [] { py::list list; MEGASTEP_SEEN_ATTRS(MS_ATTR_ENTRY) return list; },
+                     [] { py::list list; MEGASTEP_SEEN_RETS(MS_ENTRY) return list; });
 #undef MS_ENTRY
 #undef MS_ATTR_ENTRY
   py::dict constants;
@@ -108,10 +119,10 @@ inline pybind11::dict interface() {
 }
 
 // The Python module's `registrations()`: FFI target name -> handler capsule, as
-// jax.ffi.register_ffi_target takes them. The names are megastep_{render,physics,bake} plus
+// jax.ffi.register_ffi_target takes them. The names are megastep_{render,physics,bake,seen} plus
 // `suffix` (the emulated CUDA handlers are CPU targets beside the CPU kernels').
-template <class R, class P, class B>
-pybind11::dict registrations(R* render, P* physics, B* bake, const std::string& suffix = "",
+template <class R, class P, class B, class S>
+pybind11::dict registrations(R* render, P* physics, B* bake, S* seen, const std::string& suffix = "",
                              XLA_FFI_Error* (*draw)(XLA_FFI_CallFrame*) = nullptr) {
   auto capsule = [](auto* fn) {
     static_assert(std::is_invocable_r_v<XLA_FFI_Error*, decltype(fn), XLA_FFI_CallFrame*>,
@@ -122,6 +133,7 @@ pybind11::dict registrations(R* render, P* physics, B* bake, const std::string& 
   d[pybind11::str("megastep_render" + suffix)] = capsule(render);
   d[pybind11::str("megastep_physics" + suffix)] = capsule(physics);
   d[pybind11::str("megastep_bake" + suffix)] = capsule(bake);
+  d[pybind11::str("megastep_seen" + suffix)] = capsule(seen);
   if (draw) d[pybind11::str("megastep_draw" + suffix)] = capsule(draw);  // Moving Symbols' draw kernel (CPU)
   return d;
 }

@@ -119,13 +119,26 @@ MS_FN void draw_agents(const float* model, const float* positions, const float* 
 // A line (nearly) parallel to the light's ray does not obstruct it: exactly parallel
 // lines give inf/NaN fractions, for which the comparisons are false, and nearly parallel
 // ones (a light on a wall's own line) fractions that are rounding noise.
+// In scalars (line = its 4 floats), so that a SIMD loop over lines vectorises (GCC 12 does
+// not through the Vec struct); the Vec form below is the same arithmetic.
+MS_FN bool obstructs(float lx, float ly, float cx, float cy, const float* line) {
+  float dx = line[2] - line[0], dy = line[3] - line[1], vx = cx - lx, vy = cy - ly;
+  float wx = line[0] - lx, wy = line[1] - ly;
+  float denom = vx * dy - vy * dx;
+  float s = (wx * dy - wy * dx) / denom;
+  float t = (wx * vy - wy * vx) / denom;
+  return (fabsf(denom) > kShadowParallel * (sqrtf(vx * vx + vy * vy) * sqrtf(dx * dx + dy * dy))) &&
+         (t > 0.f) && (t < 1.f) && (s > 1.f - kShadowReach) && (s < kShadowReach);
+}
 MS_FN bool obstructs(Vec light, Vec c, Line l) {
-  Vec d = l.b - l.a, v = c - light, w = l.a - light;
-  float denom = cross(v, d);
-  float s = cross(w, d) / denom;
-  float t = cross(w, v) / denom;
-  return (fabsf(denom) > kShadowParallel * (norm(v) * norm(d))) && (t > 0.f) && (t < 1.f) &&
-         (s > 1.f - kShadowReach) && (s < kShadowReach);
+  float line[4] = {l.a.x, l.a.y, l.b.x, l.b.y};
+  return obstructs(light.x, light.y, c.x, c.y, line);
+}
+
+// What light i (x, y, strength) adds at c when nothing blocks it.
+MS_FN float light_term(const float* li, Vec c) {
+  Vec r = Vec{li[0], li[1]} - c;
+  return kLuminance * li[2] / maxf(dot(r, r), 1.f);
 }
 
 // Intensity at point c: ambient plus every light not blocked by a static line.
@@ -133,23 +146,23 @@ MS_FN float intensity_at(const Env& env, Vec c) {
   float total = kAmbient;
   for (int i = 0; i < env.n_lights; ++i) {
     const float* li = env.lights + 3 * i;
-    Vec light = {li[0], li[1]};
     bool blocked = false;
     for (int j = env.n_agent_lines; j < env.n_lines && !blocked; ++j)
-      blocked = obstructs(light, c, load_line(env.lines, j));
-    if (!blocked) {
-      Vec r = light - c;
-      total += kLuminance * li[2] / maxf(dot(r, r), 1.f);
-    }
+      blocked = obstructs(li[0], li[1], c.x, c.y, env.lines + 4 * j);
+    if (!blocked) total += light_term(li, c);
   }
   return minf(total, 1.f);
 }
 
+// The point texel k (0-based) of line l with w texels is lit at: its centre.
+MS_FN Vec texel_centre(Line l, int k, int w) {
+  float f = (k + 0.5f) / (float)w;
+  return l.a + f * (l.b - l.a);
+}
+
 // Baked intensity of texel k (0-based) of static line j with w texels.
 MS_FN float bake_texel(const Env& env, int j, int k, int w) {
-  Line l = load_line(env.lines, j);
-  float f = (k + 0.5f) / (float)w;
-  return intensity_at(env, l.a + f * (l.b - l.a));
+  return intensity_at(env, texel_centre(load_line(env.lines, j), k, w));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -395,8 +408,31 @@ MS_FN Filter texture_filter(float t, int w) {
   return {clampi(left, 0, w - 1), clampi(right, 0, w - 1), dr / (dl + dr), dl / (dl + dr)};
 }
 
+// Seen texels (Explorer's reward): the static-wall texel under a pixel, as bits of a packed
+// mask. Texel k = floor(w * location) of a line of w texels, clamped to [0, w - 1]; -1 for
+// a miss, an agent's line, a line past the counts or without texels, a NaN location, or a
+// texel outside the mask's n_bits (nothing is marked there).
+MS_FN int pixel_texel(int index, float location, const int32_t* starts, const int32_t* widths,
+                      int n_lines, int n_agent_lines, int64_t n_bits) {
+  if (index < n_agent_lines || index >= n_lines) return -1;
+  int w = widths[index];
+  if (w < 1 || !(location == location)) return -1;  // no texels, or NaN
+  float f = floorf((float)w * location);
+  int k = f <= 0.f ? 0 : (f >= (float)(w - 1) ? w - 1 : (int)f);
+  int64_t t = (int64_t)starts[index] + k;
+  return t < 0 || t >= n_bits ? -1 : (int)t;
+}
+
+// Texel t's word and bit in a packed mask: bit t % 32 of word t / 32.
+MS_FN int seen_word(int t) { return t >> 5; }
+MS_FN int32_t seen_bit(int t) { return (int32_t)(1u << (t & 31)); }
+
 // Cosine between a ray u (of length ulen) and a line's direction d.
-MS_FN float ray_line_cos(Vec u, float ulen, Vec d) { return dot(u, d) / (ulen * norm(d) + kDotEps); }
+// In scalars too: SIMD loops over pixels vectorise only without the Vec struct (GCC 12).
+MS_FN float ray_line_cos(float ux, float uy, float ulen, float dx, float dy) {
+  return (ux * dx + uy * dy) / (ulen * sqrtf(dx * dx + dy * dy) + kDotEps);
+}
+MS_FN float ray_line_cos(Vec u, float ulen, Vec d) { return ray_line_cos(u.x, u.y, ulen, d.x, d.y); }
 
 // The static lighting at fraction f.wl/f.wr between two texels, from the baked buffer.
 MS_FN float baked_light(const float* baked, int start, const Filter& f) {
@@ -410,7 +446,15 @@ struct Pixel {
 };
 
 // Colour, depth and line of one pixel given its hit. u is the rotated ray direction.
-MS_FN Pixel shade(const Env& env, Vec u, Hit h) {
+// The light on an agent's line at c: the scene's lights, shadows included (intensity_at).
+// The CPU passes a SIMD twin of the same arithmetic.
+struct SceneLight {
+  const Env* env;
+  MS_FN float operator()(Vec c) const { return intensity_at(*env, c); }
+};
+
+template <class AgentLight>
+MS_FN Pixel shade_with(const Env& env, Vec u, Hit h, const AgentLight& agent_light) {
   Pixel px = {-1, 0.f, 0.f, INFINITY, {0.f, 0.f, 0.f}};
   if (h.index < 0) return px;
   float ulen = norm(u);
@@ -428,7 +472,7 @@ MS_FN Pixel shade(const Env& env, Vec u, Hit h) {
   Filter f = texture_filter(h.t, w);
   float light;
   if (h.index < env.n_agent_lines) {
-    light = intensity_at(env, l.a + h.t * d);
+    light = agent_light(l.a + h.t * d);
   } else {
     light = baked_light(env.baked, start, f);
   }
@@ -438,6 +482,7 @@ MS_FN Pixel shade(const Env& env, Vec u, Hit h) {
   for (int c = 0; c < 3; ++c) px.rgb[c] = shading * (f.wl * tl[c] + f.wr * tr[c]);
   return px;
 }
+MS_FN Pixel shade(const Env& env, Vec u, Hit h) { return shade_with(env, u, h, SceneLight{&env}); }
 
 // Rotated ray direction of pixel r of R for an agent whose angle has cos c and sin s.
 MS_FN Vec pixel_ray(int r, int R, float tan_half_fov, float c, float s) {

@@ -1,4 +1,4 @@
-// Operand layouts of the three kernels, shared by the CPU and CUDA handlers: the shape
+// Operand layouts of the kernels, shared by the CPU and CUDA handlers: the shape
 // checks (host) and the pointer arithmetic that finds one env's data (host and device).
 #pragma once
 
@@ -43,6 +43,15 @@
 #define MEGASTEP_BAKE_ATTRS(A) A(n_agents)
 #define MEGASTEP_BAKE_RETS(X) X(baked, F32, 2)
 
+// Marks the texels under rendered pixels in a packed per-env mask (Explorer's seen texels).
+// seen: (E, W) int32 words, bit t % 32 of word t / 32 for texel t; indices and locations
+// are a render's (E, A, R); geometry (E,) picks each env's row of the (G, L) texel tables.
+#define MEGASTEP_SEEN_ARGS(X)                                                              \
+  X(seen, S32, 2) X(indices, S32, 3) X(locations, F32, 3) X(geometry, S32, 1)            \
+  X(texel_starts, S32, 2) X(texel_widths, S32, 2)
+#define MEGASTEP_SEEN_ATTRS(A) A(n_agents)
+#define MEGASTEP_SEEN_RETS(X) X(seen, S32, 2) X(new_texels, S32, 1)
+
 // The constants the jnp reference must share with the kernels: X(Python name, C++ name).
 #define MEGASTEP_CONSTANTS(X)                                                             \
   X(AMBIENT, kAmbient) X(LUMINANCE, kLuminance) X(SHADOW_REACH, kShadowReach)            \
@@ -65,18 +74,22 @@ namespace op {
 #define MS_RENDER_ENUM(name, type, rank) render_##name,
 #define MS_PHYSICS_ENUM(name, type, rank) physics_##name,
 #define MS_BAKE_ENUM(name, type, rank) bake_##name,
+#define MS_SEEN_ENUM(name, type, rank) seen_##name,
 enum Render : int { MEGASTEP_RENDER_ARGS(MS_RENDER_ENUM) render_count };
 enum Physics : int { MEGASTEP_PHYSICS_ARGS(MS_PHYSICS_ENUM) physics_count };
 enum Bake : int { MEGASTEP_BAKE_ARGS(MS_BAKE_ENUM) bake_count };
+enum Seen : int { MEGASTEP_SEEN_ARGS(MS_SEEN_ENUM) seen_count };
 #undef MS_RENDER_ENUM
 #undef MS_PHYSICS_ENUM
 #undef MS_BAKE_ENUM
+#undef MS_SEEN_ENUM
 }  // namespace op
 
 // Sizes of one kernel call: envs, lines, lights, texels, agents, pixels.
 struct Sizes {
   int64_t E = 0, L = 0, NL = 0, T = 0, A = 0, R = 0;
   int64_t C = 0, K = 0;  // grid cells and cell entries (padded capacities)
+  int64_t G = 0, W = 0;  // seen: geometries of the texel tables, words per mask
 };
 
 // The handlers' names for the operand positions (from the lists above). The scenery's
@@ -105,8 +118,9 @@ enum BakeOperand : int {
 };
 // env_at finds the lines, their counts and lights at the render positions unless
 // SceneryPtrs::op maps them: physics (default map) and bake (bake_ptrs) must agree there.
-static_assert(kPLines == kLines && kPNLines == kNLines, "physics: lines and n_lines must come first");
-static_assert(kBLines == kLines && kBNLines == kNLines && kBLights == kLights && kBNLights == kNLights,
+static_assert((int)kPLines == (int)kLines && (int)kPNLines == (int)kNLines, "physics: lines and n_lines must come first");
+static_assert((int)kBLines == (int)kLines && (int)kBNLines == (int)kNLines &&
+                  (int)kBLights == (int)kLights && (int)kBNLights == (int)kNLights,
               "bake: lines, n_lines, lights and n_lights must come first, in the render order");
 
 struct SceneryPtrs {
@@ -260,6 +274,24 @@ inline std::string bake_layout(const std::vector<Dims>& dims, const Dims& out, i
   MS_CHECK(expect("texel_widths", tail(dims[kBWidths], 2), {s.E, s.L}));
   MS_CHECK(expect_batch("baked", out, b, 2));
   if (n_agents < 0 || s.L < (int64_t)n_agents * kModelLines) return "n_agents: more model lines than lines";
+  return "";
+}
+
+// dims: the 6 seen operands; out: the seen output (*batch, E, W).
+inline std::string seen_layout(const std::vector<Dims>& dims, const Dims& out, int n_agents,
+                               Batching& b, Sizes& s) {
+  const char* names[] = {MEGASTEP_SEEN_ARGS(MS_NAME)};
+  const int ranks[] = {MEGASTEP_SEEN_ARGS(MS_RANK)};
+  MS_CHECK(make_batching(b, op::seen_count, ranks, names, [&](int op) { return dims[op]; }));
+  Dims seen = tail(dims[op::seen_seen], 2), idx = tail(dims[op::seen_indices], 3);
+  Dims starts = tail(dims[op::seen_texel_starts], 2);
+  s.E = seen[0]; s.W = seen[1]; s.A = idx[1]; s.R = idx[2]; s.G = starts[0]; s.L = starts[1];
+  MS_CHECK(expect("indices", idx, {s.E, s.A, s.R}));
+  MS_CHECK(expect("locations", tail(dims[op::seen_locations], 3), {s.E, s.A, s.R}));
+  MS_CHECK(expect("geometry", tail(dims[op::seen_geometry], 1), {s.E}));
+  MS_CHECK(expect("texel_widths", tail(dims[op::seen_texel_widths], 2), {s.G, s.L}));
+  MS_CHECK(expect_batch("seen", out, b, 2));
+  if (n_agents < 0) return "n_agents: expected a count >= 0";
   return "";
 }
 

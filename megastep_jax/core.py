@@ -1,6 +1,6 @@
-"""The public core: constants, gamma, agent state and the three kernel entry points.
+"""The public core: constants, gamma, agent state and the kernel entry points.
 
-``render``, ``physics`` and ``bake`` validate their inputs in Python, then call either the
+``render``, ``physics``, ``bake`` and ``mark_seen`` validate their inputs in Python, then call either the
 compiled kernels (``backend="kernel"``, the default), their pure-jnp twins
 (``backend="reference"``), or the CUDA kernels run on the CPU by an emulation of CUDA
 (``backend="cuda-emulated"``: slow, for testing the CUDA file's launch code). They work
@@ -39,8 +39,8 @@ BACKENDS = ("kernel", "reference", "cuda-emulated")
 COLLISIONS = tuple(reference.COLLISIONS)
 
 __all__ = ["AGENT_WIDTH", "AGENT_RADIUS", "TEXEL_SIZE", "AMBIENT", "LUMINANCE", "gamma_encode",
-           "gamma_decode", "init_agents", "render", "physics", "bake", "Agents", "Render",
-           "Scenery"]
+           "gamma_decode", "init_agents", "render", "physics", "bake", "mark_seen", "pack_seen",
+           "unpack_seen", "seen_words", "Agents", "Render", "Scenery"]
 
 
 def gamma_encode(x):
@@ -297,3 +297,83 @@ def bake(scenery: Scenery, backend: str = "kernel") -> Scenery:
     from . import kernels
 
     return kernels.bake(scenery, backend)
+
+
+# ---------------------------------------------------------------------------------------
+# Seen texels: packed per-env masks of the wall texels that rendered pixels have shown
+
+def seen_words(n_texels: int) -> int:
+    """Words of a packed mask of ``n_texels`` texels: ceil(n_texels / 32)."""
+    return -(-validation.nonnegative_int("n_texels", n_texels) // 32)
+
+
+def pack_seen(mask) -> jax.Array:
+    """Packs a bool mask ``(..., T)`` into int32 words ``(..., ceil(T / 32))``: texel t is
+    bit t % 32 of word t // 32 (the layout :func:`mark_seen` reads and writes)."""
+    mask = jnp.asarray(validation.array("mask", mask, "b"))
+    T = mask.shape[-1]
+    W = seen_words(T)
+    padded = jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, 32 * W - T)])
+    bits = padded.reshape(*mask.shape[:-1], W, 32).astype(jnp.uint32) << jnp.arange(32, dtype=jnp.uint32)
+    return jax.lax.bitcast_convert_type(jnp.sum(bits, axis=-1, dtype=jnp.uint32), jnp.int32)
+
+
+def unpack_seen(words, n_texels: int) -> jax.Array:
+    """The bool mask ``(..., n_texels)`` of packed int32 words ``(..., W)``."""
+    words = jnp.asarray(validation.array("words", words, "i"))
+    n_texels = validation.nonnegative_int("n_texels", n_texels)
+    if 32 * words.shape[-1] < n_texels:
+        raise ValueError(f"n_texels: expected at most {32 * words.shape[-1]} for {words.shape[-1]} "
+                         f"words, got {n_texels}")
+    bits = jax.lax.bitcast_convert_type(words.astype(jnp.int32), jnp.uint32)[..., None]
+    mask = ((bits >> jnp.arange(32, dtype=jnp.uint32)) & 1).astype(bool)
+    return mask.reshape(*words.shape[:-1], -1)[..., :n_texels]
+
+
+def mark_seen(seen, render: Render, texel_starts, texel_widths, geometry, n_agents: int,
+              backend: str = "kernel"):
+    """Marks the static-wall texels under rendered pixels and counts the newly marked ones.
+
+    Explorer's reward in one call: the texel under a pixel that shows a static line j at
+    fraction ``location`` is ``texel_starts[g, j] + min(floor(texel_widths[g, j] *
+    location), texel_widths[g, j] - 1)`` of the env's geometry g. Misses, the agents'
+    lines (below ``8 * n_agents``), lines without texels and texels outside the mask mark
+    nothing. A texel shown by several pixels counts once.
+
+    Args:
+        seen: int32 (E, W) packed masks (:func:`pack_seen`): bit t % 32 of word t // 32 is
+            texel t.
+        render: a :class:`Render` of the E envs (``indices`` and ``locations`` (E, A, R)
+            are read).
+        texel_starts, texel_widths: int32 (G, L), the texel tables of G geometries (a
+            Scenery's, one row per geometry).
+        geometry: int32 (E,), each env's row of the tables; rows outside [0, G) mark nothing.
+        n_agents: A, a static int >= 0.
+        backend: "kernel", "reference" or "cuda-emulated".
+
+    Returns:
+        (seen, new): int32 (E, W) masks with those texels set; int32 (E,) the number of
+        distinct texels set that were not set before.
+    """
+    n_agents = validation.nonnegative_int("n_agents", n_agents)
+    seen = validation.array("seen", seen, "i", 2)
+    E, W = seen.shape
+    for name in ("indices", "locations"):
+        x = validation.array(f"render.{name}", getattr(render, name), "i" if name == "indices" else "f", 3)
+        if x.shape[0] != E:
+            raise ValueError(f"render.{name}: expected {E} envs (seen's first axis), got shape {tuple(x.shape)}")
+    validation.shape("render.locations", render.locations, render.indices.shape)
+    validation.array("texel_starts", texel_starts, "i", 2)
+    validation.array("texel_widths", texel_widths, "i", 2)
+    validation.shape("texel_widths", texel_widths, texel_starts.shape)
+    validation.array("geometry", geometry, "i", 1)
+    validation.shape("geometry", geometry, (E,))
+    _check_backend(backend)
+    i32 = lambda x: jnp.asarray(x, jnp.int32)
+    args = (i32(seen), i32(render.indices), jnp.asarray(render.locations, jnp.float32), i32(geometry),
+            i32(texel_starts), i32(texel_widths))
+    if backend == "reference":
+        return reference.seen(*args, n_agents)
+    from . import kernels
+
+    return kernels.seen(*args, n_agents, backend)

@@ -229,3 +229,18 @@ def bake(scenery: Scenery, backend: str = "kernel") -> Scenery:
         vmap_method="expand_dims",
     )(*args, n_agents=np.int32(scenery.n_agents))
     return scenery.replace(baked=baked)
+
+
+def seen(seen_words, indices, locations, geometry, texel_starts, texel_widths, n_agents: int,
+         backend: str = "kernel"):
+    """Kernel twin of :func:`megastep_jax.reference.seen`; backend "kernel" or "cuda-emulated"."""
+    E, W = seen_words.shape[-2:]
+    args = ordered("seen", dict(seen=seen_words, indices=indices, locations=locations,
+                                geometry=geometry, texel_starts=texel_starts,
+                                texel_widths=texel_widths))
+    words, new = jax.ffi.ffi_call(
+        "megastep_seen" + _TARGETS[backend],
+        _results("seen", dict(seen=(E, W), new_texels=(E,))),
+        vmap_method="expand_dims",
+    )(*args, n_agents=np.int32(n_agents))
+    return words, new

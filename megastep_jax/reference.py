@@ -1,4 +1,4 @@
-"""The three kernels in plain jax.numpy: the specification in code.
+"""The kernels in plain jax.numpy: the specification in code.
 
 Same signatures and outputs as :mod:`megastep_jax.kernels`, and the same maths as
 ``csrc/megastep.h``, operation for operation, so the two agree to float rounding. Every
@@ -34,7 +34,7 @@ MAX_CONTACTS = 8  # contacts per agent per step under slide and bounce (csrc: kM
 GRID_PAD = 1e-3  # a wall is listed in every grid cell it comes within this many cells of
 COLLISIONS = {"stop": 0, "slide": 1, "bounce": 2}
 
-__all__ = ["render", "physics", "physics_trace", "bake"]
+__all__ = ["render", "physics", "physics_trace", "bake", "seen"]
 
 
 def _cross(a, b):
@@ -481,3 +481,50 @@ def physics_trace(scenery: Scenery, agents: Agents, fps, radius, collision: str 
         its contacts reach MAX_CONTACTS (stop: after its first).
     """
     return physics(scenery, agents, fps, radius, collision, restitution, True)
+
+
+def _pixel_texel(idx, loc, starts, widths, n_agent_lines, n_bits):
+    """csrc's pixel_texel: the wall texel under each pixel, -1 for none (int32, idx's shape)."""
+    L = starts.shape[-1]
+    j = jnp.clip(idx, 0, L - 1)
+    w, start = widths[j], starts[j]
+    f = jnp.floor(w.astype(jnp.float32) * loc)
+    k = jnp.where(f <= 0, 0, jnp.where(f >= (w - 1).astype(jnp.float32), w - 1,
+                                         jnp.where(jnp.isfinite(f), f, 0).astype(jnp.int32)))
+    t = start + k
+    ok = (idx >= n_agent_lines) & (idx < L) & (w >= 1) & ~jnp.isnan(loc) & (t >= 0) & (t < n_bits)
+    return jnp.where(ok, t, -1)
+
+
+def seen(seen_words, indices, locations, geometry, texel_starts, texel_widths, n_agents: int):
+    """Marks the wall texels under rendered pixels in packed masks; see core.mark_seen.
+
+    Args:
+        seen_words: int32 (E, W). indices, locations: (E, A, R). geometry: int32 (E,).
+        texel_starts, texel_widths: int32 (G, L). n_agents: static int.
+
+    Returns:
+        (int32 (E, W) masks, int32 (E,) texels newly marked).
+    """
+    E, W = seen_words.shape
+    G, L = texel_starts.shape
+    n_agent_lines = min(n_agents * MODEL_LINES, L)
+    shifts = jnp.arange(32, dtype=jnp.uint32)
+
+    def one(words, idx, loc, g):
+        valid_g = (g >= 0) & (g < G)
+        gg = jnp.clip(g, 0, G - 1)
+        t = _pixel_texel(idx.reshape(-1), loc.reshape(-1), texel_starts[gg], texel_widths[gg],
+                         n_agent_lines, 32 * W)
+        t = jnp.where(valid_g, t, -1)
+        ts = jax.lax.sort(t)
+        distinct = jnp.concatenate([jnp.ones((1,), bool), ts[1:] != ts[:-1]])
+        bits = jax.lax.bitcast_convert_type(words, jnp.uint32)
+        safe = jnp.maximum(ts, 0)
+        was = (bits[safe >> 5] >> (safe & 31).astype(jnp.uint32)) & 1
+        new = jnp.sum(distinct & (ts >= 0) & (was == 0), dtype=jnp.int32)
+        marks = jnp.zeros((32 * W,), bool).at[jnp.where(t >= 0, t, 32 * W)].set(True, mode="drop")
+        add = jnp.sum(marks.reshape(W, 32).astype(jnp.uint32) << shifts, axis=1, dtype=jnp.uint32)
+        return jax.lax.bitcast_convert_type(bits | add, jnp.int32), new
+
+    return jax.vmap(one)(seen_words, indices, locations, geometry)

@@ -80,6 +80,10 @@ def test_downsample():
     x = jnp.arange(12.0).reshape(1, 12)
     assert modules.downsample(x, 4).shape == (1, 3, 4)
     assert np.allclose(modules.downsample(x, 4).mean(-1), [[1.5, 5.5, 9.5]])
+    y = np.random.default_rng(0).random((2, 5, 24)).astype(np.float32)
+    for k in (1, 3, 8, 24):
+        np.testing.assert_allclose(modules.downsample_mean(jnp.asarray(y), k),
+                                   y.reshape(2, 5, 24 // k, k).mean(-1), rtol=1e-6)
     with pytest.raises(ValueError, match="subsample: expected a divisor"):
         modules.downsample(x, 5)
 

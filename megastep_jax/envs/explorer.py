@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .. import modules
+from .. import core, modules
 from ..arrdict import arrdict, dotdict
 from ..state import Agents
 from .protocol import Environment
@@ -51,7 +51,8 @@ class ExplorerParams:
 class ExplorerState:
     agents: Agents          # angles (A,), positions (A, 2), angvelocity (A,), velocity (A, 2)
     geometry: jax.Array     # () int32
-    seen: jax.Array         # (T,) bool, texels of this geometry seen this episode
+    seen: jax.Array         # (ceil(T / 32),) int32, texels of this geometry seen this
+                            # episode, packed: bit t % 32 of word t // 32 (core.unpack_seen)
     potential: jax.Array    # () int32, number of texels seen
     length: jax.Array       # () int32, steps since reset
 
@@ -61,24 +62,6 @@ def default_geometries(n: int, seed: int):
     from .. import floorplans  # deferred: only the default plans need the generator
 
     return floorplans.sample(n, "training", seed)
-
-
-def count_new(seen: jax.Array, texels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Marks ``texels`` seen and counts those not seen before, without a sum over ``seen``.
-
-    Args:
-        seen: bool (T,).
-        texels: int32 (N,) texel indices, -1 for none; repeats count once.
-
-    Returns:
-        (seen with ``texels`` set, int32 () number of distinct texels newly set).
-    """
-    T = seen.shape[0]
-    t = jax.lax.sort(texels, is_stable=False)  # ints: unstable is exact, and faster
-    distinct = jnp.concatenate([jnp.ones((1,), bool), t[1:] != t[:-1]])
-    new = distinct & (t >= 0) & ~seen[jnp.maximum(t, 0)]
-    seen = seen.at[jnp.where(texels >= 0, texels, T)].set(True, mode="drop")
-    return seen, jnp.sum(new, dtype=jnp.int32)
 
 
 class Explorer(Environment):
@@ -126,7 +109,8 @@ class Explorer(Environment):
         geometry = self.scene.pick_geometry(k_geom)
         return ExplorerState(
             agents=self.scene.spawn(k_spawn, geometry), geometry=geometry,
-            seen=jnp.zeros((self.scene.n_texels,), bool), potential=jnp.zeros((), jnp.int32),
+            seen=jnp.zeros((core.seen_words(self.scene.n_texels),), jnp.int32),
+            potential=jnp.zeros((), jnp.int32),
             length=jnp.zeros((), jnp.int32))
 
     def transition(self, key, state, action, params):
@@ -141,7 +125,7 @@ class Explorer(Environment):
 
     def observe(self, state, params):
         r = self.scene.render(state.geometry, state.agents, params.fov)
-        seen, new = count_new(state.seen, self.scene.texels(state.geometry, r).reshape(-1))
+        seen, new = self.scene.mark_seen(state.seen, state.geometry, r)
         state = state.replace(seen=seen, potential=state.potential + new)
         obs = first_person_obs(self.rgb, self.depth, self.imu, r, state.agents, params.max_depth)
         reward = jnp.full((self.n_agents,), params.reward_scale * new / self.width, jnp.float32)
@@ -156,6 +140,6 @@ class Explorer(Environment):
         n_texels = self.scene.n_texels_of(s.geometry)
         return self.scene.plot_state(
             s.geometry, s.agents, params.fov, obs=jax.device_get(obs),
-            seen=np.asarray(s.seen)[:n_texels],
+            seen=np.asarray(core.unpack_seen(s.seen, n_texels)),
             text=[f"length {int(s.length)}/{int(s.potential) + int(params.patience)}",
                   f"potential {int(s.potential)}"])

@@ -223,6 +223,28 @@ class SceneRuntime:
         wall = (idx >= 8 * self.n_agents) & (w > 0)
         return jnp.where(wall, start + k, -1)
 
+    def mark_seen(self, seen: jax.Array, geometry, r: arrdict) -> tuple[jax.Array, jax.Array]:
+        """Marks the wall texels under the rendered pixels in a packed mask (one kernel call).
+
+        Args:
+            seen: int32 (ceil(T / 32),), packed as :func:`megastep_jax.core.pack_seen` (bit
+                t % 32 of word t // 32 is texel t of ``geometry``).
+            geometry: int32 ().
+            r: a :meth:`render` result.
+
+        Returns:
+            (seen int32 (ceil(T / 32),), int32 () texels newly seen): the texels of
+            :meth:`texels`, distinct ones counted once.
+        """
+        s = self.pool.scenery
+        g = jnp.zeros((1,), jnp.int32) if self.n_geometries == 1 else jnp.asarray(geometry, jnp.int32)[None]
+        render = core.Render(indices=r.indices[None, :, 0], locations=r.locations[None, :, 0],
+                             dots=r.dots[None, :, 0], distances=r.distances[None, :, 0],
+                             screen=None)
+        words, new = core.mark_seen(seen[None], render, s.texel_starts, s.texel_widths, g,
+                                    self.n_agents, backend=self.backend)
+        return words[0], new[0]
+
     def n_texels_of(self, geometry: int) -> int:
         """The number of real (unpadded) texels of geometry ``geometry`` (host int)."""
         return int(np.asarray(self.pool.scenery.n_texels)[int(geometry)])
