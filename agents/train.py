@@ -193,27 +193,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compiled kernels or the jax.numpy reference")
     p.add_argument("--n-envs", type=int, default=64, help="envs stepped in parallel")
     p.add_argument("--n-steps", type=int, default=32, help="rollout length per update")
-    p.add_argument("--epochs", type=int, default=4, help="passes over each rollout")
+    p.add_argument("--epochs", type=int, default=2, help="passes over each rollout")
     p.add_argument("--minibatches", type=int, default=4, help="minibatches per epoch")
     p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
     p.add_argument("--anneal", action="store_true", help="anneal the lr to 0 over --updates")
-    p.add_argument("--anneal-time", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--anneal-time", action=argparse.BooleanOptionalAction, default=True,
                    help="with --minutes, decay the lr linearly to 0 over this session's training "
                         "time (set before each chunk from the time used; not reproducible bit for "
                         "bit, as the time budget itself is not)")
-    p.add_argument("--width", type=int, default=128, help="features of the network's layers")
+    p.add_argument("--width", type=int, default=64, help="features of the network's layers")
     p.add_argument("--core", default="mlp", choices=["lstm", "mlp"],
                    help="mlp learns Explorer faster on CPU within minutes; lstm has memory")
     p.add_argument("--small-convs", action="store_true", help="8- and 16-feature convolutions")
-    p.add_argument("--intake", default="unfold", choices=["unfold", "conv", "stacked"],
-                   help="image convolutions as matrix products (faster on CPU) or nn.Conv")
-    p.add_argument("--ent-coef", type=float, default=0.01, help="weight of the entropy bonus")
+    p.add_argument("--intake", default="stacked", choices=["unfold", "conv", "stacked"],
+                   help="image convolutions as matrix products (faster on CPU), nn.Conv, or matrix "
+                        "products with a dict's same-sized images stacked into one strip (fastest)")
+    p.add_argument("--ent-coef", type=float, default=0.03, help="weight of the entropy bonus")
     p.add_argument("--vf-coef", type=float, default=0.5, help="weight of the value loss")
     p.add_argument("--gamma", type=float, default=0.99, help="discount")
     p.add_argument("--gae-lambda", type=float, default=0.95, help="GAE's lambda")
     p.add_argument("--clip-eps", type=float, default=0.2, help="PPO's ratio (and value) clip")
     p.add_argument("--max-grad-norm", type=float, default=0.5, help="global gradient-norm clip")
-    p.add_argument("--normalize-rewards", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--normalize-rewards", action=argparse.BooleanOptionalAction, default=True,
                    help="scale rewards by the running std of the discounted return (PPOConfig.normalize_rewards)")
     p.add_argument("--bootstrap-truncated", action="store_true",
                    help="bootstrap from the value of the last observation of a truncated episode")
