@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compiled kernels or the jax.numpy reference")
     p.add_argument("--n-envs", type=int, default=64, help="envs stepped in parallel")
     p.add_argument("--n-steps", type=int, default=32, help="rollout length per update")
-    p.add_argument("--epochs", type=int, default=2, help="passes over each rollout")
+    p.add_argument("--epochs", type=int, default=1, help="passes over each rollout")
     p.add_argument("--minibatches", type=int, default=4, help="minibatches per epoch")
     p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
     p.add_argument("--anneal", action="store_true", help="anneal the lr to 0 over --updates")

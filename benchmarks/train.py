@@ -115,6 +115,7 @@ LEVERS = [
                                  "--core", "lstm"]),
     ("  ... reset ratio 1 (exact auto-reset)", BEFORE + ["--width", "64", "--intake", "stacked",
                                                         "--epochs", "2", "--reset-ratio", "1"]),
+    ("  ... 1 epoch", BEFORE + ["--width", "64", "--intake", "stacked", "--epochs", "1"]),
     ("the demo's defaults", []),
 ]
 
