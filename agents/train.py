@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bootstrap from the value of the last observation of a truncated episode")
     p.add_argument("--reset-ratio", type=int, default=8,
                    help="envs per fresh episode rendered each step (see PPOConfig.reset_ratio)")
-    p.add_argument("--chunk", type=int, default=5, help="updates per compiled call (progress granularity)")
+    p.add_argument("--chunk", type=int, default=20, help="updates per compiled call (progress granularity)")
     p.add_argument("--eval-envs", type=int, default=32, help="held-out episodes scored per policy")
     p.add_argument("--eval-steps", type=int, default=3000,
                    help="steps per evaluation env; longer than an episode, so first episodes finish")
@@ -277,6 +277,23 @@ def _read_rows(path: str) -> list[dict]:
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def _append_rows(path: str, rows: list[dict], new: list[dict]) -> None:
+    """Appends ``new`` (already the last rows of ``rows``) to the CSV at ``path``; rewrites
+    the whole file (all ``rows``) where it is missing or its header lacks a field of ``new``.
+    Appending keeps the cost of a chunk's write independent of the run's length."""
+    header = None
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
+    if not new:
+        return
+    if header is None or any(k not in header for r in new for k in r):
+        _write_rows(path, rows)
+        return
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=header).writerows(new)
 
 
 def _write_rows(path: str, rows: list[dict]) -> None:
@@ -409,6 +426,10 @@ def main(argv=None) -> dict:
         # time-annealed run stored the last chunk's scale)
         runner = runner.replace(lr_scale=jnp.ones((), jnp.float32))
     start_update = int(runner.update)
+    if writer and args.resume:
+        _write_rows(paths["metrics"], rows)  # drops rows past the checkpoint; then appends
+    elif writer and os.path.exists(paths["metrics"]):
+        os.remove(paths["metrics"])  # a run that never saved a checkpoint; start afresh
     # On resume, --updates may extend the run; the config (and any lr annealing) is the stored one.
     target = cli_updates if cli_updates is not None else (args.updates or math.inf)
     budget = args.minutes * 60 if args.minutes is not None else math.inf
@@ -441,6 +462,7 @@ def main(argv=None) -> dict:
             break
         dt = time.time() - tic
         now = elapsed0 + time.time() - t0
+        first_new = len(rows)
         for i in range(n):
             row = {k: _scalar(v[i]) for k, v in metrics.items()}
             row["update"] = int(row["update"])
@@ -454,7 +476,7 @@ def main(argv=None) -> dict:
         # The checkpoint and the metrics always describe the same update.
         ppo.save(paths["checkpoint"], runner)  # every process gathers, process 0 writes
         if writer:
-            _write_rows(paths["metrics"], rows)
+            _append_rows(paths["metrics"], rows, rows[first_new:])
         bar.update(n)
         bar.set_postfix({"steps/s": f"{n * config.steps_per_update / dt:,.0f}",
                          "return": "-" if math.isnan(last_return) else f"{last_return:.3g}",
