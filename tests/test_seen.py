@@ -159,3 +159,17 @@ def test_explorer_marks_the_texels_under_its_pixels():
         expect[t[t >= 0]] = True
         np.testing.assert_array_equal(np.asarray(core.unpack_seen(words[e], scene.n_texels)), expect)
         assert int(new[e]) == expect.sum()
+
+
+@pytest.mark.parametrize("backend", ["kernel", "cuda-emulated"])
+def test_the_kernel_checks_shapes_behind_the_wrapper(backend):
+    """A wrapper that passed mismatched operands gets the kernel's error, not a bad read."""
+    from megastep_jax import kernels
+
+    seen, indices, locations, geometry, starts, widths = map(jnp.asarray, random_case(0))
+    with pytest.raises(Exception, match="megastep: geometry: shape"):
+        jax.block_until_ready(kernels.seen(seen, indices, locations, geometry[:3], starts, widths, 1,
+                                           backend=backend))
+    with pytest.raises(Exception, match="megastep: texel_widths: shape"):
+        jax.block_until_ready(kernels.seen(seen, indices, locations, geometry, starts, widths[:, :7],
+                                           1, backend=backend))
