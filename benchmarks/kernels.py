@@ -154,7 +154,7 @@ def env_bare_kernels(name: str, n_envs: int, steps: int, repeats: int, cpu: bool
     return grid, brute
 
 
-def main():
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small batches, for a smoke run")
     p.add_argument("--steps", type=int, default=8)
@@ -164,7 +164,11 @@ def main():
                         "cost against wall count), envs (Explorer and Deathmatch bare kernels)")
     p.add_argument("--cpu-time", action="store_true",
                    help="frames per CPU-second of this process (all threads): steadier on a shared machine")
-    args = p.parse_args()
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     only = set(args.only.split(","))
     key = jax.random.key(0)
     unit = "frames per CPU-second" if args.cpu_time else "frames/s"
