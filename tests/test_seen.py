@@ -7,7 +7,6 @@ texels outside the mask, geometry rows outside the table); under vmap with the t
 shared; the packing helpers; argument errors; and the env's use against SceneRuntime.texels.
 """
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +17,7 @@ from megastep_jax import core, kernels
 from megastep_jax.envs import Explorer
 from megastep_jax.state import Render
 
-from conftest import ALL_BACKENDS
+from conftest import ALL_BACKENDS, gpus, requires_gpu
 
 
 def _render(indices, locations):
@@ -176,20 +175,11 @@ def test_the_kernel_checks_shapes_behind_the_wrapper(backend):
                                            1, backend=backend))
 
 
-def _gpus():
-    try:
-        return jax.devices("gpu")
-    except RuntimeError:
-        return []
-
-
-# scripts/gpu_check.sh sets MEGASTEP_REQUIRE_GPU=1: there a missing GPU fails, not skips
-@pytest.mark.skipif(not (_gpus() and kernels.CUDA_REGISTERED) and os.environ.get("MEGASTEP_REQUIRE_GPU") != "1",
-                    reason="needs a GPU and the CUDA kernels")
+@requires_gpu
 def test_mark_seen_on_the_gpu_matches_the_rule():
-    assert kernels.CUDA_REGISTERED and _gpus(), "JAX sees no GPU, or the CUDA kernels are not built"
+    assert kernels.CUDA_REGISTERED and gpus(), "JAX sees no GPU, or the CUDA kernels are not built"
     case = random_case(4, E=64, R=256)
-    words, new = jitted("kernel", 1)(*jax.device_put(tuple(map(jnp.asarray, case)), _gpus()[0]))
+    words, new = jitted("kernel", 1)(*jax.device_put(tuple(map(jnp.asarray, case)), gpus()[0]))
     expect_words, expect_new = spec(*case, 1)
     np.testing.assert_array_equal(np.asarray(new), expect_new)
     np.testing.assert_array_equal(np.asarray(words), expect_words)
