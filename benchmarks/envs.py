@@ -175,7 +175,7 @@ def profile(env, state, repeats: int, key, cpu: bool = False) -> list[tuple[str,
     return out
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--envs", default="minimal,explorer,deathmatch")
     p.add_argument("--n-envs", default=None, help="comma-separated env counts (default: minimal 4096, "
@@ -192,7 +192,11 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="64 envs, 4 steps, 1 repeat: a smoke run")
     p.add_argument("--cpu-time", action="store_true", help="time by this process's CPU seconds (all "
                    "threads) instead of wall-clock: steadier on a shared machine; frames per CPU-second")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     if args.quick:
         args.steps, args.repeats = 4, 1
 

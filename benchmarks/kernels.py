@@ -10,7 +10,8 @@ A frame is one agent's rendered view; each step runs the kernels for every env i
 jitted lax.scan, so dispatch overhead is amortised. Figures are the best of ``--repeats``
 timed runs after a warm-up (compile) run. "grid" renders through the scenery's
 acceleration grid, "every line" the same scenery without it (``Scenery.without_grid()``:
-the index-order cast, the old path); both give identical frames.
+the index-order cast, the old path), "default" as ``core.render`` does (traversal "auto":
+the grid from ``kernels.GRID_MIN_LINES`` static lines up); all give identical frames.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from megastep_jax import core, geometry, scene, toys
+from megastep_jax import core, geometry, kernels, scene, toys
 
 
 def many_walls(n_walls: int = 300, size: float = 20.0, seed: int = 0):
@@ -111,11 +112,18 @@ def _best(fn, args, repeats: int, cpu: bool) -> float:
     return best
 
 
-def render_rate(s, agents, res: int, steps: int, repeats: int, cpu: bool) -> float:
-    """Rendered frames/s of s; the agents turn every step so no render is loop-invariant."""
+def render_rate(s, agents, res: int, steps: int, repeats: int, cpu: bool,
+                traversal: str | None = None) -> float:
+    """Rendered frames/s of s; the agents turn every step so no render is loop-invariant.
+    ``traversal``: a key of ``kernels.TRAVERSALS`` (None: ``core.render``'s default)."""
+    def render(ag):
+        if traversal is None:
+            return core.render(s, ag, res=res)
+        return kernels.render(s, ag, res, core.DEFAULT_FOV, core.AGENT_RADIUS, traversal=traversal)
+
     def step(ag, _):
         ag = ag.replace(angles=ag.angles + 7.0)
-        return ag, core.render(s, ag, res=res).distances[:, :, ::17].sum()
+        return ag, render(ag).distances[:, :, ::17].sum()
 
     run = jax.jit(lambda ag: jax.lax.scan(step, ag, None, length=steps)[1])
     return agents.n_envs * agents.n_agents * steps / _best(run, (agents,), repeats, cpu)
@@ -123,7 +131,8 @@ def render_rate(s, agents, res: int, steps: int, repeats: int, cpu: bool) -> flo
 
 def wall_scaling(n_walls=(100, 500, 2000), n_envs: int = 64, res: int = 256, steps: int = 16,
                  repeats: int = 3, cpu: bool = False, key=None):
-    """Render frames/s with n walls in a 40 m hall, grid vs every line, agents at random."""
+    """Render frames/s with n walls in a 40 m hall, agents at random: through the grid, every
+    line, and the default ("auto": the grid from kGridMinLines static lines up)."""
     rows = []
     for n in n_walls:
         one = scene.scenery([hall(n)], n_agents=1, key=key)
@@ -133,14 +142,15 @@ def wall_scaling(n_walls=(100, 500, 2000), n_envs: int = 64, res: int = 256, ste
         agents = core.init_agents(n_envs, 1).replace(
             positions=jnp.asarray(rng.uniform(1.5, 39.5, (n_envs, 1, 2)), jnp.float32),
             angles=jnp.asarray(rng.uniform(-180, 180, (n_envs, 1)), jnp.float32))
-        grid = render_rate(s, agents, res, steps, repeats, cpu)
+        grid = render_rate(s, agents, res, steps, repeats, cpu, traversal="grid")
         brute = render_rate(s.without_grid(), agents, res, steps, repeats, cpu)
-        rows.append((n, tuple(np.asarray(one.grid_dims[0]).tolist()), grid, brute))
+        auto = render_rate(s, agents, res, steps, repeats, cpu)
+        rows.append((n, tuple(np.asarray(one.grid_dims[0]).tolist()), grid, brute, auto))
     return rows
 
 
 def env_bare_kernels(name: str, n_envs: int, steps: int, repeats: int, cpu: bool, key):
-    """(grid, every line) frames/s of benchmarks/envs.py's bare kernels (physics + render of
+    """(default traversal, every line) frames/s of benchmarks/envs.py's bare kernels (physics + render of
     every env in its own procedural plan, through the env's scene runtime)."""
     import envs as env_bench  # benchmarks/envs.py, next to this file
 
@@ -154,7 +164,7 @@ def env_bare_kernels(name: str, n_envs: int, steps: int, repeats: int, cpu: bool
     return grid, brute
 
 
-def main():
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small batches, for a smoke run")
     p.add_argument("--steps", type=int, default=8)
@@ -164,7 +174,11 @@ def main():
                         "cost against wall count), envs (Explorer and Deathmatch bare kernels)")
     p.add_argument("--cpu-time", action="store_true",
                    help="frames per CPU-second of this process (all threads): steadier on a shared machine")
-    args = p.parse_args()
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     only = set(args.only.split(","))
     key = jax.random.key(0)
     unit = "frames per CPU-second" if args.cpu_time else "frames/s"
@@ -185,15 +199,16 @@ def main():
     if "walls" in only:
         n_envs = 16 if args.quick else 64
         print(f"\n# render only, random walls in a 40 m hall, {n_envs} envs, res 256 ({unit})")
-        print(f"{'walls':>6}{'grid cells':>12}{'grid':>12}{'every line':>12}{'speed-up':>9}{'grid cost vs 100':>18}")
+        print(f"{'walls':>6}{'grid cells':>12}{'grid':>12}{'every line':>12}{'speed-up':>9}"
+              f"{'grid cost vs 100':>18}{'default':>12}{'default cost vs 100':>21}")
         rows = wall_scaling(n_envs=n_envs, steps=args.steps * 2, repeats=args.repeats,
                             cpu=args.cpu_time, key=key)
-        for n, dims, grid, brute in rows:
+        for n, dims, grid, brute, auto in rows:
             print(f"{n:>6}{dims[0]:>6}x{dims[1]:<5}{grid:>12,.0f}{brute:>12,.0f}{grid / brute:>8.2f}x"
-                  f"{rows[0][2] / grid:>17.2f}x", flush=True)
+                  f"{rows[0][2] / grid:>17.2f}x{auto:>12,.0f}{rows[0][4] / auto:>20.2f}x", flush=True)
     if "envs" in only:
         print(f"\n# bare kernels (physics + render) on 8 procedural floorplans, as benchmarks/envs.py ({unit})")
-        print(f"{'env':<11}{'envs':>6}{'agents':>7}{'res':>5}{'grid':>12}{'every line':>12}{'speed-up':>9}")
+        print(f"{'env':<11}{'envs':>6}{'agents':>7}{'res':>5}{'default':>12}{'every line':>12}{'speed-up':>9}")
         for name, n_envs, agents, res in (("explorer", 1024, 1, 256), ("deathmatch", 256, 4, 512)):
             n_envs = 64 if args.quick else n_envs
             grid, brute = env_bare_kernels(name, n_envs, args.steps * 2, args.repeats, args.cpu_time, key)

@@ -311,8 +311,8 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
       {MEGASTEP_RENDER_ARGS(MS_DIMS_OF)},
       dims_of(*indices_out), b, s);
   if (!err.empty()) return invalid(err);
-  if (traversal < megastep::kTraverseGrid || traversal > megastep::kTraverseRays)
-    return invalid("traversal: expected 0 (grid), 1 (brute force) or 2 (grid, per ray)");
+  if (traversal < megastep::kTraverseGrid || traversal > megastep::kTraverseAuto)
+    return invalid("traversal: expected 0 (grid), 1 (brute force), 2 (grid, per ray) or 3 (auto)");
   const int64_t E = s.E, A = s.A, R = s.R, L = s.L;
   megastep::SceneryPtrs ptrs;
   ptrs.lines = lines.typed_data(); ptrs.n_lines = n_lines.typed_data();
@@ -341,8 +341,9 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
     megastep::draw_agents(model.typed_data() + b.block(megastep::kModel, flat) * megastep::kModelLines * 4,
                           pos, ang, (int)A, drawn.data());
     Env env = megastep::env_at(b, flat, e, s, ptrs, n_agent_lines, drawn.data());
+    const int32_t trav = megastep::env_traversal(traversal, env.n_lines, env.n_agent_lines);
     megastep::Grid grid;
-    if (traversal != megastep::kTraverseBrute) grid = megastep::grid_at(b, flat, e, s, ptrs);
+    if (trav != megastep::kTraverseBrute) grid = megastep::grid_at(b, flat, e, s, ptrs);
     float fv = fov.typed_data()[b.block(megastep::kFov, flat)];
     float rad = radius.typed_data()[b.block(megastep::kRadius, flat)];
     // An fov outside (0, 180) has no camera: the outputs are NaN rather than clipped.
@@ -390,7 +391,7 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
       for (int blk = 0; blk < rays.n_blocks; ++blk) rays.block_reach[blk] = INFINITY;
       if (!megastep::grid_valid(grid)) {
         cast_brute(env, cam, rays);
-      } else if (traversal == megastep::kTraverseRays) {
+      } else if (trav == megastep::kTraverseRays) {
         for (int64_t r = 0; r < R; ++r) {
           megastep::Hit h = megastep::cast_grid(env, grid, cam.p, {rays.ux[r], rays.uy[r]}, rays.near_s[r]);
           rays.i1[r] = h.index;

@@ -58,12 +58,12 @@
   X(SHADOW_PARALLEL, kShadowParallel) X(PARALLEL, kParallel) X(TIE_BREAK, kTieBreak)     \
   X(DOT_EPS, kDotEps) X(FILTER_EPS, kFilterEps) X(CONTACT_SCALE, kContactScale)          \
   X(BACKOFF, kBackoff) X(MODEL_LINES, kModelLines) X(MAX_CONTACTS, kMaxContacts)         \
-  X(GRID_PAD, kGridPad)
+  X(GRID_PAD, kGridPad) X(GRID_MIN_LINES, kGridMinLines)
 // Named int32 attribute values: X(attribute, Python name, C++ value).
 #define MEGASTEP_ENUMS(X)                                                                 \
   X(collision, stop, kStop) X(collision, slide, kSlide) X(collision, bounce, kBounce)    \
   X(traversal, grid, kTraverseGrid) X(traversal, brute, kTraverseBrute)                  \
-  X(traversal, rays, kTraverseRays)
+  X(traversal, rays, kTraverseRays) X(traversal, auto, kTraverseAuto)
 
 namespace megastep {
 

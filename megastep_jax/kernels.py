@@ -68,11 +68,15 @@ the ``constants`` shared with :mod:`megastep_jax.reference`; the attributes' nam
 (``enums``). The wrappers below order their operands by these names."""
 
 COLLISIONS = dict(INTERFACE["enums"]["collision"]) if INTERFACE else {"stop": 0, "slide": 1, "bounce": 2}
-TRAVERSALS = dict(INTERFACE["enums"]["traversal"]) if INTERFACE else {"grid": 0, "brute": 1, "rays": 2}
+TRAVERSALS = (dict(INTERFACE["enums"]["traversal"]) if INTERFACE
+              else {"grid": 0, "brute": 1, "rays": 2, "auto": 3})
 """How the render kernel finds each ray's nearest line (all give the same result): "grid"
 walks the scenery's acceleration grid where it has one (per camera on CPU, per ray on
 CUDA), "brute" casts every line in index order (the specification's loop), "rays" walks
-the grid one ray at a time as the CUDA kernel does."""
+the grid one ray at a time as the CUDA kernel does, "auto" (the default) takes the grid
+for an env with at least ``GRID_MIN_LINES`` static lines and every line below that,
+where casting them all is faster (csrc/megastep.h, kGridMinLines)."""
+GRID_MIN_LINES = INTERFACE["constants"]["GRID_MIN_LINES"] if INTERFACE else 160
 
 
 def check_constants(interface=None) -> None:
@@ -176,7 +180,7 @@ def _grid_operands(scenery: Scenery):
 
 
 def render(scenery: Scenery, agents: Agents, res: int, fov, radius, backend: str = "kernel",
-           traversal: str = "grid") -> Render:
+           traversal: str = "auto") -> Render:
     """Kernel twin of :func:`megastep_jax.reference.render`; backend "kernel" or
     "cuda-emulated", ``traversal`` a key of TRAVERSALS."""
     E, A = agents.angles.shape[-2:]

@@ -4,7 +4,8 @@
 #      build/gpu, and a shadow package build/gpu/pkg that imports them;
 #   2. runs the kernel tests with JAX on the GPU: the compiled CUDA kernels against the jnp
 #      reference (tests/test_kernels.py, test_collisions.py) and against the CPU kernel
-#      (tests/test_cuda_emulated.py::test_cuda_on_the_gpu_matches_the_cpu_kernel);
+#      (tests/test_cuda_emulated.py::test_cuda_on_the_gpu_matches_the_cpu_kernel) and the
+#      seen-texel kernel against its rule (tests/test_seen.py);
 #   3. benchmarks/kernels.py, then benchmarks/envs.py at megastep's scale: Explorer with
 #      8,192 envs and Deathmatch with 2,048 envs x 4 agents, printing their figures.
 # All within GPU_CHECK_SECONDS (default 480); each step gets what is left.
@@ -105,12 +106,12 @@ RUN=("$PYTHON" "$ROOT/scripts/run_with_build.py" "$SHADOW" --require _megastep_c
 # MEGASTEP_REQUIRE_GPU makes the GPU-vs-CPU test fail, not skip, if the GPU is not used.
 export MEGASTEP_REQUIRE_GPU=1
 step "${RUN[@]}" pytest -q -p no:cacheprovider -m "not slow" -k "not cuda_emulated or gpu" \
-  tests/test_kernels.py tests/test_collisions.py tests/test_cuda_emulated.py
+  tests/test_kernels.py tests/test_collisions.py tests/test_cuda_emulated.py tests/test_seen.py
 
 # 4. Benchmarks.
 step "${RUN[@]}" benchmarks/kernels.py --repeats 2
-step "${RUN[@]}" benchmarks/envs.py --envs explorer --backends kernel --n-envs 8192 --steps 20 --repeats 2
-step "${RUN[@]}" benchmarks/envs.py --envs deathmatch --n-agents 4 --backends kernel --n-envs 2048 --steps 20 --repeats 2
+step "${RUN[@]}" benchmarks/envs.py --envs explorer --backend kernel --n-envs 8192 --steps 20 --repeats 2
+step "${RUN[@]}" benchmarks/envs.py --envs deathmatch --n-agents 4 --backend kernel --n-envs 2048 --steps 20 --repeats 2
 
 if [[ $DRY_RUN -eq 1 ]]; then
   say "dry run: nothing was run"

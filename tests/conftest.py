@@ -1,4 +1,5 @@
 """Shared fixtures: small sceneries built once per session."""
+import os
 import pathlib
 
 import jax
@@ -17,6 +18,26 @@ def _backend_params(*backends):
 # file run on the CPU by csrc/cuda_emulation.h. For parametrize("backend", ...).
 COMPILED_BACKENDS = _backend_params("kernel", "cuda-emulated")
 ALL_BACKENDS = _backend_params("kernel", "reference", "cuda-emulated")
+
+
+def gpus():
+    """JAX's GPU devices, [] without any."""
+    try:
+        return jax.devices("gpu")
+    except RuntimeError:
+        return []
+
+
+def _cuda_ready():
+    from megastep_jax import kernels
+
+    return bool(gpus()) and kernels.CUDA_REGISTERED
+
+
+# For the compiled CUDA kernels on a real GPU. scripts/gpu_check.sh sets
+# MEGASTEP_REQUIRE_GPU=1: there a missing GPU fails the test instead of skipping it.
+requires_gpu = pytest.mark.skipif(not _cuda_ready() and os.environ.get("MEGASTEP_REQUIRE_GPU") != "1",
+                                  reason="needs a GPU and the CUDA kernels")
 
 
 @pytest.fixture(params=COMPILED_BACKENDS)

@@ -8,7 +8,6 @@ side of what dynamic shared memory holds. Last, the compiled CUDA kernels on a r
 against the CPU kernel (skipped without one; `make gpu-check` runs it).
 """
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +15,8 @@ import numpy as np
 import pytest
 
 from megastep_jax import core, kernels, scene, toys
+
+from conftest import gpus, requires_gpu
 
 emu = kernels._megastep_cuda_emulated
 pytestmark = pytest.mark.skipif(emu is None, reason="built without MEGASTEP_CUDA_EMULATED")
@@ -195,19 +196,10 @@ def test_physics_threads_cover_every_env(n_envs):
 # ---------------------------------------------------------------------------------------
 # The compiled CUDA kernels on a GPU, against the CPU kernel
 
-def _gpus():
-    try:
-        return jax.devices("gpu")
-    except RuntimeError:
-        return []
-
-
-# scripts/gpu_check.sh sets MEGASTEP_REQUIRE_GPU=1: there a missing GPU fails, not skips
-@pytest.mark.skipif(not (_gpus() and kernels.CUDA_REGISTERED) and os.environ.get("MEGASTEP_REQUIRE_GPU") != "1",
-                    reason="needs a GPU and the CUDA kernels")
+@requires_gpu
 @pytest.mark.parametrize("collision", ["stop", "slide", "bounce"])
 def test_cuda_on_the_gpu_matches_the_cpu_kernel(random_scene, collision):
-    assert kernels.CUDA_REGISTERED and _gpus(), "JAX sees no GPU, or the CUDA kernels are not built"
+    assert kernels.CUDA_REGISTERED and gpus(), "JAX sees no GPU, or the CUDA kernels are not built"
     s, agents = random_scene
     agents = agents.replace(velocity=agents.velocity * 10)
 
@@ -217,7 +209,7 @@ def test_cuda_on_the_gpu_matches_the_cpu_kernel(random_scene, collision):
                                     core.physics(sc, ag, collision=collision, restitution=0.7)))
         return jax.device_get(f(sd, ad))
 
-    (rg, bg, (mg, pg)), (rc, bc, (mc, pc)) = run(_gpus()[0]), run(jax.devices("cpu")[0])
+    (rg, bg, (mg, pg)), (rc, bc, (mc, pc)) = run(gpus()[0]), run(jax.devices("cpu")[0])
     _agree(rg, rc)
     np.testing.assert_allclose(bg, bc, atol=1e-5)
     np.testing.assert_allclose(pg, pc, atol=1e-4)

@@ -25,6 +25,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     assert "_megastep_cuda" in plan[1]
     tests = next(line for line in plan if " pytest " in line)
     for name in ("tests/test_kernels.py", "tests/test_collisions.py", "tests/test_cuda_emulated.py",
+                 "tests/test_seen.py",
                  "--require _megastep_cuda"):
         assert name in tests
     assert any("benchmarks/kernels.py" in line for line in plan)
@@ -32,6 +33,20 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     assert any("--envs deathmatch" in line and "--n-agents 4" in line and "--n-envs 2048" in line
                for line in plan)
     assert "nothing was run" in out.stdout
+    # every planned benchmark command line parses with its script's own parser
+    import importlib.util
+    import shlex
+
+    benches = [line for line in plan if "benchmarks/" in line]
+    assert len(benches) >= 3
+    for line in benches:
+        words = shlex.split(line[2:])
+        at = next(i for i, w in enumerate(words) if w.startswith("benchmarks/") or "/benchmarks/" in w)
+        path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / pathlib.Path(words[at]).name
+        spec = importlib.util.spec_from_file_location(f"_bench_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.build_parser().parse_args(words[at + 1:])  # SystemExit on an unknown flag
 
 
 def test_unknown_argument_is_refused():

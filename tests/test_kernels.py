@@ -211,6 +211,10 @@ def test_interface_table_names_every_operand_the_wrappers_pass():
             assert name in fields | {"fov", "radius", "fps", "restitution"}, (kernel, name)
             assert dtype in ("float32", "int32") and 0 <= rank <= 4
     assert table["render"]["attrs"] == ["traversal"] and table["physics"]["attrs"] == ["collision"]
+    assert [n for n, _, _ in table["seen"]["args"]] == [
+        "seen", "indices", "locations", "geometry", "texel_starts", "texel_widths"]
+    assert table["seen"]["attrs"] == ["n_agents"]
+    assert [n for n, _, _ in table["seen"]["results"]] == ["seen", "new_texels"]
     assert [n for n, _, _ in table["render"]["results"]] == [f.name for f in dataclasses.fields(core.Render)]
 
 

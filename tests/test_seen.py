@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from megastep_jax import core
+from megastep_jax import core, kernels
 from megastep_jax.envs import Explorer
 from megastep_jax.state import Render
 
-from conftest import ALL_BACKENDS
+from conftest import ALL_BACKENDS, gpus, requires_gpu
 
 
 def _render(indices, locations):
@@ -159,3 +159,27 @@ def test_explorer_marks_the_texels_under_its_pixels():
         expect[t[t >= 0]] = True
         np.testing.assert_array_equal(np.asarray(core.unpack_seen(words[e], scene.n_texels)), expect)
         assert int(new[e]) == expect.sum()
+
+
+@pytest.mark.parametrize("backend", ["kernel", "cuda-emulated"])
+def test_the_kernel_checks_shapes_behind_the_wrapper(backend):
+    """A wrapper that passed mismatched operands gets the kernel's error, not a bad read."""
+    from megastep_jax import kernels
+
+    seen, indices, locations, geometry, starts, widths = map(jnp.asarray, random_case(0))
+    with pytest.raises(Exception, match="megastep: geometry: shape"):
+        jax.block_until_ready(kernels.seen(seen, indices, locations, geometry[:3], starts, widths, 1,
+                                           backend=backend))
+    with pytest.raises(Exception, match="megastep: texel_widths: shape"):
+        jax.block_until_ready(kernels.seen(seen, indices, locations, geometry, starts, widths[:, :7],
+                                           1, backend=backend))
+
+
+@requires_gpu
+def test_mark_seen_on_the_gpu_matches_the_rule():
+    assert kernels.CUDA_REGISTERED and gpus(), "JAX sees no GPU, or the CUDA kernels are not built"
+    case = random_case(4, E=64, R=256)
+    words, new = jitted("kernel", 1)(*jax.device_put(tuple(map(jnp.asarray, case)), gpus()[0]))
+    expect_words, expect_new = spec(*case, 1)
+    np.testing.assert_array_equal(np.asarray(new), expect_new)
+    np.testing.assert_array_equal(np.asarray(words), expect_words)
