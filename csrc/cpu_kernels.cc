@@ -369,8 +369,9 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
 #pragma omp simd
         for (int r = 0; r < Ri; ++r) {
           // pixel_ray, norm and near_plane in scalars (a Vec keeps GCC from vectorising)
-          float v = megastep::pixel_slope(r, Ri, tan_half);
-          float x = cam.c - cam.s * v, y = cam.s + cam.c * v, len = sqrtf(x * x + y * y);
+          float x, y;
+          megastep::pixel_ray_xy(r, Ri, tan_half, cam.c, cam.s, x, y);
+          float len = sqrtf(x * x + y * y);
           ux[r] = x;
           uy[r] = y;
           ul[r] = len;

@@ -497,10 +497,17 @@ MS_FN Pixel shade_with(const Env& env, Vec u, Hit h, const AgentLight& agent_lig
 }
 MS_FN Pixel shade(const Env& env, Vec u, Hit h) { return shade_with(env, u, h, SceneLight{&env}); }
 
-// Rotated ray direction of pixel r of R for an agent whose angle has cos c and sin s.
-MS_FN Vec pixel_ray(int r, int R, float tan_half_fov, float c, float s) {
+// Rotated ray direction (x, y) of pixel r of R for an agent whose angle has cos c and sin
+// s; in scalars for SIMD loops (GCC 12 does not vectorise through the Vec struct).
+MS_FN void pixel_ray_xy(int r, int R, float tan_half_fov, float c, float s, float& x, float& y) {
   float v = pixel_slope(r, R, tan_half_fov);
-  return {c - s * v, s + c * v};
+  x = c - s * v;
+  y = s + c * v;
+}
+MS_FN Vec pixel_ray(int r, int R, float tan_half_fov, float c, float s) {
+  Vec u;
+  pixel_ray_xy(r, R, tan_half_fov, c, s, u.x, u.y);
+  return u;
 }
 
 // Near-plane ray parameter for a ray u: the camera sees nothing within `radius`.
