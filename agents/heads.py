@@ -168,6 +168,15 @@ class ConstantIntake(nn.Module):
         return jnp.broadcast_to(value, (*batch, self.width))  # no ReLU: it could start dead
 
 
+def check_dict_obs(obs, space) -> None:
+    """Raises ValueError unless ``obs`` is a dict with exactly the keys of ``space`` (a tuple
+    of (key, space) pairs)."""
+    names = [k for k, _ in space]
+    if not isinstance(obs, Mapping) or set(obs) != set(names):
+        got = sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__
+        raise ValueError(f"obs: expected a dict with keys {sorted(names)}, got {got}")
+
+
 class ConcatIntake(nn.Module):
     """A dict of observations: each through its own intake, concatenated, projected.
 
@@ -186,10 +195,7 @@ class ConcatIntake(nn.Module):
 
     @nn.compact
     def __call__(self, obs) -> jax.Array:
-        names = [k for k, _ in self.space]
-        if not isinstance(obs, Mapping) or set(obs) != set(names):
-            got = sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__
-            raise ValueError(f"obs: expected a dict with keys {sorted(names)}, got {got}")
+        check_dict_obs(obs, self.space)
         ys = [intake(s, self.width, image_kwargs=self.image_kwargs, name=f"intake_{k}")(obs[k])
               for k, s in self.space]
         return nn.relu(_dense(self.width)(jnp.concatenate(ys, axis=-1)))

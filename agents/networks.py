@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -146,10 +145,7 @@ class UnfoldConcatIntake(nn.Module):
 
     @nn.compact
     def __call__(self, obs) -> jax.Array:
-        names = [k for k, _ in self.space]
-        if not isinstance(obs, Mapping) or set(obs) != set(names):
-            got = sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__
-            raise ValueError(f"obs: expected a dict with keys {sorted(names)}, got {got}")
+        heads.check_dict_obs(obs, self.space)
         ys = [intake(s, self.width, "unfold", self.image_kwargs, name=f"intake_{k}")(obs[k])
               for k, s in self.space]
         return nn.relu(_dense(self.width, name="Dense_0")(jnp.concatenate(ys, axis=-1)))
@@ -174,10 +170,7 @@ class StackedIntake(nn.Module):
 
     @nn.compact
     def __call__(self, obs) -> jax.Array:
-        names = [k for k, _ in self.space]
-        if not isinstance(obs, Mapping) or set(obs) != set(names):
-            got = sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__
-            raise ValueError(f"obs: expected a dict with keys {sorted(names)}, got {got}")
+        heads.check_dict_obs(obs, self.space)
         groups: dict = {}  # (height, width) -> keys, in key order
         for k, s in self.space:
             if isinstance(s, spaces.MultiImage):
