@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #if defined(__CUDACC__)
 #define DRAW_FN __host__ __device__ inline
@@ -190,6 +191,28 @@ inline void draw_frame(const Bank& b, int32_t background, const Symbol* symbols,
       out[p] = (uint8_t)nearbyintf(r * 0.299f + g * 0.587f + bl * 0.114f);
     }
   }
+}
+
+// Host side, shared by the CPU and CUDA handlers: "" or what is wrong with the operands'
+// shapes (sd sprites, zd sizes, bd backgrounds, kd sprite, gd background, pd position, ad
+// angle, cd scale, od frames); sets N frames and S symbols per frame.
+template <class D>
+inline std::string draw_layout(const D& sd, const D& zd, const D& bd, const D& kd, const D& gd,
+                               const D& pd, const D& ad, const D& cd, const D& od, int64_t& N,
+                               int64_t& S) {
+  if (sd.size() != 4 || sd[3] != 4) return "sprites: expected (K, h, w, 4)";
+  if (zd.size() != 2 || zd[0] != sd[0] || zd[1] != 2) return "sizes: expected (K, 2)";
+  if (bd.size() != 4 || bd[3] != 3) return "backgrounds: expected (B, H, W, 3)";
+  if (kd.size() != 2) return "sprite: expected (N, S)";
+  N = kd[0];
+  S = kd[1];
+  if (gd.size() != 1 || gd[0] != N) return "background: expected (N,)";
+  if (pd.size() != 3 || pd[0] != N || pd[1] != S || pd[2] != 2) return "position: expected (N, S, 2)";
+  if (ad.size() != 2 || ad[0] != N || ad[1] != S) return "angle: expected (N, S)";
+  if (cd.size() != 2 || cd[0] != N || cd[1] != S) return "scale: expected (N, S)";
+  if (od.size() != 4 || od[0] != N || od[1] != bd[1] || od[2] != bd[2] || (od[3] != 3 && od[3] != 1))
+    return "frames: expected (N, H, W, 3 or 1)";
+  return "";
 }
 
 }  // namespace megastep_draw

@@ -34,17 +34,9 @@ inline dffi::Error DrawImpl(dffi::ThreadPool pool, dffi::Buffer<dffi::F32> sprit
   auto sd = sprites.dimensions(), zd = sizes.dimensions(), bd = backgrounds.dimensions();
   auto kd = sprite.dimensions(), gd = background.dimensions(), pd = position.dimensions();
   auto ad = angle.dimensions(), cd = scale.dimensions(), od = frames->dimensions();
-  if (sd.size() != 4 || sd[3] != 4) return draw_invalid("sprites: expected (K, h, w, 4)");
-  if (zd.size() != 2 || zd[0] != sd[0] || zd[1] != 2) return draw_invalid("sizes: expected (K, 2)");
-  if (bd.size() != 4 || bd[3] != 3) return draw_invalid("backgrounds: expected (B, H, W, 3)");
-  if (kd.size() != 2) return draw_invalid("sprite: expected (N, S)");
-  const int64_t N = kd[0], S = kd[1];
-  if (gd.size() != 1 || gd[0] != N) return draw_invalid("background: expected (N,)");
-  if (pd.size() != 3 || pd[0] != N || pd[1] != S || pd[2] != 2) return draw_invalid("position: expected (N, S, 2)");
-  if (ad.size() != 2 || ad[0] != N || ad[1] != S) return draw_invalid("angle: expected (N, S)");
-  if (cd.size() != 2 || cd[0] != N || cd[1] != S) return draw_invalid("scale: expected (N, S)");
-  if (od.size() != 4 || od[0] != N || od[1] != bd[1] || od[2] != bd[2] || (od[3] != 3 && od[3] != 1))
-    return draw_invalid("frames: expected (N, H, W, 3 or 1)");
+  int64_t N = 0, S = 0;
+  std::string err = draw_layout(sd, zd, bd, kd, gd, pd, ad, cd, od, N, S);
+  if (!err.empty()) return draw_invalid(err);
   Bank b{sprites.typed_data(), sizes.typed_data(), backgrounds.typed_data(),
          sd[0], sd[1], sd[2], bd[0], bd[1], bd[2]};
   const int channels = (int)od[3];

@@ -45,18 +45,10 @@ inline dcu::Error DrawCudaImpl(cudaStream_t stream, dcu::Buffer<dcu::F32> sprite
   auto sd = sprites.dimensions(), zd = sizes.dimensions(), bd = backgrounds.dimensions();
   auto kd = sprite.dimensions(), gd = background.dimensions(), pd = position.dimensions();
   auto ad = angle.dimensions(), cd = scale.dimensions(), od = frames->dimensions();
-  if (sd.size() != 4 || sd[3] != 4) return bad("sprites: expected (K, h, w, 4)");
-  if (zd.size() != 2 || zd[0] != sd[0] || zd[1] != 2) return bad("sizes: expected (K, 2)");
-  if (bd.size() != 4 || bd[3] != 3) return bad("backgrounds: expected (B, H, W, 3)");
-  if (kd.size() != 2) return bad("sprite: expected (N, S)");
-  const int64_t N = kd[0], S = kd[1];
+  int64_t N = 0, S = 0;
+  std::string err = draw_layout(sd, zd, bd, kd, gd, pd, ad, cd, od, N, S);
+  if (!err.empty()) return bad(err);
   if (S > 32) return bad("sprite: at most 32 symbols per frame on CUDA");
-  if (gd.size() != 1 || gd[0] != N) return bad("background: expected (N,)");
-  if (pd.size() != 3 || pd[0] != N || pd[1] != S || pd[2] != 2) return bad("position: expected (N, S, 2)");
-  if (ad.size() != 2 || ad[0] != N || ad[1] != S) return bad("angle: expected (N, S)");
-  if (cd.size() != 2 || cd[0] != N || cd[1] != S) return bad("scale: expected (N, S)");
-  if (od.size() != 4 || od[0] != N || od[1] != bd[1] || od[2] != bd[2] || (od[3] != 3 && od[3] != 1))
-    return bad("frames: expected (N, H, W, 3 or 1)");
   if (N == 0) return dcu::Error::Success();
   const int64_t max_x = megastep_cuda::kMaxGridX, max_y = megastep_cuda::kMaxGridYZ;
   if (N > max_x * max_y) return bad("sprite: too many frames for one launch");
