@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <string>
 
+#include "xla/ffi/api/ffi.h"
+
 #if defined(__CUDACC__)
 #define DRAW_FN __host__ __device__ inline
 #else
@@ -213,6 +215,24 @@ inline std::string draw_layout(const D& sd, const D& zd, const D& bd, const D& k
   if (od.size() != 4 || od[0] != N || od[1] != bd[1] || od[2] != bd[2] || (od[3] != 3 && od[3] != 1))
     return "frames: expected (N, H, W, 3 or 1)";
   return "";
+}
+
+// The FFI signature of the draw handlers: sprites, sizes, backgrounds, sprite, background,
+// position, angle, scale -> frames; bound with the platform's context type.
+template <class Ctx>
+auto draw_binding() {
+  namespace ffi = xla::ffi;
+  return ffi::Ffi::Bind()
+      .template Ctx<Ctx>()
+      .template Arg<ffi::Buffer<ffi::F32>>()
+      .template Arg<ffi::Buffer<ffi::S32>>()
+      .template Arg<ffi::Buffer<ffi::F32>>()
+      .template Arg<ffi::Buffer<ffi::S32>>()
+      .template Arg<ffi::Buffer<ffi::S32>>()
+      .template Arg<ffi::Buffer<ffi::F32>>()
+      .template Arg<ffi::Buffer<ffi::F32>>()
+      .template Arg<ffi::Buffer<ffi::F32>>()
+      .template Ret<ffi::Buffer<ffi::U8>>();
 }
 
 }  // namespace megastep_draw

@@ -63,15 +63,4 @@ inline dffi::Error DrawImpl(dffi::ThreadPool pool, dffi::Buffer<dffi::F32> sprit
 
 }  // namespace megastep_draw
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepDrawCpu, megastep_draw::DrawImpl,
-                              xla::ffi::Ffi::Bind()
-                                  .Ctx<xla::ffi::ThreadPool>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::S32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::S32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::S32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Ret<xla::ffi::Buffer<xla::ffi::U8>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepDrawCpu, megastep_draw::DrawImpl, megastep_draw::draw_binding<xla::ffi::ThreadPool>());

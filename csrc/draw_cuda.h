@@ -65,15 +65,4 @@ inline dcu::Error DrawCudaImpl(cudaStream_t stream, dcu::Buffer<dcu::F32> sprite
 
 }  // namespace megastep_draw
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepDrawCuda, megastep_draw::DrawCudaImpl,
-                              xla::ffi::Ffi::Bind()
-                                  .Ctx<megastep_cuda::StreamCtx>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::S32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::S32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::S32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()
-                                  .Ret<xla::ffi::Buffer<xla::ffi::U8>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MegastepDrawCuda, megastep_draw::DrawCudaImpl, megastep_draw::draw_binding<megastep_cuda::StreamCtx>());
