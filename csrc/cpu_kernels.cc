@@ -58,6 +58,12 @@ struct Rays {
 // nearest hit plus tie_gap, in metres; +inf before the first hit.
 inline float reach_of(float s1, float ulen) { return (s1 + megastep::tie_gap(s1)) * ulen; }
 
+struct Camera {
+  Vec p;
+  float c, s, tan_half;
+  int R;
+};
+
 // Per-thread scratch: which lines this camera has met (stamps), and the pixels whose
 // nearest hit is a near-tie, cast again in index order.
 struct Scratch {
@@ -66,6 +72,22 @@ struct Scratch {
   std::vector<int> ties;
   std::vector<float> ux, uy, near_s, best_s, best_t;
   std::vector<int> best_i;
+  std::vector<int> lo, hi;      // each line's pixel range (line_ranges)
+  // The pixel range of every line of env for the camera (megastep::pixel_range), SIMD over
+  // lines: pointers to L entries each.
+  void line_ranges(const Env& env, const Camera& cam, int*& plo, int*& phi) {
+    lo.resize(env.n_lines);
+    hi.resize(env.n_lines);
+    plo = lo.data();
+    phi = hi.data();
+    ranges_of(env.agent_lines, 0, env.n_agent_lines, cam, plo, phi);
+    ranges_of(env.lines, env.n_agent_lines, env.n_lines, cam, plo, phi);
+  }
+  static void ranges_of(const float* lines, int j0, int j1, const Camera& cam, int* plo, int* phi) {
+#pragma omp simd
+    for (int j = j0; j < j1; ++j)
+      megastep::pixel_range(megastep::load_line(lines, j), cam.p, cam.c, cam.s, cam.tan_half, cam.R, plo[j], phi[j]);
+  }
   // A fresh stamp for a camera over L lines.
   uint32_t next(int64_t L) {
     if ((int64_t)stamps.size() < L) stamps.assign(L, 0), stamp = 0;
@@ -74,26 +96,24 @@ struct Scratch {
   }
 };
 
-struct Camera {
-  Vec p;
-  float c, s, tan_half;
-  int R;
-};
 
 // Every line in index order against the pixels it can reach, with cast()'s tie rule:
-// the specification's loop, kept as the traversal without a grid.
-void cast_brute(const Env& env, const Camera& cam, Rays& rays) {
+// the specification's loop, kept as the traversal without a grid. Whole blocks are tested
+// (pixels outside a line's range, and the padding, cannot hit it).
+void cast_brute(const Env& env, const Camera& cam, Rays& rays, Scratch& scratch) {
   float* bs = rays.s1.data();
   float* bt = rays.t1.data();
   int* bi = rays.i1.data();
   const float *pux = rays.ux.data(), *puy = rays.uy.data(), *pn = rays.near_s.data();
+  int *plo, *phi;
+  scratch.line_ranges(env, cam, plo, phi);
   for (int j = 0; j < env.n_lines; ++j) {
-    megastep::Line line = megastep::env_line(env, j);
-    int lo, hi;
-    megastep::pixel_range(line, cam.p, cam.c, cam.s, cam.tan_half, cam.R, lo, hi);
-    megastep::LineTerms lt = megastep::line_terms(line, cam.p);
+    const int lo = plo[j], hi = phi[j];
+    if (lo >= hi) continue;
+    megastep::LineTerms lt = megastep::line_terms(megastep::env_line(env, j), cam.p);
+    const int r0 = lo / kBlock * kBlock, r1 = (hi + kBlock - 1) / kBlock * kBlock;
 #pragma omp simd
-    for (int r = lo; r < hi; ++r) megastep::ray_update(lt, pux[r], puy[r], pn[r], j, bs[r], bi[r], bt[r]);
+    for (int r = r0; r < r1; ++r) megastep::ray_update(lt, pux[r], puy[r], pn[r], j, bs[r], bi[r], bt[r]);
   }
 }
 
@@ -109,12 +129,10 @@ inline float segment_distance2(const megastep::Line& l, Vec p) {
 
 // Line j against the blocks of pixels it can reach and may still change, order-independently
 // (nearest_update). Whole blocks are tested: pixels outside the line's range cannot hit it.
-inline void sweep_line(const megastep::Line& line, int j, const Camera& cam, Rays& rays) {
-  int lo, hi;
-  megastep::pixel_range(line, cam.p, cam.c, cam.s, cam.tan_half, cam.R, lo, hi);
-  if (lo >= hi) return;
-  // a block whose reach is below the line's distance (with room for rounding) skips it
-  float dmin2 = segment_distance2(line, cam.p) * (1.f - 1e-4f);
+// The same over the pixels [lo, hi) (non-empty) with dmin2 a lower bound on the squared
+// distance of the line's hits.
+inline void sweep_blocks(const megastep::Line& line, int j, int lo, int hi, float dmin2,
+                         const Camera& cam, Rays& rays) {
   megastep::LineTerms lt = megastep::line_terms(line, cam.p);
   float *s1 = rays.s1.data(), *t1 = rays.t1.data(), *s2 = rays.s2.data(), *reach = rays.reach.data();
   int* i1 = rays.i1.data();
@@ -134,6 +152,55 @@ inline void sweep_line(const megastep::Line& line, int j, const Camera& cam, Ray
     rays.block_reach[blk] = m;
   }
 }
+
+// A lower bound, with room for rounding, on the squared distance from the camera of any of
+// the line's hits: a block whose reach is below it skips the line.
+inline float line_dmin2(const megastep::Line& line, Vec p) {
+  return segment_distance2(line, p) * (1.f - 1e-4f);
+}
+
+inline void sweep_line(const megastep::Line& line, int j, const Camera& cam, Rays& rays) {
+  int lo, hi;
+  megastep::pixel_range(line, cam.p, cam.c, cam.s, cam.tan_half, cam.R, lo, hi);
+  if (lo < hi) sweep_blocks(line, j, lo, hi, line_dmin2(line, cam.p), cam, rays);
+}
+
+// Pixels whose nearest hit is a near-tie (see megastep::resolved) cast again over every line
+// in index order, as cast() does.
+void recast_ties(const Env& env, const Camera& cam, Rays& rays, Scratch& scratch) {
+  auto& ties = scratch.ties;
+  ties.clear();
+  for (int r = 0; r < cam.R; ++r)
+    if (!megastep::resolved(rays.s1[r], rays.i1[r], rays.s2[r])) ties.push_back(r);
+  if (ties.empty()) return;
+  int n = (int)ties.size();
+  for (auto* v : {&scratch.ux, &scratch.uy, &scratch.near_s, &scratch.best_s, &scratch.best_t}) v->resize(n);
+  scratch.best_i.resize(n);
+  for (int q = 0; q < n; ++q) {
+    int r = ties[q];
+    scratch.ux[q] = rays.ux[r];
+    scratch.uy[q] = rays.uy[r];
+    scratch.near_s[q] = rays.near_s[r];
+    scratch.best_s[q] = INFINITY;
+    scratch.best_t[q] = 0.f;
+    scratch.best_i[q] = -1;
+  }
+  float *bs = scratch.best_s.data(), *bt = scratch.best_t.data();
+  int* bi = scratch.best_i.data();
+  const float *pux = scratch.ux.data(), *puy = scratch.uy.data(), *pn = scratch.near_s.data();
+  for (int j = 0; j < env.n_lines; ++j) {
+    megastep::LineTerms lt = megastep::line_terms(megastep::env_line(env, j), cam.p);
+#pragma omp simd
+    for (int q = 0; q < n; ++q) megastep::ray_update(lt, pux[q], puy[q], pn[q], j, bs[q], bi[q], bt[q]);
+  }
+  for (int q = 0; q < n; ++q) {
+    int r = ties[q];
+    rays.s1[r] = bs[q];
+    rays.i1[r] = bi[q];
+    rays.t1[r] = bt[q];
+  }
+}
+
 
 // Whether a grid cell can hold a point some pixel's ray reaches: its bounding disc meets
 // the camera's view wedge (|y| <= x tan_half in the camera frame). Conservative.
@@ -189,38 +256,7 @@ void cast_grid_camera(const Env& env, const megastep::Grid& g, const Camera& cam
     if (k > 0 && cx + k >= 0 && cx + k < g.nx)
       for (int iy = ylo; iy <= yhi; ++iy) visit(cx + k, iy);
   }
-  // near-ties: cast those pixels again over every line in index order
-  auto& ties = scratch.ties;
-  ties.clear();
-  for (int r = 0; r < cam.R; ++r)
-    if (!megastep::resolved(rays.s1[r], rays.i1[r], rays.s2[r])) ties.push_back(r);
-  if (ties.empty()) return;
-  int n = (int)ties.size();
-  for (auto* v : {&scratch.ux, &scratch.uy, &scratch.near_s, &scratch.best_s, &scratch.best_t}) v->resize(n);
-  scratch.best_i.resize(n);
-  for (int q = 0; q < n; ++q) {
-    int r = ties[q];
-    scratch.ux[q] = rays.ux[r];
-    scratch.uy[q] = rays.uy[r];
-    scratch.near_s[q] = rays.near_s[r];
-    scratch.best_s[q] = INFINITY;
-    scratch.best_t[q] = 0.f;
-    scratch.best_i[q] = -1;
-  }
-  float *bs = scratch.best_s.data(), *bt = scratch.best_t.data();
-  int* bi = scratch.best_i.data();
-  const float *pux = scratch.ux.data(), *puy = scratch.uy.data(), *pn = scratch.near_s.data();
-  for (int j = 0; j < env.n_lines; ++j) {
-    megastep::LineTerms lt = megastep::line_terms(megastep::env_line(env, j), cam.p);
-#pragma omp simd
-    for (int q = 0; q < n; ++q) megastep::ray_update(lt, pux[q], puy[q], pn[q], j, bs[q], bi[q], bt[q]);
-  }
-  for (int q = 0; q < n; ++q) {
-    int r = ties[q];
-    rays.s1[r] = bs[q];
-    rays.i1[r] = bi[q];
-    rays.t1[r] = bt[q];
-  }
+  recast_ties(env, cam, rays, scratch);
 }
 
 // intensity_at with the shadow test SIMD over 16 lines at a time (the same obstructs()
@@ -311,8 +347,7 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
       {MEGASTEP_RENDER_ARGS(MS_DIMS_OF)},
       dims_of(*indices_out), b, s);
   if (!err.empty()) return invalid(err);
-  if (traversal < megastep::kTraverseGrid || traversal > megastep::kTraverseAuto)
-    return invalid("traversal: expected 0 (grid), 1 (brute force), 2 (grid, per ray) or 3 (auto)");
+  if (!megastep::traversal_known(traversal)) return invalid(MEGASTEP_TRAVERSAL_ERROR);
   const int64_t E = s.E, A = s.A, R = s.R, L = s.L;
   megastep::SceneryPtrs ptrs;
   ptrs.lines = lines.typed_data(); ptrs.n_lines = n_lines.typed_data();
@@ -343,7 +378,7 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
     Env env = megastep::env_at(b, flat, e, s, ptrs, n_agent_lines, drawn.data());
     const int32_t trav = megastep::env_traversal(traversal, env.n_lines, env.n_agent_lines);
     megastep::Grid grid;
-    if (trav != megastep::kTraverseBrute) grid = megastep::grid_at(b, flat, e, s, ptrs);
+    if (megastep::walks_grid(trav)) grid = megastep::grid_at(b, flat, e, s, ptrs);
     float fv = fov.typed_data()[b.block(megastep::kFov, flat)];
     float rad = radius.typed_data()[b.block(megastep::kRadius, flat)];
     // An fov outside (0, 180) has no camera: the outputs are NaN rather than clipped.
@@ -391,7 +426,7 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
       }
       for (int blk = 0; blk < rays.n_blocks; ++blk) rays.block_reach[blk] = INFINITY;
       if (!megastep::grid_valid(grid)) {
-        cast_brute(env, cam, rays);
+        cast_brute(env, cam, rays, scratch);
       } else if (trav == megastep::kTraverseRays) {
         for (int64_t r = 0; r < R; ++r) {
           megastep::Hit h = megastep::cast_grid(env, grid, cam.p, {rays.ux[r], rays.uy[r]}, rays.near_s[r]);
