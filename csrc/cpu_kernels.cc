@@ -279,16 +279,87 @@ float intensity_simd(const Env& env, Vec c) {
   return megastep::minf(total, 1.f);
 }
 
-struct SimdLight {
+// For the agents an env's cameras see, per light, the static lines that may shadow some
+// point of the agent (built on first need, once per env: they do not depend on the camera).
+// intensity_at() over those alone is intensity_at(): a line that crosses a segment
+// light -> c for c on the agent's drawn lines crosses it within the box of the light and
+// those lines, so its own box meets that box. obstructs()'s rounding moves the crossing it
+// finds along the line by at most ~1.2e-3 (box extent + 4 |d|) (its denominator is at least
+// 1e-4 |v| |d|; s in (0.001, 0.999) keeps the crossing on the segment): the boxes are padded
+// by 2e-2 of their extents, and a NaN keeps a line.
+struct AgentShadows {
+  std::vector<uint32_t> stamp;          // (A,) the env each agent's lists were built for
+  std::vector<std::vector<int>> lines;  // (A,) every light's lines, concatenated
+  std::vector<std::vector<int>> start;  // (A,) (n_lights + 1,) offsets into lines
+  std::vector<uint8_t> near;            // (L,)
+  uint32_t env_stamp = 0;
+
+  void next_env(int A) {
+    if ((int)stamp.size() < A) stamp.assign(A, 0), lines.resize(A), start.resize(A), env_stamp = 0;
+    if (++env_stamp == 0) std::fill(stamp.begin(), stamp.end(), 0), env_stamp = 1;
+  }
+
+  void build(const Env& env, int a) {
+    using megastep::maxf;
+    using megastep::minf;
+    stamp[a] = env_stamp;
+    auto& ls = lines[a];
+    auto& st = start[a];
+    ls.clear();
+    st.assign(1, 0);
+    const float* m = env.agent_lines + 4 * megastep::kModelLines * a;
+    float x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+    for (int k = 0; k < 2 * megastep::kModelLines; ++k) {
+      x0 = minf(x0, m[2 * k]), x1 = maxf(x1, m[2 * k]);
+      y0 = minf(y0, m[2 * k + 1]), y1 = maxf(y1, m[2 * k + 1]);
+    }
+    near.resize(env.n_lines);
+    uint8_t* nr = near.data();
+    for (int i = 0; i < env.n_lights; ++i) {
+      const float lx = env.lights[3 * i], ly = env.lights[3 * i + 1];
+      const float bx0 = minf(x0, lx), bx1 = maxf(x1, lx), by0 = minf(y0, ly), by1 = maxf(y1, ly);
+      const float ext = (bx1 - bx0) + (by1 - by0);
+#pragma omp simd
+      for (int j = env.n_agent_lines; j < env.n_lines; ++j) {
+        const float* l = env.lines + 4 * j;
+        float lx0 = minf(l[0], l[2]), lx1 = maxf(l[0], l[2]), ly0 = minf(l[1], l[3]), ly1 = maxf(l[1], l[3]);
+        float pad = 2e-2f * (ext + (lx1 - lx0) + (ly1 - ly0)) + 1e-3f;
+        nr[j] = !((lx1 < bx0 - pad) | (lx0 > bx1 + pad) | (ly1 < by0 - pad) | (ly0 > by1 + pad));
+      }
+      for (int j = env.n_agent_lines; j < env.n_lines; ++j)
+        if (nr[j]) ls.push_back(j);
+      st.push_back((int)ls.size());
+    }
+  }
+};
+
+// intensity_at() for a point c on agent `agent`, testing only the lines that may shadow it.
+struct AgentLight {
   const Env* env;
-  float operator()(Vec c) const { return intensity_simd(*env, c); }
+  AgentShadows* shadows;
+  int agent;
+  float operator()(Vec c) const {
+    if (shadows->stamp[agent] != shadows->env_stamp) shadows->build(*env, agent);
+    const int* ls = shadows->lines[agent].data();
+    const int* st = shadows->start[agent].data();
+    float total = megastep::kAmbient;
+    for (int i = 0; i < env->n_lights; ++i) {
+      const float* li = env->lights + 3 * i;
+      bool blocked = false;
+      for (int k = st[i]; k < st[i + 1] && !blocked; ++k)
+        blocked = megastep::obstructs(li[0], li[1], c.x, c.y, env->lines + 4 * ls[k]);
+      if (!blocked) total += megastep::light_term(li, c);
+    }
+    return megastep::minf(total, 1.f);
+  }
 };
 
 // Shades every pixel of one camera from its nearest hits, as shade() does, SIMD over the
 // pixels (gathers); hits on agent lines (their own lines, lit per hit) are then shaded one
 // by one.
 void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float* loc_o,
-                  float* dot_o, float* dist_o, float* scr_o, std::vector<int>& agent_hits) {
+                  float* dot_o, float* dist_o, float* scr_o, std::vector<int>& agent_hits,
+                  AgentShadows& shadows) {
   const int nA = env.n_agent_lines, T = env.n_texel_capacity;
   const float *lines = env.lines, *baked = env.baked, *tex = env.textures;
   const int32_t *starts = env.texel_starts, *widths = env.texel_widths;
@@ -334,7 +405,8 @@ void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float
   for (int r = 0; r < R; ++r)
     if (pi[r] >= 0 && pi[r] < nA) agent_hits.push_back(r);
   for (int r : agent_hits) {
-    megastep::Pixel px = megastep::shade_with(env, {pux[r], puy[r]}, {pi[r], ps[r], pt[r]}, SimdLight{&env});
+    AgentLight light{&env, &shadows, pi[r] / megastep::kModelLines};
+    megastep::Pixel px = megastep::shade_with(env, {pux[r], puy[r]}, {pi[r], ps[r], pt[r]}, light);
     dot_o[r] = px.dot;
     for (int c = 0; c < 3; ++c) scr_o[3 * r + c] = px.rgb[c];
   }
@@ -371,11 +443,13 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
     thread_local std::vector<float> drawn;
     thread_local Rays rays;
     thread_local Scratch scratch;
+    thread_local AgentShadows shadows;
     drawn.resize(n_agent_lines * 4);
     rays.resize(R);
     megastep::draw_agents(model.typed_data() + b.block(megastep::kModel, flat) * megastep::kModelLines * 4,
                           pos, ang, (int)A, drawn.data());
     Env env = megastep::env_at(b, flat, e, s, ptrs, n_agent_lines, drawn.data());
+    shadows.next_env((int)A);
     const int32_t trav = megastep::env_traversal(traversal, env.n_lines, env.n_agent_lines);
     megastep::Grid grid;
     if (megastep::walks_grid(trav)) grid = megastep::grid_at(b, flat, e, s, ptrs);
@@ -438,7 +512,7 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
         cast_grid_camera(env, grid, cam, rays, scratch);
       }
       shade_camera(env, rays, (int)R, idx_o + base, loc_o + base, dot_o + base, dist_o + base,
-                   scr_o + 3 * base, scratch.ties);
+                   scr_o + 3 * base, scratch.ties, shadows);
     }
   });
   return ffi::Error::Success();
