@@ -305,7 +305,6 @@ struct AgentShadows {
     stamp[a] = env_stamp;
     auto& ls = lines[a];
     auto& st = start[a];
-    ls.clear();
     st.assign(1, 0);
     const float* m = env.agent_lines + 4 * megastep::kModelLines * a;
     float x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
@@ -315,6 +314,8 @@ struct AgentShadows {
     }
     near.resize(env.n_lines);
     uint8_t* nr = near.data();
+    ls.resize((size_t)env.n_lights * (env.n_lines - env.n_agent_lines));
+    int n = 0;
     for (int i = 0; i < env.n_lights; ++i) {
       const float lx = env.lights[3 * i], ly = env.lights[3 * i + 1];
       const float bx0 = minf(x0, lx), bx1 = maxf(x1, lx), by0 = minf(y0, ly), by1 = maxf(y1, ly);
@@ -326,9 +327,11 @@ struct AgentShadows {
         float pad = 2e-2f * (ext + (lx1 - lx0) + (ly1 - ly0)) + 1e-3f;
         nr[j] = !((lx1 < bx0 - pad) | (lx0 > bx1 + pad) | (ly1 < by0 - pad) | (ly0 > by1 + pad));
       }
-      for (int j = env.n_agent_lines; j < env.n_lines; ++j)
-        if (nr[j]) ls.push_back(j);
-      st.push_back((int)ls.size());
+      for (int j = env.n_agent_lines; j < env.n_lines; ++j) {  // compacted without a branch
+        ls[n] = j;
+        n += nr[j];
+      }
+      st.push_back(n);
     }
   }
 };
