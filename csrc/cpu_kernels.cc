@@ -97,12 +97,33 @@ struct Scratch {
 };
 
 
+// megastep::ray_update without t's division: t = fl(tnum / denom) is in [0, 1] exactly when,
+// with a = |denom| and tn = tnum signed as denom (exact), tn <= a (no float lies in
+// (a, a (1 + 2^-24)], above which the quotient rounds above 1) and tn >= 0 or |tn| <= 2^-150 a
+// (a quotient that rounds to -0), compared below scaled by powers of two, exactly. The
+// winner's tnum and denom are kept and divided once, after every line.
+inline void ray_update_deferred_t(const megastep::LineTerms& lt, float ux, float uy, float near_s,
+                                  int j, float& best_s, int& best_i, float& best_tnum,
+                                  float& best_denom) {
+  float denom = ux * lt.d.y - uy * lt.d.x;  // ray_hits' expressions
+  float tnum = lt.w.x * uy - lt.w.y * ux;
+  float s = lt.wd / denom;
+  float a = fabsf(denom), tn = denom < 0.f ? -tnum : tnum;
+  bool t_in = (tn <= a) & ((tn >= 0.f) | (fabsf(tn) * 0x1p100f <= a * 0x1p-50f));
+  bool hit = (a >= megastep::kParallel) & t_in & (s > near_s) & (s < best_s - megastep::kTieBreak);
+  best_s = hit ? s : best_s;
+  best_i = hit ? j : best_i;
+  best_tnum = hit ? tnum : best_tnum;
+  best_denom = hit ? denom : best_denom;
+}
+
 // Every line in index order against the pixels it can reach, with cast()'s tie rule:
 // the specification's loop, kept as the traversal without a grid. Whole blocks are tested
 // (pixels outside a line's range, and the padding, cannot hit it).
 void cast_brute(const Env& env, const Camera& cam, Rays& rays, Scratch& scratch) {
   float* bs = rays.s1.data();
-  float* bt = rays.t1.data();
+  float* bt = rays.t1.data();  // the winner's tnum until the end, then t
+  float* bd = rays.s2.data();  // the winner's denom (s2 is the grid's)
   int* bi = rays.i1.data();
   const float *pux = rays.ux.data(), *puy = rays.uy.data(), *pn = rays.near_s.data();
   int *plo, *phi;
@@ -113,8 +134,11 @@ void cast_brute(const Env& env, const Camera& cam, Rays& rays, Scratch& scratch)
     megastep::LineTerms lt = megastep::line_terms(megastep::env_line(env, j), cam.p);
     const int r0 = lo / kBlock * kBlock, r1 = (hi + kBlock - 1) / kBlock * kBlock;
 #pragma omp simd
-    for (int r = r0; r < r1; ++r) megastep::ray_update(lt, pux[r], puy[r], pn[r], j, bs[r], bi[r], bt[r]);
+    for (int r = r0; r < r1; ++r) ray_update_deferred_t(lt, pux[r], puy[r], pn[r], j, bs[r], bi[r], bt[r], bd[r]);
   }
+  const int R = rays.n_blocks * kBlock;
+#pragma omp simd
+  for (int r = 0; r < R; ++r) bt[r] = bi[r] >= 0 ? bt[r] / bd[r] : 0.f;
 }
 
 // Squared distance from p to segment l (a lower bound on any of its hits' distances).
