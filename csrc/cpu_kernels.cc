@@ -153,10 +153,12 @@ inline float segment_distance2(const megastep::Line& l, Vec p) {
 
 // Line j against the blocks of pixels it can reach and may still change, order-independently
 // (nearest_update). Whole blocks are tested: pixels outside the line's range cannot hit it.
-// The same over the pixels [lo, hi) (non-empty) with dmin2 a lower bound on the squared
-// distance of the line's hits.
-inline void sweep_blocks(const megastep::Line& line, int j, int lo, int hi, float dmin2,
-                         const Camera& cam, Rays& rays) {
+inline void sweep_line(const megastep::Line& line, int j, const Camera& cam, Rays& rays) {
+  int lo, hi;
+  megastep::pixel_range(line, cam.p, cam.c, cam.s, cam.tan_half, cam.R, lo, hi);
+  if (lo >= hi) return;
+  // a block whose reach is below the line's distance (with room for rounding) skips it
+  float dmin2 = segment_distance2(line, cam.p) * (1.f - 1e-4f);
   megastep::LineTerms lt = megastep::line_terms(line, cam.p);
   float *s1 = rays.s1.data(), *t1 = rays.t1.data(), *s2 = rays.s2.data(), *reach = rays.reach.data();
   int* i1 = rays.i1.data();
@@ -175,18 +177,6 @@ inline void sweep_blocks(const megastep::Line& line, int j, int lo, int hi, floa
     for (int r = r0; r < r0 + kBlock; ++r) m = m > reach[r] ? m : reach[r];
     rays.block_reach[blk] = m;
   }
-}
-
-// A lower bound, with room for rounding, on the squared distance from the camera of any of
-// the line's hits: a block whose reach is below it skips the line.
-inline float line_dmin2(const megastep::Line& line, Vec p) {
-  return segment_distance2(line, p) * (1.f - 1e-4f);
-}
-
-inline void sweep_line(const megastep::Line& line, int j, const Camera& cam, Rays& rays) {
-  int lo, hi;
-  megastep::pixel_range(line, cam.p, cam.c, cam.s, cam.tan_half, cam.R, lo, hi);
-  if (lo < hi) sweep_blocks(line, j, lo, hi, line_dmin2(line, cam.p), cam, rays);
 }
 
 // Pixels whose nearest hit is a near-tie (see megastep::resolved) cast again over every line
