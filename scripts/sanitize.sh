@@ -10,7 +10,7 @@
 #
 # Environment: PYTHON (default: .venv/bin/python, else /tmp/venv/bin/python, else python3),
 # SANITIZE_TESTS (pytest arguments; default: the kernel, collision, emulated-CUDA, core,
-# scene and seen-texel tests and the property tests, slow ones excluded).
+# scene, seen-texel and grid tests and the property tests, slow ones excluded).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -72,7 +72,7 @@ ln -s "$ROOT/agents" "$SHADOW/agents"
 
 # 4. Run the tests with the runtime preloaded. Leak checking is off: CPython and XLA keep
 # allocations alive until exit by design. Any report aborts the process (non-zero exit).
-read -r -a TESTS <<<"${SANITIZE_TESTS:-tests/test_kernels.py tests/test_collisions.py tests/test_cuda_emulated.py tests/test_core.py tests/test_scene.py tests/test_properties.py tests/test_seen.py}"
+read -r -a TESTS <<<"${SANITIZE_TESTS:-tests/test_kernels.py tests/test_collisions.py tests/test_cuda_emulated.py tests/test_core.py tests/test_scene.py tests/test_properties.py tests/test_seen.py tests/test_grid.py}"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_odr_violation=0:alloc_dealloc_mismatch=0:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
 export JAX_PLATFORMS=cpu  # no accelerator plugin probing (libtpu aborts under ASan)
