@@ -107,7 +107,8 @@ class CollisionPenalty(_wrapper_base()):
 
 
 def make_envs(name: str, *, res: Optional[int] = None, subsample: Optional[int] = None,
-              n_plans: int = 64, n_test_plans: int = 16, backend: str = "kernel", seed: int = 0):
+              n_plans: int = 64, n_test_plans: int = 16, backend: str = "kernel", seed: int = 0,
+              budget_obs: bool = False):
     """(training env, held-out env) for an env name.
 
     Args:
@@ -117,6 +118,9 @@ def make_envs(name: str, *, res: Optional[int] = None, subsample: Optional[int] 
         n_plans, n_test_plans: procedural floorplans for training and for evaluation.
         backend: ``kernel`` or ``reference``.
         seed: seeds the plans, textures and spawns.
+        budget_obs: Explorer only: observe the steps left before the episode ends
+            (``Explorer(budget_obs=True)``); both envs get it, so evaluation sees what
+            training saw.
     """
     kw = dict(backend=backend, seed=seed)
     if res is not None:
@@ -126,6 +130,7 @@ def make_envs(name: str, *, res: Optional[int] = None, subsample: Optional[int] 
         from megastep_jax.envs import Explorer
         if subsample is not None:
             kw["subsample"] = subsample
+        kw["budget_obs"] = bool(budget_obs)
         return (Explorer(geometries=floorplans.sample(n_plans, "training", seed), **kw),
                 Explorer(geometries=floorplans.sample(n_test_plans, "test", seed), **kw))
     if name == "deathmatch":
@@ -156,7 +161,7 @@ RUN_ARGS = ("env", "seed", "res", "subsample", "plans", "test_plans", "backend",
             "n_steps", "epochs", "minibatches", "lr", "anneal", "width", "core", "ent_coef",
             "vf_coef", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "updates",
             "small_convs", "bootstrap_truncated", "reset_ratio", "intake", "normalize_rewards",
-            "anneal_time")
+            "anneal_time", "budget_obs", "prev_action_reward", "critic_keys")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -216,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-grad-norm", type=float, default=0.5, help="global gradient-norm clip")
     p.add_argument("--normalize-rewards", action=argparse.BooleanOptionalAction, default=True,
                    help="scale rewards by the running std of the discounted return (PPOConfig.normalize_rewards)")
+    p.add_argument("--prev-action-reward", action=argparse.BooleanOptionalAction, default=False,
+                   help="the network also sees the previous action and reward "
+                        "(PPOConfig.prev_action_reward)")
+    p.add_argument("--critic-keys", default="",
+                   help="comma-separated observation keys that only the critic sees, e.g. budget "
+                        "(PPOConfig.critic_keys)")
+    p.add_argument("--budget-obs", action=argparse.BooleanOptionalAction, default=False,
+                   help="explorer: observe the steps the episode has left unless new walls are "
+                        "seen (Explorer(budget_obs=True))")
     p.add_argument("--bootstrap-truncated", action="store_true",
                    help="bootstrap from the value of the last observation of a truncated episode")
     p.add_argument("--reset-ratio", type=int, default=8,
@@ -269,7 +283,9 @@ def config_of(args) -> ppo.PPOConfig:
         ent_coef=args.ent_coef, max_grad_norm=args.max_grad_norm,
         bootstrap_truncated=args.bootstrap_truncated, width=args.width, core=args.core,
         image_kwargs=image_kwargs, reset_ratio=args.reset_ratio, intake=args.intake,
-        normalize_rewards=bool(args.normalize_rewards))
+        normalize_rewards=bool(args.normalize_rewards),
+        prev_action_reward=bool(args.prev_action_reward),
+        critic_keys=tuple(k for k in (args.critic_keys or "").split(",") if k))
 
 
 def _read_rows(path: str) -> list[dict]:
@@ -405,7 +421,8 @@ def main(argv=None) -> dict:
 
     config = config_of(args)
     env, test_env = make_envs(args.env, res=args.res, subsample=args.subsample, n_plans=args.plans,
-                              n_test_plans=args.test_plans, backend=args.backend, seed=args.seed)
+                              n_test_plans=args.test_plans, backend=args.backend, seed=args.seed,
+                              budget_obs=args.budget_obs)
     env_params = env.default_params
     trainer = ppo.make_trainer(config, env)
     key = jax.random.PRNGKey(args.seed)
