@@ -161,7 +161,10 @@ RUN_ARGS = ("env", "seed", "res", "subsample", "plans", "test_plans", "backend",
             "n_steps", "epochs", "minibatches", "lr", "anneal", "width", "core", "ent_coef",
             "vf_coef", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "updates",
             "small_convs", "bootstrap_truncated", "reset_ratio", "intake", "normalize_rewards",
-            "anneal_time", "budget_obs", "prev_action_reward", "critic_keys")
+            "anneal_time", "budget", "prev_action_reward", "critic_keys")
+
+# --budget: who sees Explorer's budget observation.
+BUDGET_MODES = ("off", "critic", "both")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -227,9 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--critic-keys", default="",
                    help="comma-separated observation keys that only the critic sees, e.g. budget "
                         "(PPOConfig.critic_keys)")
-    p.add_argument("--budget-obs", action=argparse.BooleanOptionalAction, default=False,
-                   help="explorer: observe the steps the episode has left unless new walls are "
-                        "seen (Explorer(budget_obs=True))")
+    p.add_argument("--budget", choices=BUDGET_MODES, default="off",
+                   help="explorer only (ignored otherwise): the steps the episode has left unless new "
+                        "walls are seen (Explorer(budget_obs=True)) as an input of the critic alone "
+                        "(asymmetric actor-critic; the policy acts from the camera and IMU only), of "
+                        "both, or of neither")
     p.add_argument("--bootstrap-truncated", action="store_true",
                    help="bootstrap from the value of the last observation of a truncated episode")
     p.add_argument("--reset-ratio", type=int, default=8,
@@ -272,6 +277,14 @@ def join_processes(args) -> None:
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=n, process_id=i)
 
 
+def critic_keys_of(args) -> tuple:
+    """``--critic-keys``, with ``budget`` added for ``--budget critic`` on Explorer."""
+    keys = tuple(k for k in (args.critic_keys or "").split(",") if k)
+    if args.env == "explorer" and args.budget == "critic" and "budget" not in keys:
+        keys += ("budget",)
+    return keys
+
+
 def config_of(args) -> ppo.PPOConfig:
     image_kwargs = ((("conv_features", (8, 16)), ("conv_kernels", (8, 4)), ("conv_strides", (4, 2)))
                     if args.small_convs else ())
@@ -285,7 +298,7 @@ def config_of(args) -> ppo.PPOConfig:
         image_kwargs=image_kwargs, reset_ratio=args.reset_ratio, intake=args.intake,
         normalize_rewards=bool(args.normalize_rewards),
         prev_action_reward=bool(args.prev_action_reward),
-        critic_keys=tuple(k for k in (args.critic_keys or "").split(",") if k))
+        critic_keys=critic_keys_of(args))
 
 
 def _read_rows(path: str) -> list[dict]:
@@ -422,7 +435,7 @@ def main(argv=None) -> dict:
     config = config_of(args)
     env, test_env = make_envs(args.env, res=args.res, subsample=args.subsample, n_plans=args.plans,
                               n_test_plans=args.test_plans, backend=args.backend, seed=args.seed,
-                              budget_obs=args.budget_obs)
+                              budget_obs=args.env == "explorer" and args.budget != "off")
     env_params = env.default_params
     trainer = ppo.make_trainer(config, env)
     key = jax.random.PRNGKey(args.seed)
