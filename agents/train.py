@@ -163,6 +163,9 @@ RUN_ARGS = ("env", "seed", "res", "subsample", "plans", "test_plans", "backend",
             "small_convs", "bootstrap_truncated", "reset_ratio", "intake", "normalize_rewards",
             "anneal_time", "budget", "prev_action_reward", "critic_keys")
 
+# What a run stored before these flags existed ran with (their defaults may differ now).
+BEFORE_FLAG = {"budget": "off", "prev_action_reward": False, "critic_keys": ""}
+
 # --budget: who sees Explorer's budget observation.
 BUDGET_MODES = ("off", "critic", "both")
 
@@ -203,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-steps", type=int, default=32, help="rollout length per update")
     p.add_argument("--epochs", type=int, default=1, help="passes over each rollout")
     p.add_argument("--minibatches", type=int, default=4, help="minibatches per epoch")
-    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="Adam learning rate (annealed over --minutes by default, see --anneal-time; "
+                        "a run with --updates alone trains at this constant lr unless --anneal)")
     p.add_argument("--anneal", action="store_true", help="anneal the lr to 0 over --updates")
     p.add_argument("--anneal-time", action=argparse.BooleanOptionalAction, default=True,
                    help="with --minutes, decay the lr linearly to 0 over this session's training "
@@ -224,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-grad-norm", type=float, default=0.5, help="global gradient-norm clip")
     p.add_argument("--normalize-rewards", action=argparse.BooleanOptionalAction, default=True,
                    help="scale rewards by the running std of the discounted return (PPOConfig.normalize_rewards)")
-    p.add_argument("--prev-action-reward", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--prev-action-reward", action=argparse.BooleanOptionalAction, default=True,
                    help="the network also sees the previous action and reward "
                         "(PPOConfig.prev_action_reward)")
     p.add_argument("--critic-keys", default="",
@@ -425,8 +430,8 @@ def main(argv=None) -> dict:
         with open(paths["config"]) as f:
             stored = json.load(f)["args"]
         defaults = build_parser().parse_args(["--out", out, "--updates", "1"])
-        for k in RUN_ARGS:  # runs stored before a flag existed get its default
-            setattr(args, k, stored.get(k, getattr(defaults, k)))
+        for k in RUN_ARGS:  # runs stored before a flag existed get what they ran with
+            setattr(args, k, stored.get(k, BEFORE_FLAG.get(k, getattr(defaults, k))))
         if args.minutes is None and cli_updates is None:
             args.minutes = RESUME_MINUTES
             print(f"--resume without --minutes or --updates: training for {RESUME_MINUTES:g} minutes",
