@@ -58,6 +58,12 @@ struct Rays {
 // nearest hit plus tie_gap, in metres; +inf before the first hit.
 inline float reach_of(float s1, float ulen) { return (s1 + megastep::tie_gap(s1)) * ulen; }
 
+struct Camera {
+  Vec p;
+  float c, s, tan_half;
+  int R;
+};
+
 // Per-thread scratch: which lines this camera has met (stamps), and the pixels whose
 // nearest hit is a near-tie, cast again in index order.
 struct Scratch {
@@ -66,6 +72,22 @@ struct Scratch {
   std::vector<int> ties;
   std::vector<float> ux, uy, near_s, best_s, best_t;
   std::vector<int> best_i;
+  std::vector<int> lo, hi;      // each line's pixel range (line_ranges)
+  // The pixel range of every line of env for the camera (megastep::pixel_range), SIMD over
+  // lines: pointers to L entries each.
+  void line_ranges(const Env& env, const Camera& cam, int*& plo, int*& phi) {
+    lo.resize(env.n_lines);
+    hi.resize(env.n_lines);
+    plo = lo.data();
+    phi = hi.data();
+    ranges_of(env.agent_lines, 0, env.n_agent_lines, cam, plo, phi);
+    ranges_of(env.lines, env.n_agent_lines, env.n_lines, cam, plo, phi);
+  }
+  static void ranges_of(const float* lines, int j0, int j1, const Camera& cam, int* plo, int* phi) {
+#pragma omp simd
+    for (int j = j0; j < j1; ++j)
+      megastep::pixel_range(megastep::load_line(lines, j), cam.p, cam.c, cam.s, cam.tan_half, cam.R, plo[j], phi[j]);
+  }
   // A fresh stamp for a camera over L lines.
   uint32_t next(int64_t L) {
     if ((int64_t)stamps.size() < L) stamps.assign(L, 0), stamp = 0;
@@ -74,27 +96,49 @@ struct Scratch {
   }
 };
 
-struct Camera {
-  Vec p;
-  float c, s, tan_half;
-  int R;
-};
+
+// megastep::ray_update without t's division: t = fl(tnum / denom) is in [0, 1] exactly when,
+// with a = |denom| and tn = tnum signed as denom (exact), tn <= a (no float lies in
+// (a, a (1 + 2^-24)], above which the quotient rounds above 1) and tn >= 0 or |tn| <= 2^-150 a
+// (a quotient that rounds to -0), compared below scaled by powers of two, exactly. The
+// winner's tnum and denom are kept and divided once, after every line.
+inline void ray_update_deferred_t(const megastep::LineTerms& lt, float ux, float uy, float near_s,
+                                  int j, float& best_s, int& best_i, float& best_tnum,
+                                  float& best_denom) {
+  float denom = ux * lt.d.y - uy * lt.d.x;  // ray_hits' expressions
+  float tnum = lt.w.x * uy - lt.w.y * ux;
+  float s = lt.wd / denom;
+  float a = fabsf(denom), tn = denom < 0.f ? -tnum : tnum;
+  bool t_in = (tn <= a) & ((tn >= 0.f) | (fabsf(tn) * 0x1p100f <= a * 0x1p-50f));
+  bool hit = (a >= megastep::kParallel) & t_in & (s > near_s) & (s < best_s - megastep::kTieBreak);
+  best_s = hit ? s : best_s;
+  best_i = hit ? j : best_i;
+  best_tnum = hit ? tnum : best_tnum;
+  best_denom = hit ? denom : best_denom;
+}
 
 // Every line in index order against the pixels it can reach, with cast()'s tie rule:
-// the specification's loop, kept as the traversal without a grid.
-void cast_brute(const Env& env, const Camera& cam, Rays& rays) {
+// the specification's loop, kept as the traversal without a grid. Whole blocks are tested
+// (pixels outside a line's range, and the padding, cannot hit it).
+void cast_brute(const Env& env, const Camera& cam, Rays& rays, Scratch& scratch) {
   float* bs = rays.s1.data();
-  float* bt = rays.t1.data();
+  float* bt = rays.t1.data();  // the winner's tnum until the end, then t
+  float* bd = rays.s2.data();  // the winner's denom (s2 is the grid's)
   int* bi = rays.i1.data();
   const float *pux = rays.ux.data(), *puy = rays.uy.data(), *pn = rays.near_s.data();
+  int *plo, *phi;
+  scratch.line_ranges(env, cam, plo, phi);
   for (int j = 0; j < env.n_lines; ++j) {
-    megastep::Line line = megastep::env_line(env, j);
-    int lo, hi;
-    megastep::pixel_range(line, cam.p, cam.c, cam.s, cam.tan_half, cam.R, lo, hi);
-    megastep::LineTerms lt = megastep::line_terms(line, cam.p);
+    const int lo = plo[j], hi = phi[j];
+    if (lo >= hi) continue;
+    megastep::LineTerms lt = megastep::line_terms(megastep::env_line(env, j), cam.p);
+    const int r0 = lo / kBlock * kBlock, r1 = (hi + kBlock - 1) / kBlock * kBlock;
 #pragma omp simd
-    for (int r = lo; r < hi; ++r) megastep::ray_update(lt, pux[r], puy[r], pn[r], j, bs[r], bi[r], bt[r]);
+    for (int r = r0; r < r1; ++r) ray_update_deferred_t(lt, pux[r], puy[r], pn[r], j, bs[r], bi[r], bt[r], bd[r]);
   }
+  const int R = rays.n_blocks * kBlock;
+#pragma omp simd
+  for (int r = 0; r < R; ++r) bt[r] = bi[r] >= 0 ? bt[r] / bd[r] : 0.f;
 }
 
 // Squared distance from p to segment l (a lower bound on any of its hits' distances).
@@ -109,12 +153,10 @@ inline float segment_distance2(const megastep::Line& l, Vec p) {
 
 // Line j against the blocks of pixels it can reach and may still change, order-independently
 // (nearest_update). Whole blocks are tested: pixels outside the line's range cannot hit it.
-inline void sweep_line(const megastep::Line& line, int j, const Camera& cam, Rays& rays) {
-  int lo, hi;
-  megastep::pixel_range(line, cam.p, cam.c, cam.s, cam.tan_half, cam.R, lo, hi);
-  if (lo >= hi) return;
-  // a block whose reach is below the line's distance (with room for rounding) skips it
-  float dmin2 = segment_distance2(line, cam.p) * (1.f - 1e-4f);
+// The same over the pixels [lo, hi) (non-empty) with dmin2 a lower bound on the squared
+// distance of the line's hits.
+inline void sweep_blocks(const megastep::Line& line, int j, int lo, int hi, float dmin2,
+                         const Camera& cam, Rays& rays) {
   megastep::LineTerms lt = megastep::line_terms(line, cam.p);
   float *s1 = rays.s1.data(), *t1 = rays.t1.data(), *s2 = rays.s2.data(), *reach = rays.reach.data();
   int* i1 = rays.i1.data();
@@ -134,6 +176,55 @@ inline void sweep_line(const megastep::Line& line, int j, const Camera& cam, Ray
     rays.block_reach[blk] = m;
   }
 }
+
+// A lower bound, with room for rounding, on the squared distance from the camera of any of
+// the line's hits: a block whose reach is below it skips the line.
+inline float line_dmin2(const megastep::Line& line, Vec p) {
+  return segment_distance2(line, p) * (1.f - 1e-4f);
+}
+
+inline void sweep_line(const megastep::Line& line, int j, const Camera& cam, Rays& rays) {
+  int lo, hi;
+  megastep::pixel_range(line, cam.p, cam.c, cam.s, cam.tan_half, cam.R, lo, hi);
+  if (lo < hi) sweep_blocks(line, j, lo, hi, line_dmin2(line, cam.p), cam, rays);
+}
+
+// Pixels whose nearest hit is a near-tie (see megastep::resolved) cast again over every line
+// in index order, as cast() does.
+void recast_ties(const Env& env, const Camera& cam, Rays& rays, Scratch& scratch) {
+  auto& ties = scratch.ties;
+  ties.clear();
+  for (int r = 0; r < cam.R; ++r)
+    if (!megastep::resolved(rays.s1[r], rays.i1[r], rays.s2[r])) ties.push_back(r);
+  if (ties.empty()) return;
+  int n = (int)ties.size();
+  for (auto* v : {&scratch.ux, &scratch.uy, &scratch.near_s, &scratch.best_s, &scratch.best_t}) v->resize(n);
+  scratch.best_i.resize(n);
+  for (int q = 0; q < n; ++q) {
+    int r = ties[q];
+    scratch.ux[q] = rays.ux[r];
+    scratch.uy[q] = rays.uy[r];
+    scratch.near_s[q] = rays.near_s[r];
+    scratch.best_s[q] = INFINITY;
+    scratch.best_t[q] = 0.f;
+    scratch.best_i[q] = -1;
+  }
+  float *bs = scratch.best_s.data(), *bt = scratch.best_t.data();
+  int* bi = scratch.best_i.data();
+  const float *pux = scratch.ux.data(), *puy = scratch.uy.data(), *pn = scratch.near_s.data();
+  for (int j = 0; j < env.n_lines; ++j) {
+    megastep::LineTerms lt = megastep::line_terms(megastep::env_line(env, j), cam.p);
+#pragma omp simd
+    for (int q = 0; q < n; ++q) megastep::ray_update(lt, pux[q], puy[q], pn[q], j, bs[q], bi[q], bt[q]);
+  }
+  for (int q = 0; q < n; ++q) {
+    int r = ties[q];
+    rays.s1[r] = bs[q];
+    rays.i1[r] = bi[q];
+    rays.t1[r] = bt[q];
+  }
+}
+
 
 // Whether a grid cell can hold a point some pixel's ray reaches: its bounding disc meets
 // the camera's view wedge (|y| <= x tan_half in the camera frame). Conservative.
@@ -189,38 +280,7 @@ void cast_grid_camera(const Env& env, const megastep::Grid& g, const Camera& cam
     if (k > 0 && cx + k >= 0 && cx + k < g.nx)
       for (int iy = ylo; iy <= yhi; ++iy) visit(cx + k, iy);
   }
-  // near-ties: cast those pixels again over every line in index order
-  auto& ties = scratch.ties;
-  ties.clear();
-  for (int r = 0; r < cam.R; ++r)
-    if (!megastep::resolved(rays.s1[r], rays.i1[r], rays.s2[r])) ties.push_back(r);
-  if (ties.empty()) return;
-  int n = (int)ties.size();
-  for (auto* v : {&scratch.ux, &scratch.uy, &scratch.near_s, &scratch.best_s, &scratch.best_t}) v->resize(n);
-  scratch.best_i.resize(n);
-  for (int q = 0; q < n; ++q) {
-    int r = ties[q];
-    scratch.ux[q] = rays.ux[r];
-    scratch.uy[q] = rays.uy[r];
-    scratch.near_s[q] = rays.near_s[r];
-    scratch.best_s[q] = INFINITY;
-    scratch.best_t[q] = 0.f;
-    scratch.best_i[q] = -1;
-  }
-  float *bs = scratch.best_s.data(), *bt = scratch.best_t.data();
-  int* bi = scratch.best_i.data();
-  const float *pux = scratch.ux.data(), *puy = scratch.uy.data(), *pn = scratch.near_s.data();
-  for (int j = 0; j < env.n_lines; ++j) {
-    megastep::LineTerms lt = megastep::line_terms(megastep::env_line(env, j), cam.p);
-#pragma omp simd
-    for (int q = 0; q < n; ++q) megastep::ray_update(lt, pux[q], puy[q], pn[q], j, bs[q], bi[q], bt[q]);
-  }
-  for (int q = 0; q < n; ++q) {
-    int r = ties[q];
-    rays.s1[r] = bs[q];
-    rays.i1[r] = bi[q];
-    rays.t1[r] = bt[q];
-  }
+  recast_ties(env, cam, rays, scratch);
 }
 
 // intensity_at with the shadow test SIMD over 16 lines at a time (the same obstructs()
@@ -243,16 +303,90 @@ float intensity_simd(const Env& env, Vec c) {
   return megastep::minf(total, 1.f);
 }
 
-struct SimdLight {
+// For the agents an env's cameras see, per light, the static lines that may shadow some
+// point of the agent (built on first need, once per env: they do not depend on the camera).
+// intensity_at() over those alone is intensity_at(): a line that crosses a segment
+// light -> c for c on the agent's drawn lines crosses it within the box of the light and
+// those lines, so its own box meets that box. obstructs()'s rounding moves the crossing it
+// finds along the line by at most ~1.2e-3 (box extent + 4 |d|) (its denominator is at least
+// 1e-4 |v| |d|; s in (0.001, 0.999) keeps the crossing on the segment): the boxes are padded
+// by 2e-2 of their extents, and a NaN keeps a line.
+struct AgentShadows {
+  std::vector<uint32_t> stamp;          // (A,) the env each agent's lists were built for
+  std::vector<std::vector<int>> lines;  // (A,) every light's lines, concatenated
+  std::vector<std::vector<int>> start;  // (A,) (n_lights + 1,) offsets into lines
+  std::vector<uint8_t> near;            // (L,)
+  uint32_t env_stamp = 0;
+
+  void next_env(int A) {
+    if ((int)stamp.size() < A) stamp.assign(A, 0), lines.resize(A), start.resize(A), env_stamp = 0;
+    if (++env_stamp == 0) std::fill(stamp.begin(), stamp.end(), 0), env_stamp = 1;
+  }
+
+  void build(const Env& env, int a) {
+    using megastep::maxf;
+    using megastep::minf;
+    stamp[a] = env_stamp;
+    auto& ls = lines[a];
+    auto& st = start[a];
+    st.assign(1, 0);
+    const float* m = env.agent_lines + 4 * megastep::kModelLines * a;
+    float x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+    for (int k = 0; k < 2 * megastep::kModelLines; ++k) {
+      x0 = minf(x0, m[2 * k]), x1 = maxf(x1, m[2 * k]);
+      y0 = minf(y0, m[2 * k + 1]), y1 = maxf(y1, m[2 * k + 1]);
+    }
+    near.resize(env.n_lines);
+    uint8_t* nr = near.data();
+    ls.resize((size_t)env.n_lights * (env.n_lines - env.n_agent_lines));
+    int n = 0;
+    for (int i = 0; i < env.n_lights; ++i) {
+      const float lx = env.lights[3 * i], ly = env.lights[3 * i + 1];
+      const float bx0 = minf(x0, lx), bx1 = maxf(x1, lx), by0 = minf(y0, ly), by1 = maxf(y1, ly);
+      const float ext = (bx1 - bx0) + (by1 - by0);
+#pragma omp simd
+      for (int j = env.n_agent_lines; j < env.n_lines; ++j) {
+        const float* l = env.lines + 4 * j;
+        float lx0 = minf(l[0], l[2]), lx1 = maxf(l[0], l[2]), ly0 = minf(l[1], l[3]), ly1 = maxf(l[1], l[3]);
+        float pad = 2e-2f * (ext + (lx1 - lx0) + (ly1 - ly0)) + 1e-3f;
+        nr[j] = !((lx1 < bx0 - pad) | (lx0 > bx1 + pad) | (ly1 < by0 - pad) | (ly0 > by1 + pad));
+      }
+      for (int j = env.n_agent_lines; j < env.n_lines; ++j) {  // compacted without a branch
+        ls[n] = j;
+        n += nr[j];
+      }
+      st.push_back(n);
+    }
+  }
+};
+
+// intensity_at() for a point c on agent `agent`, testing only the lines that may shadow it.
+struct AgentLight {
   const Env* env;
-  float operator()(Vec c) const { return intensity_simd(*env, c); }
+  AgentShadows* shadows;
+  int agent;
+  float operator()(Vec c) const {
+    if (shadows->stamp[agent] != shadows->env_stamp) shadows->build(*env, agent);
+    const int* ls = shadows->lines[agent].data();
+    const int* st = shadows->start[agent].data();
+    float total = megastep::kAmbient;
+    for (int i = 0; i < env->n_lights; ++i) {
+      const float* li = env->lights + 3 * i;
+      bool blocked = false;
+      for (int k = st[i]; k < st[i + 1] && !blocked; ++k)
+        blocked = megastep::obstructs(li[0], li[1], c.x, c.y, env->lines + 4 * ls[k]);
+      if (!blocked) total += megastep::light_term(li, c);
+    }
+    return megastep::minf(total, 1.f);
+  }
 };
 
 // Shades every pixel of one camera from its nearest hits, as shade() does, SIMD over the
 // pixels (gathers); hits on agent lines (their own lines, lit per hit) are then shaded one
 // by one.
 void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float* loc_o,
-                  float* dot_o, float* dist_o, float* scr_o, std::vector<int>& agent_hits) {
+                  float* dot_o, float* dist_o, float* scr_o, std::vector<int>& agent_hits,
+                  AgentShadows& shadows) {
   const int nA = env.n_agent_lines, T = env.n_texel_capacity;
   const float *lines = env.lines, *baked = env.baked, *tex = env.textures;
   const int32_t *starts = env.texel_starts, *widths = env.texel_widths;
@@ -298,7 +432,8 @@ void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float
   for (int r = 0; r < R; ++r)
     if (pi[r] >= 0 && pi[r] < nA) agent_hits.push_back(r);
   for (int r : agent_hits) {
-    megastep::Pixel px = megastep::shade_with(env, {pux[r], puy[r]}, {pi[r], ps[r], pt[r]}, SimdLight{&env});
+    AgentLight light{&env, &shadows, pi[r] / megastep::kModelLines};
+    megastep::Pixel px = megastep::shade_with(env, {pux[r], puy[r]}, {pi[r], ps[r], pt[r]}, light);
     dot_o[r] = px.dot;
     for (int c = 0; c < 3; ++c) scr_o[3 * r + c] = px.rgb[c];
   }
@@ -311,8 +446,7 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
       {MEGASTEP_RENDER_ARGS(MS_DIMS_OF)},
       dims_of(*indices_out), b, s);
   if (!err.empty()) return invalid(err);
-  if (traversal < megastep::kTraverseGrid || traversal > megastep::kTraverseAuto)
-    return invalid("traversal: expected 0 (grid), 1 (brute force), 2 (grid, per ray) or 3 (auto)");
+  if (!megastep::traversal_known(traversal)) return invalid(MEGASTEP_TRAVERSAL_ERROR);
   const int64_t E = s.E, A = s.A, R = s.R, L = s.L;
   megastep::SceneryPtrs ptrs;
   ptrs.lines = lines.typed_data(); ptrs.n_lines = n_lines.typed_data();
@@ -336,14 +470,16 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
     thread_local std::vector<float> drawn;
     thread_local Rays rays;
     thread_local Scratch scratch;
+    thread_local AgentShadows shadows;
     drawn.resize(n_agent_lines * 4);
     rays.resize(R);
     megastep::draw_agents(model.typed_data() + b.block(megastep::kModel, flat) * megastep::kModelLines * 4,
                           pos, ang, (int)A, drawn.data());
     Env env = megastep::env_at(b, flat, e, s, ptrs, n_agent_lines, drawn.data());
+    shadows.next_env((int)A);
     const int32_t trav = megastep::env_traversal(traversal, env.n_lines, env.n_agent_lines);
     megastep::Grid grid;
-    if (trav != megastep::kTraverseBrute) grid = megastep::grid_at(b, flat, e, s, ptrs);
+    if (megastep::walks_grid(trav)) grid = megastep::grid_at(b, flat, e, s, ptrs);
     float fv = fov.typed_data()[b.block(megastep::kFov, flat)];
     float rad = radius.typed_data()[b.block(megastep::kRadius, flat)];
     // An fov outside (0, 180) has no camera: the outputs are NaN rather than clipped.
@@ -391,7 +527,7 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
       }
       for (int blk = 0; blk < rays.n_blocks; ++blk) rays.block_reach[blk] = INFINITY;
       if (!megastep::grid_valid(grid)) {
-        cast_brute(env, cam, rays);
+        cast_brute(env, cam, rays, scratch);
       } else if (trav == megastep::kTraverseRays) {
         for (int64_t r = 0; r < R; ++r) {
           megastep::Hit h = megastep::cast_grid(env, grid, cam.p, {rays.ux[r], rays.uy[r]}, rays.near_s[r]);
@@ -403,7 +539,7 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
         cast_grid_camera(env, grid, cam, rays, scratch);
       }
       shade_camera(env, rays, (int)R, idx_o + base, loc_o + base, dot_o + base, dist_o + base,
-                   scr_o + 3 * base, scratch.ties);
+                   scr_o + 3 * base, scratch.ties, shadows);
     }
   });
   return ffi::Error::Success();

@@ -115,8 +115,7 @@ __global__ void render_kernel(Batching b, Sizes s, int64_t n_blocks, SceneryPtrs
   Env env = env_at(b, flat, e, s, p, (int)(s.A * kModelLines), drawn);
   // the grid walked per ray (cast_grid); without one, or when asked, every line in order
   Grid grid;
-  if (env_traversal(traversal, env.n_lines, env.n_agent_lines) != kTraverseBrute)
-    grid = grid_at(b, flat, e, s, p);
+  if (walks_grid(env_traversal(traversal, env.n_lines, env.n_agent_lines))) grid = grid_at(b, flat, e, s, p);
   float fv = fov[b.block(kFov, flat)];
   float rad = radius[b.block(kRadius, flat)];
   bool valid = fv > 0.f && fv < 180.f && rad >= 0.f;
@@ -150,8 +149,7 @@ ffi::Error RenderImpl(cudaStream_t stream MEGASTEP_RENDER_PARAMS, megastep_cuda:
       {MEGASTEP_RENDER_ARGS(MS_DIMS_OF)},
       dims_of(*indices_out), b, s);
   if (!err.empty()) return invalid(err);
-  if (traversal < megastep::kTraverseGrid || traversal > megastep::kTraverseAuto)
-    return invalid("traversal: expected 0 (grid), 1 (brute force), 2 (grid, per ray) or 3 (auto)");
+  if (!megastep::traversal_known(traversal)) return invalid(MEGASTEP_TRAVERSAL_ERROR);
   int64_t blocks = b.size * s.E * s.A;
   if (blocks == 0 || s.R == 0) return ffi::Error::Success();
   SceneryPtrs p;

@@ -220,18 +220,13 @@ MS_FN void ray_update(const LineTerms& lt, float ux, float uy, float near_s, int
 constexpr float kFrontEps = 1e-3f;
 MS_FN void pixel_range(Line l, Vec p, float c, float s, float tan_half_fov, int R, int& lo,
                        int& hi) {
-  Vec da = l.a - p, db = l.b - p;
-  float ax = da.x * c + da.y * s, ay = da.y * c - da.x * s;
-  float bx = db.x * c + db.y * s, by = db.y * c - db.x * s;
-  if (ax < -kFrontEps && bx < -kFrontEps) {
-    lo = hi = 0;
-    return;
-  }
-  if (!(ax > kFrontEps && bx > kFrontEps)) {
-    lo = 0;
-    hi = R;
-    return;
-  }
+  // in scalars and selects, no early return: the CPU kernel runs it SIMD over lines
+  float dax = l.a.x - p.x, day = l.a.y - p.y, dbx = l.b.x - p.x, dby = l.b.y - p.y;
+  float ax = dax * c + day * s, ay = day * c - dax * s;
+  float bx = dbx * c + dby * s, by = dby * c - dbx * s;
+  bool behind = (ax < -kFrontEps) & (bx < -kFrontEps);
+  bool ahead = (ax > kFrontEps) & (bx > kFrontEps);
+  // (only used ahead, where ax, bx > 0; elsewhere clamped to a finite range and discarded)
   float va = ay / ax, vb = by / bx;
   // pixel r's slope is (R - 2r - 1)/R * tan_half_fov, decreasing in r
   float k = (float)R / tan_half_fov;
@@ -239,9 +234,10 @@ MS_FN void pixel_range(Line l, Vec p, float c, float s, float tan_half_fov, int 
   float rhi = ((float)(R - 1) - minf(va, vb) * k) * 0.5f;
   rlo = minf(maxf(rlo - 2.f, 0.f), (float)R);
   rhi = minf(maxf(rhi + 3.f, 0.f), (float)R);
-  lo = (int)rlo;
-  hi = (int)rhi;
-  if (!(lo < hi)) lo = hi = 0;
+  int l0 = ahead ? (int)rlo : 0, h0 = ahead ? (int)rhi : R;
+  bool empty = behind | !(l0 < h0);
+  lo = empty ? 0 : l0;
+  hi = empty ? 0 : h0;
 }
 
 // Casts the ray p + s*u against every real line of the env, in index order.
@@ -277,10 +273,24 @@ enum Traversal : int32_t {
   kTraverseAuto = 3,   // the grid, except in an env with fewer than kGridMinLines static lines
 };
 
-// Below this many static lines casting every line beats walking the grid on the CPU (open
-// halls: 100 walls 1.3x faster without the grid, 500 walls 1.4x slower; floorplans of
-// ~120 walls break even). All traversals give the same result, so this only moves time.
-constexpr int kGridMinLines = 160;
+// Below this many static lines casting every line beats walking the grid on the CPU (the
+// line sweep is SIMD over pixels and lines, the grid's is not): procedural and Cubicasa
+// floorplans of 100-200 walls 1.5x faster; mazes even at ~200 walls, the grid 1.1x faster
+// at 290 and 1.35x at 450; open halls of random walls even near 800 (benchmarks/kernels.py).
+// All traversals give the same result, so this only moves time.
+constexpr int kGridMinLines = 256;
+
+// Whether a traversal value is one of the above, and what the kernels say when it is not.
+MS_FN bool traversal_known(int32_t traversal) {
+  return traversal >= kTraverseGrid && traversal <= kTraverseAuto;
+}
+#define MEGASTEP_TRAVERSAL_ERROR \
+  "traversal: expected 0 (grid), 1 (brute force), 2 (grid, per ray) or 3 (auto)"
+
+// Whether a resolved traversal walks the grid (else every line is cast).
+MS_FN bool walks_grid(int32_t traversal) {
+  return traversal == kTraverseGrid || traversal == kTraverseRays;
+}
 
 // The traversal an env gets: `auto` resolved by its static line count.
 MS_FN int32_t env_traversal(int32_t traversal, int n_lines, int n_agent_lines) {

@@ -76,7 +76,7 @@ CUDA), "brute" casts every line in index order (the specification's loop), "rays
 the grid one ray at a time as the CUDA kernel does, "auto" (the default) takes the grid
 for an env with at least ``GRID_MIN_LINES`` static lines and every line below that,
 where casting them all is faster (csrc/megastep.h, kGridMinLines)."""
-GRID_MIN_LINES = INTERFACE["constants"]["GRID_MIN_LINES"] if INTERFACE else 160
+GRID_MIN_LINES = INTERFACE["constants"]["GRID_MIN_LINES"] if INTERFACE else 256
 
 
 def check_constants(interface=None) -> None:

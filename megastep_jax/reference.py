@@ -32,7 +32,7 @@ BACKOFF = 0.99
 MODEL_LINES = 8
 MAX_CONTACTS = 8  # contacts per agent per step under slide and bounce (csrc: kMaxContacts)
 GRID_PAD = 1e-3  # a wall is listed in every grid cell it comes within this many cells of
-GRID_MIN_LINES = 160  # traversal "auto" takes the grid from this many static lines up
+GRID_MIN_LINES = 256  # traversal "auto" takes the grid from this many static lines up
 COLLISIONS = {"stop": 0, "slide": 1, "bounce": 2}
 
 __all__ = ["render", "physics", "physics_trace", "bake", "seen"]

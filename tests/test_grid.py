@@ -175,6 +175,55 @@ def test_walls_on_cell_edges_and_rays_through_cell_corners():
             assert_traversals_agree(s, a, fov)
 
 
+def test_walls_ending_on_pixel_rays():
+    """Walls whose ends lie on the camera's pixel rays (t at 0 or 1 up to rounding either way):
+    the CPU line sweep decides t in [0, 1] without dividing, and must agree exactly with the
+    per-ray cast, which divides."""
+    rng = np.random.default_rng(11)
+    res, fov, p = 64, 90.0, np.array([5.0, 5.0], np.float32)
+    v = (res - 2 * np.arange(res) - 1) / res * np.float32(np.tan(np.radians(fov / 2)))
+    rays = np.stack([np.ones(res), v], 1).astype(np.float32)  # angle 0: u = (1, v)
+    r0 = rng.integers(0, res - 1, 60)
+    r1 = np.clip(r0 + rng.integers(1, 6, 60), 0, res - 1)
+    d0, d1 = rng.uniform(0.5, 3.5, 60), rng.uniform(0.5, 3.5, 60)
+    walls = np.stack([p + d0[:, None] * rays[r0], p + d1[:, None] * rays[r1]], 1)
+    walls = np.concatenate([toys.box(12.0, 12.0).walls, walls.astype(np.float32)])
+    g = geometry.geometry(walls, np.array([[2.0, 2.0], [9.0, 9.0]], np.float32),
+                          np.ones((26, 26), np.int32), 0.5)
+    s = scene.scenery([g], n_agents=1, key=jax.random.key(5))
+    a = core.init_agents(1, 1).replace(positions=jnp.asarray(p)[None, None], angles=jnp.zeros((1, 1)))
+    brute = _all_traversals(s, a, jnp.float32(fov))["brute"]
+    assert (np.asarray(brute.indices) >= 4).mean() > 0.5  # the rays do meet the walls' ends
+    # at res 64 (the shared jit): these pixels' rays are the ones the walls were built on
+    assert_traversals_agree(s, a, fov)
+
+
+def test_a_ray_through_a_walls_end_exactly():
+    """Pixel 31 of 64 meets a wall exactly at its end (t == 1 to the bit): the CPU line
+    sweep, which decides t in [0, 1] without dividing, keeps the hit as the per-ray cast
+    does. The ray's slope is computed as the kernel does (glibc's tanf)."""
+    import ctypes
+
+    tanf = ctypes.CDLL("libm.so.6").tanf
+    tanf.argtypes, tanf.restype = [ctypes.c_float], ctypes.c_float
+    fov = np.float32(100.0)
+    tan_half = np.float32(tanf(fov * (np.float32(np.pi) / np.float32(360.0))))
+    v = np.float32(np.float32(1.0) / np.float32(64.0) * tan_half)  # pixel 31: (64 - 62 - 1) / 64
+    # camera (1.5, 1.5) facing +x, ray (1, v); wall x = 3.5 from y = 0.5 up by rise = 1 + 2v:
+    # w = (2, -1), d = (0, rise), so tnum = 2v + 1 = rise = denom exactly
+    rise = np.float32(np.float32(1.0) + np.float32(2.0) * v)
+    wall = np.array([[[3.5, 0.5], [3.5, np.float32(0.5) + rise]]], np.float32)
+    assert wall[0, 1, 1] - wall[0, 0, 1] == rise
+    g = geometry.geometry(np.concatenate([toys.box(6.0, 6.0).walls, wall]),
+                          np.array([[3.0, 3.0]], np.float32), np.ones((14, 14), np.int32), 0.5)
+    s = scene.scenery([g], n_agents=1, key=jax.random.key(6))
+    a = core.init_agents(1, 1).replace(positions=jnp.array([[[1.5, 1.5]]], jnp.float32),
+                                       angles=jnp.zeros((1, 1)))
+    brute = assert_traversals_agree(s, a, float(fov))
+    assert int(brute.indices[0, 0, 31]) == 8 + 4, brute.indices[0, 0, 28:35]
+    assert float(brute.locations[0, 0, 31]) == 1.0
+
+
 def test_built_grid_lists_every_wall_where_its_points_fall():
     rng = np.random.default_rng(6)
     walls = np.concatenate([rng.uniform(0, 30, (300, 2, 2)),

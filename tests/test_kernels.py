@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from megastep_jax import core, scene, toys
+from megastep_jax import core, geometry, scene, toys
 
 from conftest import ALL_BACKENDS, random_geometry
 
@@ -272,3 +272,42 @@ def test_reference_constants_are_checked_against_the_compiled_ones(monkeypatch):
     table["constants"]["NEW_EPS"] = 1.0
     with pytest.raises(RuntimeError, match="reference.NEW_EPS: missing"):
         kernels.check_constants(table)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_agents_lit_per_hit_as_with_every_line(seed):
+    """The CPU kernel lights a hit on an agent testing only the walls near the light and the
+    agent for shadows; the CUDA kernel (emulated) tests every wall. Many lights, walls and
+    agents crowded together, so hits on agents are common and some are in shadow."""
+    rng = np.random.default_rng(100 + seed)
+    size = 6.0
+    box = toys.box(size, size)
+    inner = rng.uniform(1.1, size + 0.9, (40, 2, 2)).astype(np.float32)
+    # short walls around the agents' spots and the lights: shadows near every hit
+    spots = rng.uniform(1.5, size + 0.5, (12, 2)).astype(np.float32)
+    stubs = spots[:, None, :] + rng.normal(0, 0.4, (12, 2, 2)).astype(np.float32)
+    walls = np.concatenate([box.walls, inner, stubs])
+    lights = rng.uniform(1.2, size + 0.8, (12, 2)).astype(np.float32)
+    E, A = 4, 8
+    s = scene.scenery([geometry.geometry(walls, lights, box.masks, box.res)] * E, n_agents=A,
+                      key=jax.random.key(seed))
+    agents = core.init_agents(E, A).replace(
+        positions=np.clip(spots[rng.integers(0, 12, (E, A))] + rng.normal(0, 0.3, (E, A, 2)),
+                          1.1, size + 0.9).astype(np.float32),
+        angles=rng.uniform(-180, 180, (E, A)).astype(np.float32))
+    render = {b: jax.jit(lambda s, a, b=b: core.render(s, a, res=128, fov=150.0, backend=b))
+              for b in ("kernel", "cuda-emulated")}
+    cpu, cuda = render["kernel"](s, agents), render["cuda-emulated"](s, agents)
+    on_agent = (np.asarray(cpu.indices) >= 0) & (np.asarray(cpu.indices) < 8 * A)
+    assert on_agent.sum() > 100, on_agent.sum()
+    np.testing.assert_array_equal(np.asarray(cpu.indices), np.asarray(cuda.indices))
+    # bit for bit on the agents (the walls' shading differs by an ulp: other FMA contractions)
+    np.testing.assert_array_equal(np.asarray(cpu.screen)[on_agent], np.asarray(cuda.screen)[on_agent])
+    # shadows do fall on agents: the same hits lit with no wall between them and the lights
+    # would be brighter somewhere
+    open_s = scene.scenery([geometry.geometry(box.walls, lights, box.masks, box.res)] * E,
+                           n_agents=A, key=jax.random.key(seed))
+    unshadowed = render["kernel"](open_s, agents)
+    same_hit = on_agent & (np.asarray(unshadowed.indices) == np.asarray(cpu.indices))
+    darker = np.asarray(cpu.screen).sum(-1) < np.asarray(unshadowed.screen).sum(-1) - 1e-3
+    assert (darker & same_hit).sum() > 10, (darker & same_hit).sum()
