@@ -21,7 +21,7 @@ import numpy as np
 from megastep_jax import spaces
 
 from . import heads
-from .networks import ActorCritic
+from .networks import ActorCritic, add_previous, uses_previous
 
 __all__ = ["POLICIES", "make_evaluate", "record_video"]
 
@@ -52,6 +52,15 @@ def _actor(network: ActorCritic, env, policy: str):
     return act
 
 
+def _previous(network: ActorCritic, env):
+    """``previous(obs, action, reward, first)``: the network's observations from the env's
+    (:func:`agents.networks.add_previous` where the network takes them, else ``obs``)."""
+    if not uses_previous(network):
+        return lambda obs, action, reward, first: obs
+    space = env.action_space(env.default_params)
+    return lambda obs, action, reward, first: add_previous(obs, action, reward, first, space)
+
+
 def make_evaluate(network: ActorCritic, env, n_envs: int = 32, n_steps: int = 1000,
                   policy: str = "sample", reset_ratio: int = 1) -> Callable:
     """Builds ``evaluate(key, params, env_params) -> metrics``, jitted.
@@ -76,6 +85,7 @@ def make_evaluate(network: ActorCritic, env, n_envs: int = 32, n_steps: int = 10
     _check(policy, n_envs, n_steps)
     A = env.n_agents
     act = _actor(network, env, policy)
+    previous = _previous(network, env)
     from megastep_jax.envs.base import Batched
 
     from .ppo import _info_means
@@ -87,6 +97,7 @@ def make_evaluate(network: ActorCritic, env, n_envs: int = 32, n_steps: int = 10
         obs, state = batched.reset(k_reset, env_params)
         carry = network.initial_carry((n_envs, A))
         first = jnp.ones((n_envs, A), bool)
+        obs = previous(obs, None, jnp.zeros((n_envs, A)), first)
         ret = jnp.zeros((n_envs, A), jnp.float32)
         length = jnp.zeros((n_envs,), jnp.int32)
         running = jnp.ones((n_envs,), bool)  # still in the first episode
@@ -102,6 +113,7 @@ def make_evaluate(network: ActorCritic, env, n_envs: int = 32, n_steps: int = 10
             length = length + running
             running = running & ~done
             first = jnp.broadcast_to(done[:, None], (n_envs, A))
+            obs = previous(obs, action, reward, first)
             out = dict(reward=jnp.mean(reward), **_info_means(info))
             return (obs, state, carry, first, ret, length, running), out
 
@@ -141,6 +153,7 @@ def record_video(network: ActorCritic, params, env, env_params, key, length: int
     if fmt not in recording.FORMATS:
         raise ValueError(f"path: expected a .mp4 or .gif file name, got {path!r}")
     act = _actor(network, env, policy)
+    previous = _previous(network, env)
     A = env.n_agents
     batch = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)
     unbatch = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)
@@ -151,15 +164,18 @@ def record_video(network: ActorCritic, params, env, env_params, key, length: int
         obs, state = env.reset(k_reset, env_params)
 
         def body(c, key):
-            obs, state, carry, first = c
+            obs, state, carry, first, net_obs = c
             k_act, k_env = jax.random.split(key)
-            carry, action = act(k_act, params, carry, batch(obs), first)
+            carry, action = act(k_act, params, carry, net_obs, first)
             obs, state, reward, terminated, truncated, _ = env.step(
                 k_env, state, unbatch(action), env_params)
             first = jnp.broadcast_to(terminated | truncated, (1, A))
-            return (obs, state, carry, first), (obs, state, reward)
+            net_obs = previous(batch(obs), action, reward[None], first)
+            return (obs, state, carry, first, net_obs), (obs, state, reward)
 
-        c0 = (obs, state, network.initial_carry((1, A)), jnp.ones((1, A), bool))
+        first = jnp.ones((1, A), bool)
+        c0 = (obs, state, network.initial_carry((1, A)), first,
+              previous(batch(obs), None, jnp.zeros((1, A)), first))
         _, (obss, states, rewards) = jax.lax.scan(body, c0, jax.random.split(key, length))
         cat = lambda a, b: jnp.concatenate([a[None], b])
         return (jax.tree_util.tree_map(cat, obs, obss), jax.tree_util.tree_map(cat, state, states),

@@ -22,8 +22,9 @@ from megastep_jax import spaces
 from . import heads
 from .initializers import orthogonal
 
-__all__ = ["ActorCritic", "LSTMCore", "MLPCore", "CORES", "INTAKES", "UnfoldConv1D",
-           "UnfoldImageIntake", "StackedIntake", "intake"]
+__all__ = ["ActorCritic", "LSTMCore", "MLPCore", "CORES", "INTAKES", "PREVIOUS_KEYS", "UnfoldConv1D",
+           "UnfoldImageIntake", "StackedIntake", "intake", "previous_space", "add_previous",
+           "uses_previous"]
 
 
 class MLPCore(nn.Module):
@@ -244,6 +245,86 @@ def intake(space, width: int, kind: str = "unfold", image_kwargs: tuple = (),
     return heads.intake(space, width, image_kwargs=image_kwargs, name=name)
 
 
+# -- the previous action and reward as inputs ------------------------------------------
+# A cheap memory for a memoryless core: each stream's action and reward of the step before
+# (zeros at an episode's first observation) join the observations as two more keys. The
+# agent (rollout, evaluation, video) adds them to the env's observations; the env is not
+# changed.
+
+PREVIOUS_KEYS = ("prev_action", "prev_reward")
+
+
+def _action_heads(action_space) -> list:
+    space = heads.freeze_space(action_space)
+    if isinstance(space, spaces.MultiDiscrete):
+        return [(None, space)]
+    if isinstance(space, tuple) and space and all(
+            isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], spaces.MultiDiscrete)
+            for p in space):
+        return list(space)
+    raise ValueError(f"action_space: expected a MultiDiscrete or a dict of them, got {action_space!r}")
+
+
+def previous_space(obs_space, action_space):
+    """The observation space with the previous action and reward: a dict of the env's keys
+    and ``prev_action`` ``MultiVector(A, total actions)`` (one-hot per head, concatenated)
+    and ``prev_reward`` ``MultiVector(A, 1)``.
+
+    Raises:
+        ValueError: if ``obs_space`` is not a dict, already has those keys, or the action
+            space is not MultiDiscrete heads.
+    """
+    items = heads.freeze_space(obs_space)
+    if not (isinstance(items, tuple) and all(isinstance(p, tuple) and len(p) == 2 and
+                                             isinstance(p[0], str) for p in items)):
+        raise ValueError(f"obs_space: expected a dict of spaces, got {obs_space!r}")
+    if any(k in PREVIOUS_KEYS for k, _ in items):
+        raise ValueError(f"obs_space: already has a key of {PREVIOUS_KEYS}")
+    acts = _action_heads(action_space)
+    n_agents = acts[0][1].n_agents
+    out = dict(items)
+    out["prev_action"] = spaces.MultiVector(n_agents, sum(s.n_actions for _, s in acts), 0.0, 1.0)
+    out["prev_reward"] = spaces.MultiVector(n_agents, 1)
+    return out
+
+
+def add_previous(obs, action, reward: jax.Array, first: jax.Array, action_space):
+    """``obs`` with ``prev_action`` and ``prev_reward`` (see :func:`previous_space`).
+
+    Args:
+        obs: dict of the env's observations, leaves ``(*batch, A, ...)``.
+        action: the action taken before ``obs``, a tree like the action space of int
+            ``(*batch, A)`` (or the bare array for a MultiDiscrete space); None for none
+            (fresh streams).
+        reward: ``(*batch, A)`` reward received with ``obs``.
+        first: ``(*batch, A)`` bool, ``obs`` starts an episode: both inputs are zeros there.
+        action_space: the env's action space.
+
+    Returns:
+        A dict with the env's keys and ``prev_action`` float32 ``(*batch, A, total actions)``,
+        ``prev_reward`` float32 ``(*batch, A, 1)``.
+    """
+    acts = _action_heads(action_space)
+    first = jnp.asarray(first, bool)
+    if action is None:
+        parts = [jnp.zeros((*first.shape, s.n_actions), jnp.float32) for _, s in acts]
+    else:
+        parts = [jax.nn.one_hot(action if k is None else action[k], s.n_actions, dtype=jnp.float32)
+                 for k, s in acts]
+    keep = (~first)[..., None]
+    out = dict(obs)
+    out["prev_action"] = jnp.concatenate(parts, axis=-1) * keep
+    out["prev_reward"] = jnp.where(keep, jnp.asarray(reward, jnp.float32)[..., None], 0.0)
+    return type(obs)(out) if isinstance(obs, dict) and type(obs) is not dict else out
+
+
+def uses_previous(network) -> bool:
+    """Whether ``network`` was built for :func:`previous_space`'s observations."""
+    space = network.obs_space
+    return isinstance(space, tuple) and any(
+        isinstance(p, tuple) and len(p) == 2 and p[0] == PREVIOUS_KEYS[0] for p in space)
+
+
 class ActorCritic(nn.Module):
     """Intake -> core -> (policy logits, value), sharing the intake and the core.
 
@@ -257,6 +338,10 @@ class ActorCritic(nn.Module):
         intake: ``"unfold"`` (image convolutions as matrix products, fast on CPU) or
             ``"conv"`` (``nn.Conv``), the same parameters either way; or ``"stacked"``
             (a dict's same-sized images through one strip, :class:`StackedIntake`).
+        critic_keys: keys of a dict observation space that the critic alone sees
+            (asymmetric actor-critic): they are left out of the intake, so the policy never
+            depends on them, and join the core's output on the value's side only
+            (flattened, through a ReLU layer, then mixed with it by another).
 
     Call: ``(carry, obs (T, B, ...), reset (T, B))`` -> ``(carry, logits, value (T, B))``,
     logits being a tree of ``(T, B, n_actions)`` log-probabilities shaped like the action
@@ -269,13 +354,26 @@ class ActorCritic(nn.Module):
     core: str = "lstm"
     image_kwargs: tuple = ()
     intake: str = "unfold"
+    critic_keys: tuple = ()
 
     @nn.compact
     def __call__(self, carry, obs, reset: jax.Array):
-        x = intake(self.obs_space, self.width, self.intake, self.image_kwargs, name="intake")(obs)
+        space, seen = self.obs_space, obs
+        if self.critic_keys:
+            space = tuple((k, s) for k, s in self.obs_space if k not in self.critic_keys)
+            heads.check_dict_obs(obs, self.obs_space)
+            seen = {k: obs[k] for k, _ in space}
+        x = intake(space, self.width, self.intake, self.image_kwargs, name="intake")(seen)
         carry, y = CORES[self.core](self.width, name="core")(carry, x, reset)
         logits = heads.output(self.action_space, self.width, name="policy")(y)
-        value = heads.ValueOutput(self.width, name="value")(y)
+        v = y
+        if self.critic_keys:
+            lead = jnp.shape(reset)
+            privileged = jnp.concatenate(
+                [jnp.reshape(obs[k], (*lead, -1)).astype(jnp.float32) for k in self.critic_keys], -1)
+            p = nn.relu(_dense(self.width, name="critic_intake")(privileged))
+            v = nn.relu(_dense(self.width, name="critic_mix")(jnp.concatenate([y, p], -1)))
+        value = heads.ValueOutput(self.width, name="value")(v)
         return carry, logits, value
 
     def initial_carry(self, batch_shape: tuple[int, ...]):
@@ -292,4 +390,10 @@ class ActorCritic(nn.Module):
             raise ValueError(f"intake: expected one of {INTAKES}, got {self.intake!r}")
         if self.core not in CORES:
             raise ValueError(f"core: expected one of {sorted(CORES)}, got {self.core!r}")
+        if self.critic_keys:
+            keys = [k for k, _ in self.obs_space] if heads._is_items(self.obs_space) else []
+            if (not isinstance(self.critic_keys, tuple) or len(set(self.critic_keys)) != len(self.critic_keys)
+                    or any(k not in keys for k in self.critic_keys) or len(self.critic_keys) >= len(keys)):
+                raise ValueError(f"critic_keys: expected a tuple of distinct keys of the observation "
+                                 f"space {keys}, leaving the actor at least one, got {self.critic_keys!r}")
         super().__post_init__()

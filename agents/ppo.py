@@ -41,7 +41,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import heads
 from .initializers import one_at_a_time
-from .networks import ActorCritic
+from .networks import ActorCritic, add_previous, previous_space
 
 __all__ = ["PPOConfig", "RewardStats", "Runner", "Transition", "stream_ends", "act", "rollout", "gae",
            "ppo_loss", "minibatch_update", "epoch", "update", "EnvSharding", "Trainer",
@@ -81,6 +81,12 @@ class PPOConfig:
         intake: ``"unfold"`` (image convolutions as matrix products, faster on CPU) or
             ``"conv"``; same parameters and function (see :mod:`agents.networks`).
         image_kwargs: (name, value) pairs for the image intakes, e.g. smaller convolutions.
+        critic_keys: observation keys that only the critic sees (asymmetric actor-critic,
+            :class:`agents.networks.ActorCritic`), e.g. ``("budget",)`` with
+            ``Explorer(budget_obs=True)``.
+        prev_action_reward: the network also sees each stream's previous action (one-hot)
+            and reward (zeros at an episode's start) as two more observation keys
+            (:func:`agents.networks.add_previous`): a cheap memory for the MLP core.
         shard: shard the envs over ``jax.devices()`` (needs n_envs divisible by their count).
         reset_ratio: auto-reset through :class:`megastep_jax.envs.base.Batched`: 1 is
             exactly ``vmap(env.step)`` (under vmap every env renders a fresh episode every
@@ -110,6 +116,8 @@ class PPOConfig:
     core: str = "lstm"
     intake: str = "unfold"
     image_kwargs: tuple = ()
+    prev_action_reward: bool = False
+    critic_keys: tuple = ()
     shard: bool = True
     reset_ratio: int = 1
 
@@ -135,6 +143,8 @@ class PPOConfig:
             raise ValueError(f"intake: expected 'unfold', 'conv' or 'stacked', got {self.intake!r}")
         if self.core not in ("lstm", "mlp"):
             raise ValueError(f"core: expected 'lstm' or 'mlp', got {self.core!r}")
+        if not (isinstance(self.critic_keys, tuple) and all(isinstance(k, str) for k in self.critic_keys)):
+            raise ValueError(f"critic_keys: expected a tuple of observation keys, got {self.critic_keys!r}")
         if not isinstance(self.image_kwargs, tuple):
             raise ValueError(f"image_kwargs: expected a tuple of (name, value) pairs, "
                              f"got {type(self.image_kwargs).__name__}")
@@ -259,11 +269,16 @@ def rollout(config: PPOConfig, network, env_step, constrain, runner: Runner, env
             k_env, r.env_state, action, env_params)
         agent_terminated, agent_truncated = stream_ends(info, terminated, truncated)
         done = agent_terminated | agent_truncated
+        if config.prev_action_reward:
+            obs = add_previous(obs, action, reward, done, network.action_space)
         if config.bootstrap_truncated:
             # The value of the last observation of a truncated stream, seen with the carry
             # that observation would have met; a termination bootstraps from 0.
-            _, _, final_value = act(network, r.params, carry, info["final_observation"],
-                                    jnp.zeros_like(done))
+            final_obs = info["final_observation"]
+            if config.prev_action_reward:
+                final_obs = add_previous(final_obs, action, reward, jnp.zeros_like(done),
+                                         network.action_space)
+            _, _, final_value = act(network, r.params, carry, final_obs, jnp.zeros_like(done))
             next_value = jnp.where(agent_truncated & ~agent_terminated, final_value, 0.0)
         else:
             next_value = jnp.zeros_like(value)
@@ -590,9 +605,11 @@ def make_trainer(config: PPOConfig, env, on_update: Callable | None = None) -> T
     if config.bootstrap_truncated:
         env = _with_final_observation(env)
 
+    if config.prev_action_reward:
+        obs_space = previous_space(obs_space, action_space)
     network = ActorCritic.from_spaces(obs_space, action_space, width=config.width,
                                       core=config.core, image_kwargs=config.image_kwargs,
-                                      intake=config.intake)
+                                      intake=config.intake, critic_keys=config.critic_keys)
     grad_steps = config.n_updates * config.n_epochs * config.n_minibatches
     lr = (optax.linear_schedule(config.lr, 0.0, grad_steps) if config.anneal_lr
           else optax.constant_schedule(config.lr))
@@ -617,9 +634,11 @@ def make_trainer(config: PPOConfig, env, on_update: Callable | None = None) -> T
     def init(key, env_params) -> Runner:
         key, k_net, k_env = jax.random.split(key, 3)
         obs, env_state = env_reset(k_env, env_params)
+        streams = (config.n_envs, n_agents)
+        if config.prev_action_reward:
+            obs = add_previous(obs, None, jnp.zeros(streams), jnp.ones(streams, bool), action_space)
         params = init_params(k_net, jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), obs))
-        streams = (config.n_envs, n_agents)
         return sharding.constrain(Runner(
             params=params, opt_state=optimizer.init(params), env_state=env_state, obs=obs,
             first=jnp.ones(streams, bool), carry=network.initial_carry(streams),

@@ -107,7 +107,8 @@ class CollisionPenalty(_wrapper_base()):
 
 
 def make_envs(name: str, *, res: Optional[int] = None, subsample: Optional[int] = None,
-              n_plans: int = 64, n_test_plans: int = 16, backend: str = "kernel", seed: int = 0):
+              n_plans: int = 64, n_test_plans: int = 16, backend: str = "kernel", seed: int = 0,
+              budget_obs: bool = False):
     """(training env, held-out env) for an env name.
 
     Args:
@@ -117,6 +118,9 @@ def make_envs(name: str, *, res: Optional[int] = None, subsample: Optional[int] 
         n_plans, n_test_plans: procedural floorplans for training and for evaluation.
         backend: ``kernel`` or ``reference``.
         seed: seeds the plans, textures and spawns.
+        budget_obs: Explorer only: observe the steps left before the episode ends
+            (``Explorer(budget_obs=True)``); both envs get it, so evaluation sees what
+            training saw.
     """
     kw = dict(backend=backend, seed=seed)
     if res is not None:
@@ -126,6 +130,7 @@ def make_envs(name: str, *, res: Optional[int] = None, subsample: Optional[int] 
         from megastep_jax.envs import Explorer
         if subsample is not None:
             kw["subsample"] = subsample
+        kw["budget_obs"] = bool(budget_obs)
         return (Explorer(geometries=floorplans.sample(n_plans, "training", seed), **kw),
                 Explorer(geometries=floorplans.sample(n_test_plans, "test", seed), **kw))
     if name == "deathmatch":
@@ -156,7 +161,13 @@ RUN_ARGS = ("env", "seed", "res", "subsample", "plans", "test_plans", "backend",
             "n_steps", "epochs", "minibatches", "lr", "anneal", "width", "core", "ent_coef",
             "vf_coef", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "updates",
             "small_convs", "bootstrap_truncated", "reset_ratio", "intake", "normalize_rewards",
-            "anneal_time")
+            "anneal_time", "budget", "prev_action_reward", "critic_keys")
+
+# What a run stored before these flags existed ran with (their defaults may differ now).
+BEFORE_FLAG = {"budget": "off", "prev_action_reward": False, "critic_keys": ""}
+
+# --budget: who sees Explorer's budget observation.
+BUDGET_MODES = ("off", "critic", "both")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -195,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-steps", type=int, default=32, help="rollout length per update")
     p.add_argument("--epochs", type=int, default=1, help="passes over each rollout")
     p.add_argument("--minibatches", type=int, default=4, help="minibatches per epoch")
-    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="Adam learning rate (annealed over --minutes by default, see --anneal-time; "
+                        "a run with --updates alone trains at this constant lr unless --anneal)")
     p.add_argument("--anneal", action="store_true", help="anneal the lr to 0 over --updates")
     p.add_argument("--anneal-time", action=argparse.BooleanOptionalAction, default=True,
                    help="with --minutes, decay the lr linearly to 0 over this session's training "
@@ -216,6 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-grad-norm", type=float, default=0.5, help="global gradient-norm clip")
     p.add_argument("--normalize-rewards", action=argparse.BooleanOptionalAction, default=True,
                    help="scale rewards by the running std of the discounted return (PPOConfig.normalize_rewards)")
+    p.add_argument("--prev-action-reward", action=argparse.BooleanOptionalAction, default=True,
+                   help="the network also sees the previous action and reward "
+                        "(PPOConfig.prev_action_reward)")
+    p.add_argument("--critic-keys", default="",
+                   help="comma-separated observation keys that only the critic sees, e.g. budget "
+                        "(PPOConfig.critic_keys)")
+    p.add_argument("--budget", choices=BUDGET_MODES, default="off",
+                   help="explorer only (ignored otherwise): the steps the episode has left unless new "
+                        "walls are seen (Explorer(budget_obs=True)) as an input of the critic alone "
+                        "(asymmetric actor-critic; the policy acts from the camera and IMU only), of "
+                        "both, or of neither")
     p.add_argument("--bootstrap-truncated", action="store_true",
                    help="bootstrap from the value of the last observation of a truncated episode")
     p.add_argument("--reset-ratio", type=int, default=8,
@@ -258,6 +282,14 @@ def join_processes(args) -> None:
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=n, process_id=i)
 
 
+def critic_keys_of(args) -> tuple:
+    """``--critic-keys``, with ``budget`` added for ``--budget critic`` on Explorer."""
+    keys = tuple(k for k in (args.critic_keys or "").split(",") if k)
+    if args.env == "explorer" and args.budget == "critic" and "budget" not in keys:
+        keys += ("budget",)
+    return keys
+
+
 def config_of(args) -> ppo.PPOConfig:
     image_kwargs = ((("conv_features", (8, 16)), ("conv_kernels", (8, 4)), ("conv_strides", (4, 2)))
                     if args.small_convs else ())
@@ -269,7 +301,9 @@ def config_of(args) -> ppo.PPOConfig:
         ent_coef=args.ent_coef, max_grad_norm=args.max_grad_norm,
         bootstrap_truncated=args.bootstrap_truncated, width=args.width, core=args.core,
         image_kwargs=image_kwargs, reset_ratio=args.reset_ratio, intake=args.intake,
-        normalize_rewards=bool(args.normalize_rewards))
+        normalize_rewards=bool(args.normalize_rewards),
+        prev_action_reward=bool(args.prev_action_reward),
+        critic_keys=critic_keys_of(args))
 
 
 def _read_rows(path: str) -> list[dict]:
@@ -396,8 +430,8 @@ def main(argv=None) -> dict:
         with open(paths["config"]) as f:
             stored = json.load(f)["args"]
         defaults = build_parser().parse_args(["--out", out, "--updates", "1"])
-        for k in RUN_ARGS:  # runs stored before a flag existed get its default
-            setattr(args, k, stored.get(k, getattr(defaults, k)))
+        for k in RUN_ARGS:  # runs stored before a flag existed get what they ran with
+            setattr(args, k, stored.get(k, BEFORE_FLAG.get(k, getattr(defaults, k))))
         if args.minutes is None and cli_updates is None:
             args.minutes = RESUME_MINUTES
             print(f"--resume without --minutes or --updates: training for {RESUME_MINUTES:g} minutes",
@@ -405,7 +439,8 @@ def main(argv=None) -> dict:
 
     config = config_of(args)
     env, test_env = make_envs(args.env, res=args.res, subsample=args.subsample, n_plans=args.plans,
-                              n_test_plans=args.test_plans, backend=args.backend, seed=args.seed)
+                              n_test_plans=args.test_plans, backend=args.backend, seed=args.seed,
+                              budget_obs=args.env == "explorer" and args.budget != "off")
     env_params = env.default_params
     trainer = ppo.make_trainer(config, env)
     key = jax.random.PRNGKey(args.seed)

@@ -437,3 +437,27 @@ def test_envs_written_on_the_former_base_class_still_run():
     fresh_obs, fresh = env.reset_env(jax.random.split(jax.random.PRNGKey(1))[1], env.default_params)
     assert np.array_equal(obs.rgb, fresh_obs.rgb) and info["agent_truncated"].tolist() == [True]
     assert env._plot_state(new, None).agents.positions.shape == (1, 2)
+
+
+def test_explorer_budget_observation_is_the_steps_left():
+    env = Explorer(res=32, subsample=2, geometries=GEOMS, budget_obs=True)
+    plain = make("explorer")
+    params = env.default_params.replace(patience=20)
+    assert "budget" not in plain.observation_space(params)
+    assert env.observation_space(params)["budget"].shape == (1, 2)
+    key = jax.random.PRNGKey(2)
+    obs, state = env.reset(key, params)
+    obs0, _ = plain.reset(key, params)
+    np.testing.assert_array_equal(obs.rgb, obs0.rgb)  # the other observations are unchanged
+    step = jax.jit(env.step)
+    seen_low = False
+    for i in range(60):
+        left = float(state.potential + params.patience - state.length)
+        want = [min(left / 20, 1.0), left / (left + 20)]
+        np.testing.assert_allclose(obs["budget"], [want], rtol=1e-6)
+        assert env.observation_space(params)["budget"].contains(obs["budget"])
+        seen_low |= left < 20
+        obs, state, *_ = step(jax.random.fold_in(key, i), state, jnp.zeros((1,), jnp.int32), params)
+    assert seen_low  # standing still, the budget runs down to an episode's end
+    with pytest.raises(ValueError, match="budget_obs"):
+        Explorer(res=32, subsample=2, geometries=GEOMS, budget_obs=1)

@@ -91,3 +91,61 @@ def test_stacked_network_runs_and_falls_back_to_unfold_for_a_lone_image():
     lone = spaces.MultiImage(1, 3, 1, 16)
     a = networks.intake(lone, 8, "stacked")
     assert isinstance(a, networks.UnfoldImageIntake)
+
+
+def test_previous_action_and_reward_inputs():
+    act_space = dotdict(movement=spaces.MultiDiscrete(2, 3), fire=spaces.MultiDiscrete(2, 2))
+    obs_space = dotdict(vec=spaces.MultiVector(2, 4))
+    space = networks.previous_space(obs_space, act_space)
+    assert list(space) == ["vec", "prev_action", "prev_reward"]
+    assert space["prev_action"].shape == (2, 5) and space["prev_reward"].shape == (2, 1)
+    obs = dict(vec=jnp.zeros((3, 2, 4)))
+    action = dict(movement=jnp.array([[0, 2], [1, 1], [2, 0]]), fire=jnp.array([[1, 0], [0, 1], [1, 1]]))
+    reward = jnp.array([[0.5, -1.0], [2.0, 0.0], [1.0, 3.0]])
+    first = jnp.array([[False, False], [True, False], [False, True]])
+    out = networks.add_previous(obs, action, reward, first, act_space)
+    assert out["vec"] is obs["vec"]
+    want_action = np.zeros((3, 2, 5))
+    for e in range(3):
+        for a in range(2):
+            if not first[e, a]:
+                want_action[e, a, action["movement"][e, a]] = 1
+                want_action[e, a, 3 + action["fire"][e, a]] = 1
+    np.testing.assert_array_equal(out["prev_action"], want_action)
+    np.testing.assert_array_equal(out["prev_reward"][..., 0], np.where(first, 0.0, reward))
+    fresh = networks.add_previous(obs, None, jnp.zeros((3, 2)), jnp.ones((3, 2), bool), act_space)
+    assert not np.any(fresh["prev_action"]) and fresh["prev_action"].shape == (3, 2, 5)
+    net = networks.ActorCritic.from_spaces(space, act_space, width=8, core="mlp", intake="stacked")
+    assert networks.uses_previous(net)
+    assert not networks.uses_previous(networks.ActorCritic.from_spaces(obs_space, act_space, width=8))
+    with pytest.raises(ValueError, match="obs_space"):
+        networks.previous_space(space, act_space)  # already has the keys
+    with pytest.raises(ValueError, match="obs_space"):
+        networks.previous_space(spaces.MultiVector(2, 4), act_space)
+    with pytest.raises(ValueError, match="action_space"):
+        networks.previous_space(obs_space, spaces.MultiVector(2, 4))
+
+
+def test_critic_keys_reach_the_value_and_never_the_policy():
+    act_space = dotdict(movement=spaces.MultiDiscrete(1, 3))
+    obs_space = dotdict(d=spaces.MultiImage(1, 1, 1, 8), budget=spaces.MultiVector(1, 2))
+    net = networks.ActorCritic.from_spaces(obs_space, act_space, width=8, core="mlp", intake="stacked",
+                                           critic_keys=("budget",))
+    rng = np.random.default_rng(0)
+    obs = dict(d=jnp.asarray(rng.uniform(size=(2, 3, 1, 1, 1, 8)), jnp.float32),
+               budget=jnp.asarray(rng.uniform(size=(2, 3, 1, 2)), jnp.float32))
+    reset = jnp.zeros((2, 3, 1), bool)
+    params = net.init(jax.random.PRNGKey(0), (), obs, reset)
+    assert "intake_budget" not in params["params"]["intake"]  # the actor's intake lacks it
+
+    def outputs(budget):
+        _, logits, value = net.apply(params, (), dict(obs, budget=budget), reset)
+        return logits["movement"], value
+
+    (logits, value), (dlogits, dvalue) = jax.jvp(outputs, (obs["budget"],), (jnp.ones_like(obs["budget"]),))
+    assert logits.shape == (2, 3, 1, 3) and value.shape == (2, 3, 1)
+    assert np.all(np.asarray(dlogits) == 0)   # the policy does not depend on the critic's keys
+    assert np.any(np.asarray(dvalue) != 0)    # the value does
+    for bad in (("imu",), ("d", "budget"), ("budget", "budget"), ["budget"]):
+        with pytest.raises(ValueError, match="critic_keys"):
+            networks.ActorCritic.from_spaces(obs_space, act_space, width=8, critic_keys=bad)

@@ -373,3 +373,33 @@ def test_sharding_needs_divisible_envs():
         pytest.skip("one device: nothing to shard (covered in the 2-device subprocess)")
     with pytest.raises(ValueError, match="n_envs: expected a multiple"):
         ppo.make_trainer(ppo.PPOConfig(n_envs=len(jax.devices()) + 1, n_minibatches=1), CueEnv())
+
+
+def test_previous_action_and_reward_reach_the_network_and_resume_bit_identically(tmp_path):
+    import dataclasses
+    env = CueEnv()
+    params = CueParams(max_steps=jnp.int32(3))  # episodes end inside the rollout
+    config = dataclasses.replace(TINY, core="mlp", prev_action_reward=True)
+    trainer = ppo.make_trainer(config, env)
+    runner = trainer.init(jax.random.PRNGKey(0), params)
+    assert not np.any(runner.obs["prev_action"]) and not np.any(runner.obs["prev_reward"])
+    _, traj, _ = jax.jit(trainer.rollout)(runner, params)
+    # the observation after step t carries step t's action and reward, zeros where it starts an episode
+    first = np.asarray(traj.first[1:])
+    onehot = np.concatenate([np.eye(3)[np.asarray(traj.action["movement"][:-1])],
+                             np.eye(2)[np.asarray(traj.action["fire"][:-1])]], -1)
+    np.testing.assert_array_equal(traj.obs["prev_action"][1:], np.where(first[..., None], 0.0, onehot))
+    np.testing.assert_allclose(traj.obs["prev_reward"][1:, ..., 0],
+                               np.where(first, 0.0, np.asarray(traj.reward[:-1])))
+    assert np.any(first) and np.any(~first)
+    # checkpoints carry them: 2 + 2 updates through a save equal 4
+    whole, _ = trainer.run(runner, params, 4)
+    half, _ = trainer.run(runner, params, 2)
+    ppo.save(tmp_path / "ckpt", half)
+    resumed, _ = trainer.run(ppo.load(tmp_path / "ckpt", trainer.init(jax.random.PRNGKey(1), params)),
+                             params, 2)
+    assert _equal_trees(resumed, whole)
+    # evaluation feeds them too
+    from agents.evaluate import make_evaluate
+    out = make_evaluate(trainer.network, env, 4, 10, "sample")(jax.random.PRNGKey(0), whole.params, params)
+    assert np.isfinite(float(out["episode_return"]))

@@ -128,6 +128,24 @@ def test_every_flag_has_help():
     assert missing == []
 
 
+def test_budget_flag_sets_the_explorer_observation_and_the_critic_keys():
+    def config(*extra, env="explorer"):
+        args = train.parse_args(["--out", "x", "--updates", "1", "--env", env, *extra])
+        return args, train.config_of(args)
+
+    args, c = config("--budget", "critic")
+    assert c.critic_keys == ("budget",)
+    args, c = config("--budget", "both")
+    assert c.critic_keys == ()
+    args, c = config("--budget", "off", "--critic-keys", "imu")
+    assert c.critic_keys == ("imu",)
+    args, c = config("--budget", "critic", env="minimal")  # not Explorer: ignored
+    assert c.critic_keys == ()
+    env, test_env = train.make_envs("explorer", res=16, subsample=2, n_plans=1, n_test_plans=1,
+                                    budget_obs=True)
+    assert "budget" in env.observation_space() and "budget" in test_env.observation_space()
+
+
 @pytest.mark.slow
 def test_a_second_run_into_the_same_out_resumes_or_starts_anew(tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "demo")
@@ -147,3 +165,18 @@ def test_a_second_run_into_the_same_out_resumes_or_starts_anew(tmp_path, capsys,
     result = train.main(["--out", out, "--resume", "--no-progress", "--no-video", "--no-eval"])
     assert result["updates"] == 4
     assert "training for 0 minutes" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_run_stored_before_the_new_flags_resumes_with_what_it_ran_with(tmp_path):
+    out = str(tmp_path / "old")
+    train.main(TINY_ARGS + ["--updates", "2", "--out", out, "--no-eval", "--no-prev-action-reward"])
+    path = os.path.join(out, "config.json")
+    stored = json.load(open(path))
+    for k in train.BEFORE_FLAG:  # as written before these flags existed
+        del stored["args"][k]
+    json.dump(stored, open(path, "w"))
+    result = train.main(["--out", out, "--resume", "--updates", "3", "--no-eval", "--no-progress",
+                         "--no-video"])
+    assert result["updates"] == 3
+    assert json.load(open(path))["args"].get("prev_action_reward") is None  # config left as stored

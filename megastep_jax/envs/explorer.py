@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .. import core, modules
+from .. import core, modules, spaces
 from ..arrdict import arrdict, dotdict
 from ..state import Agents
 from .protocol import Environment
@@ -72,6 +72,13 @@ class Explorer(Environment):
     ``info["potential"]``: int32 (), the texels seen before this step's render (the
     potential the episode's end was judged by).
 
+    With ``budget_obs=True`` the observations gain ``budget`` (A, 2), float32 in [0, 1]:
+    how many steps the episode has left if no new texel is seen, ``left = potential +
+    patience - length``, as ``(min(left / patience, 1), left / (left + patience))``. It
+    is a function of what the agent has observed (its step count and its rewards, which
+    count the texels it has seen) and the env's published rule, so it is no privileged
+    information; a memoryless policy cannot otherwise know it.
+
     Args:
         n_agents: agents per plan (1 as in megastep; more share the seen texels).
         res: render resolution, 256 by default.
@@ -81,11 +88,15 @@ class Explorer(Environment):
         n_geometries: how many default plans.
         backend: "kernel" or "reference".
         seed: seeds textures, lights, spawns (and the default plans).
+        budget_obs: add the ``budget`` observation (see above).
     """
 
     def __init__(self, n_agents: int = 1, res: int = 256, subsample: int = 4,
                  geometries: Optional[Sequence] = None, n_geometries: int = 8,
-                 backend: str = "kernel", seed: int = 0):
+                 backend: str = "kernel", seed: int = 0, budget_obs: bool = False):
+        if not isinstance(budget_obs, bool):
+            raise ValueError(f"budget_obs: expected a bool, got {budget_obs!r}")
+        self.budget_obs = budget_obs
         if geometries is None:
             geometries = default_geometries(n_geometries, seed)
         self.scene = SceneRuntime(geometries, n_agents, res, subsample, backend, seed)
@@ -99,7 +110,17 @@ class Explorer(Environment):
         return ExplorerParams()
 
     def observation_space(self, params=None):
-        return dotdict(rgb=self.rgb.space, d=self.depth.space, imu=self.imu.space)
+        space = dotdict(rgb=self.rgb.space, d=self.depth.space, imu=self.imu.space)
+        if self.budget_obs:
+            space["budget"] = spaces.MultiVector(self.n_agents, 2, 0.0, 1.0)
+        return space
+
+    def budget(self, state, params) -> jax.Array:
+        """The ``budget`` observation of ``state``, float32 (A, 2) (see the class docstring)."""
+        patience = jnp.asarray(params.patience, jnp.float32)
+        left = jnp.maximum((state.potential + params.patience - state.length).astype(jnp.float32), 0.0)
+        b = jnp.stack([jnp.minimum(left / patience, 1.0), left / (left + patience)])
+        return jnp.broadcast_to(b, (self.n_agents, 2))
 
     def action_space(self, params=None):
         return dotdict(movement=self.movement.space)
@@ -128,6 +149,8 @@ class Explorer(Environment):
         seen, new = self.scene.mark_seen(state.seen, state.geometry, r)
         state = state.replace(seen=seen, potential=state.potential + new)
         obs = first_person_obs(self.rgb, self.depth, self.imu, r, state.agents, params.max_depth)
+        if self.budget_obs:
+            obs["budget"] = self.budget(state, params)
         reward = jnp.full((self.n_agents,), params.reward_scale * new / self.width, jnp.float32)
         return obs, state, reward
 
