@@ -258,9 +258,7 @@ def _action_heads(action_space) -> list:
     space = heads.freeze_space(action_space)
     if isinstance(space, spaces.MultiDiscrete):
         return [(None, space)]
-    if isinstance(space, tuple) and space and all(
-            isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], spaces.MultiDiscrete)
-            for p in space):
+    if space and heads._is_items(space) and all(isinstance(s, spaces.MultiDiscrete) for _, s in space):
         return list(space)
     raise ValueError(f"action_space: expected a MultiDiscrete or a dict of them, got {action_space!r}")
 
@@ -275,8 +273,7 @@ def previous_space(obs_space, action_space):
             space is not MultiDiscrete heads.
     """
     items = heads.freeze_space(obs_space)
-    if not (isinstance(items, tuple) and all(isinstance(p, tuple) and len(p) == 2 and
-                                             isinstance(p[0], str) for p in items)):
+    if not heads._is_items(items):
         raise ValueError(f"obs_space: expected a dict of spaces, got {obs_space!r}")
     if any(k in PREVIOUS_KEYS for k, _ in items):
         raise ValueError(f"obs_space: already has a key of {PREVIOUS_KEYS}")
@@ -321,8 +318,7 @@ def add_previous(obs, action, reward: jax.Array, first: jax.Array, action_space)
 def uses_previous(network) -> bool:
     """Whether ``network`` was built for :func:`previous_space`'s observations."""
     space = network.obs_space
-    return isinstance(space, tuple) and any(
-        isinstance(p, tuple) and len(p) == 2 and p[0] == PREVIOUS_KEYS[0] for p in space)
+    return heads._is_items(space) and any(k == PREVIOUS_KEYS[0] for k, _ in space)
 
 
 class ActorCritic(nn.Module):

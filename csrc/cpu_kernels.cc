@@ -96,7 +96,6 @@ struct Scratch {
   }
 };
 
-
 // megastep::ray_update without t's division: t = fl(tnum / denom) is in [0, 1] exactly when,
 // with a = |denom| and tn = tnum signed as denom (exact), tn <= a (no float lies in
 // (a, a (1 + 2^-24)], above which the quotient rounds above 1) and tn >= 0 or |tn| <= 2^-150 a
@@ -105,8 +104,8 @@ struct Scratch {
 inline void ray_update_deferred_t(const megastep::LineTerms& lt, float ux, float uy, float near_s,
                                   int j, float& best_s, int& best_i, float& best_tnum,
                                   float& best_denom) {
-  float denom = ux * lt.d.y - uy * lt.d.x;  // ray_hits' expressions
-  float tnum = lt.w.x * uy - lt.w.y * ux;
+  float denom, tnum;
+  megastep::ray_terms(lt, ux, uy, denom, tnum);
   float s = lt.wd / denom;
   float a = fabsf(denom), tn = denom < 0.f ? -tnum : tnum;
   bool t_in = (tn <= a) & ((tn >= 0.f) | (fabsf(tn) * 0x1p100f <= a * 0x1p-50f));
@@ -214,7 +213,6 @@ void recast_ties(const Env& env, const Camera& cam, Rays& rays, Scratch& scratch
     rays.t1[r] = bt[q];
   }
 }
-
 
 // Whether a grid cell can hold a point some pixel's ray reaches: its bounding disc meets
 // the camera's view wedge (|y| <= x tan_half in the camera frame). Conservative.

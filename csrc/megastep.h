@@ -195,10 +195,17 @@ MS_FN LineTerms line_terms(Line l, Vec p) {
 // parallel to it, hits it within its ends, beyond the near plane, and nearer by kTieBreak.
 // Branch-free so the CPU loop over pixels vectorises.
 // The ray-line solve, written once so every traversal computes bit-identical s and t.
+// The solve's denominator and t's numerator (s = lt.wd / denom, t = tnum / denom); the CPU
+// line sweep uses them to decide t without dividing (cpu_kernels.cc).
+MS_FN void ray_terms(const LineTerms& lt, float ux, float uy, float& denom, float& tnum) {
+  denom = ux * lt.d.y - uy * lt.d.x;
+  tnum = lt.w.x * uy - lt.w.y * ux;
+}
 MS_FN bool ray_hits(const LineTerms& lt, float ux, float uy, float near_s, float& s, float& t) {
-  float denom = ux * lt.d.y - uy * lt.d.x;
+  float denom, tnum;
+  ray_terms(lt, ux, uy, denom, tnum);
   s = lt.wd / denom;
-  t = (lt.w.x * uy - lt.w.y * ux) / denom;
+  t = tnum / denom;
   return (fabsf(denom) >= kParallel) & (t >= 0.f) & (t <= 1.f) & (s > near_s);
 }
 
