@@ -87,6 +87,9 @@ class PPOConfig:
         prev_action_reward: the network also sees each stream's previous action (one-hot)
             and reward (zeros at an episode's start) as two more observation keys
             (:func:`agents.networks.add_previous`): a cheap memory for the MLP core.
+        stack: the core sees the intake's features of this many steps (the current one
+            and those before it in the episode, :func:`agents.networks.stack_history`): a
+            frame stack inside the agent, a cheap memory for the MLP core; 1 for none.
         shard: shard the envs over ``jax.devices()`` (needs n_envs divisible by their count).
         reset_ratio: auto-reset through :class:`megastep_jax.envs.base.Batched`: 1 is
             exactly ``vmap(env.step)`` (under vmap every env renders a fresh episode every
@@ -118,12 +121,13 @@ class PPOConfig:
     image_kwargs: tuple = ()
     prev_action_reward: bool = False
     critic_keys: tuple = ()
+    stack: int = 1
     shard: bool = True
     reset_ratio: int = 1
 
     def __post_init__(self):
         for name in ("n_envs", "n_steps", "n_updates", "n_epochs", "n_minibatches", "width",
-                     "reset_ratio"):
+                     "reset_ratio", "stack"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
@@ -609,7 +613,8 @@ def make_trainer(config: PPOConfig, env, on_update: Callable | None = None) -> T
         obs_space = previous_space(obs_space, action_space)
     network = ActorCritic.from_spaces(obs_space, action_space, width=config.width,
                                       core=config.core, image_kwargs=config.image_kwargs,
-                                      intake=config.intake, critic_keys=config.critic_keys)
+                                      intake=config.intake, critic_keys=config.critic_keys,
+                                      stack=config.stack)
     grad_steps = config.n_updates * config.n_epochs * config.n_minibatches
     lr = (optax.linear_schedule(config.lr, 0.0, grad_steps) if config.anneal_lr
           else optax.constant_schedule(config.lr))

@@ -50,7 +50,7 @@ import numpy as np
 from . import ppo
 from .evaluate import make_evaluate, record_video
 
-__all__ = ["CollisionPenalty", "build_parser", "make_envs", "main", "parse_args"]
+__all__ = ["CollisionPenalty", "build_parser", "make_envs", "main", "parse_args", "parse_convs"]
 
 
 # -- envs -----------------------------------------------------------------------------
@@ -161,10 +161,11 @@ RUN_ARGS = ("env", "seed", "res", "subsample", "plans", "test_plans", "backend",
             "n_steps", "epochs", "minibatches", "lr", "anneal", "width", "core", "ent_coef",
             "vf_coef", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "updates",
             "small_convs", "bootstrap_truncated", "reset_ratio", "intake", "normalize_rewards",
-            "anneal_time", "budget", "prev_action_reward", "critic_keys")
+            "anneal_time", "budget", "prev_action_reward", "critic_keys", "stack", "convs")
 
 # What a run stored before these flags existed ran with (their defaults may differ now).
-BEFORE_FLAG = {"budget": "off", "prev_action_reward": False, "critic_keys": ""}
+BEFORE_FLAG = {"budget": "off", "prev_action_reward": False, "critic_keys": "", "stack": 1,
+               "convs": None}
 
 # --budget: who sees Explorer's budget observation.
 BUDGET_MODES = ("off", "critic", "both")
@@ -218,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--core", default="mlp", choices=["lstm", "mlp"],
                    help="mlp learns Explorer faster on CPU within minutes; lstm has memory")
     p.add_argument("--small-convs", action="store_true", help="8- and 16-feature convolutions")
+    p.add_argument("--convs", default=None, metavar="F:K:S,...",
+                   help="the image intake's 1D convolutions as features:kernel:stride per layer "
+                        "(overrides --small-convs), or 'none' for dense layers straight on the strip")
+    p.add_argument("--stack", type=int, default=1,
+                   help="the core sees the intake's features of this many steps of the episode "
+                        "(a frame stack inside the agent; 1: the current step alone)")
     p.add_argument("--intake", default="stacked", choices=["unfold", "conv", "stacked"],
                    help="image convolutions as matrix products (faster on CPU), nn.Conv, or matrix "
                         "products with a dict's same-sized images stacked into one strip (fastest)")
@@ -290,9 +297,33 @@ def critic_keys_of(args) -> tuple:
     return keys
 
 
+def parse_convs(spec: str) -> tuple:
+    """``--convs``: ``"F:K:S,..."`` (features, kernel, stride per layer) or ``"none"`` ->
+    the image intakes' ``image_kwargs``.
+
+    Raises:
+        ValueError: naming ``--convs`` for anything else.
+    """
+    layers = []
+    if spec.strip().lower() != "none":
+        for part in spec.split(","):
+            try:
+                f, k, s = (int(v) for v in part.split(":"))
+            except ValueError:
+                f = k = s = 0
+            if f <= 0 or k <= 0 or s <= 0:
+                raise ValueError(f"--convs: expected 'none' or features:kernel:stride positive ints "
+                                 f"per layer, comma-separated, got {spec!r}")
+            layers.append((f, k, s))
+    return (("conv_features", tuple(l[0] for l in layers)), ("conv_kernels", tuple(l[1] for l in layers)),
+            ("conv_strides", tuple(l[2] for l in layers)))
+
+
 def config_of(args) -> ppo.PPOConfig:
     image_kwargs = ((("conv_features", (8, 16)), ("conv_kernels", (8, 4)), ("conv_strides", (4, 2)))
                     if args.small_convs else ())
+    if args.convs is not None:
+        image_kwargs = parse_convs(args.convs)
     return ppo.PPOConfig(
         n_envs=args.n_envs, n_steps=args.n_steps, n_updates=args.updates or 1_000_000,
         n_epochs=args.epochs, n_minibatches=args.minibatches, lr=args.lr,
@@ -303,7 +334,7 @@ def config_of(args) -> ppo.PPOConfig:
         image_kwargs=image_kwargs, reset_ratio=args.reset_ratio, intake=args.intake,
         normalize_rewards=bool(args.normalize_rewards),
         prev_action_reward=bool(args.prev_action_reward),
-        critic_keys=critic_keys_of(args))
+        critic_keys=critic_keys_of(args), stack=args.stack)
 
 
 def _read_rows(path: str) -> list[dict]:

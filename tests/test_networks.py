@@ -10,7 +10,8 @@ from megastep_jax import spaces
 from megastep_jax.arrdict import dotdict
 
 
-@pytest.mark.parametrize("width,kernel,stride", [(64, 8, 4), (16, 4, 2), (13, 3, 2), (5, 8, 1), (7, 3, 3)])
+@pytest.mark.parametrize("width,kernel,stride", [(64, 8, 4), (16, 4, 2), (13, 3, 2), (5, 8, 1), (7, 3, 3),
+                                                   (9, 2, 2), (12, 4, 4), (10, 6, 3), (11, 6, 2)])
 def test_unfold_conv_equals_nn_conv(width, kernel, stride):
     x = jax.random.normal(jax.random.PRNGKey(0), (3, width, 5))
     conv = nn.Conv(6, (kernel,), strides=(stride,), padding="SAME")
@@ -149,3 +150,83 @@ def test_critic_keys_reach_the_value_and_never_the_policy():
     for bad in (("imu",), ("d", "budget"), ("budget", "budget"), ["budget"]):
         with pytest.raises(ValueError, match="critic_keys"):
             networks.ActorCritic.from_spaces(obs_space, act_space, width=8, critic_keys=bad)
+
+
+def _stack_reference(x, history, reset):
+    """stack_history one step and one stream at a time, from its definition."""
+    x, history, reset = np.asarray(x), np.asarray(history), np.asarray(reset)
+    T, B, F = x.shape
+    k1 = history.shape[-2]
+    out = np.zeros((T, B, (k1 + 1) * F), np.float32)
+    for b in range(B):
+        past = list(history[b])  # most recent first, zeros where already cut
+        for t in range(T):
+            if reset[t, b]:
+                past = [np.zeros(F, np.float32)] * k1
+            out[t, b] = np.concatenate([x[t, b]] + past)
+            past = [x[t, b]] + past[:k1 - 1]
+    return out
+
+
+def test_stack_history_matches_a_step_by_step_reference_and_splits():
+    rng = np.random.default_rng(0)
+    T, B, F, K = 9, 5, 3, 4
+    x = jnp.asarray(rng.normal(size=(T, B, F)), jnp.float32)
+    history = jnp.asarray(rng.normal(size=(B, K - 1, F)), jnp.float32)
+    reset = jnp.asarray(rng.uniform(size=(T, B)) < 0.25).at[0, 0].set(True).at[:, 1].set(False)
+    stacked, last = networks.stack_history(x, history, reset)
+    assert stacked.shape == (T, B, K * F) and last.shape == (B, K - 1, F)
+    np.testing.assert_allclose(stacked, _stack_reference(x, history, reset), rtol=0, atol=0)
+    # stream 1 never resets: its first steps read the history, most recent first
+    np.testing.assert_array_equal(stacked[0, 1, F:], np.asarray(history[1]).reshape(-1))
+    np.testing.assert_array_equal(stacked[2, 1], np.concatenate([x[2, 1], x[1, 1], x[0, 1], history[1, 0]]))
+    # two calls, the second from the first's history, equal one call over the whole sequence
+    a, h = networks.stack_history(x[:4], history, reset[:4])
+    b, h2 = networks.stack_history(x[4:], h, reset[4:])
+    np.testing.assert_array_equal(jnp.concatenate([a, b]), stacked)
+    np.testing.assert_array_equal(h2, last)
+    # nothing from before an episode's start reaches its steps
+    changed = x.at[:3].add(100.0)
+    reset2 = reset.at[3].set(True)
+    s1, _ = networks.stack_history(x, history, reset2)
+    s2, _ = networks.stack_history(changed, history * 7, reset2)
+    np.testing.assert_array_equal(s1[3:], s2[3:])
+    assert not np.allclose(s1[:3], s2[:3])
+    # K = 1: the features alone
+    one, none = networks.stack_history(x, jnp.zeros((B, 0, F)), reset)
+    np.testing.assert_array_equal(one, x)
+    assert none.shape == (B, 0, F)
+
+
+def test_stacked_history_network_steps_like_its_sequence_and_masks_episode_starts():
+    act_space = dotdict(movement=spaces.MultiDiscrete(1, 3))
+    obs_space = dotdict(d=spaces.MultiImage(1, 1, 1, 8), imu=spaces.MultiVector(1, 2))
+    net = networks.ActorCritic.from_spaces(obs_space, act_space, width=8, core="mlp", intake="stacked",
+                                           stack=3)
+    T, B = 6, 4
+    rng = np.random.default_rng(1)
+    obs = dict(d=jnp.asarray(rng.uniform(size=(T, B, 1, 1, 1, 8)), jnp.float32),
+               imu=jnp.asarray(rng.normal(size=(T, B, 1, 2)), jnp.float32))
+    reset = jnp.zeros((T, B, 1), bool).at[0].set(True).at[3, 0].set(True)
+    carry = net.initial_carry((B, 1))
+    assert carry[0] == () and carry[1].shape == (B, 1, 2, 8) and not np.any(carry[1])
+    params = net.init(jax.random.PRNGKey(0), carry, obs, reset)
+    assert params["params"]["core"]["Dense_0"]["kernel"].shape == (3 * 8, 8)
+    c_seq, logits, value = net.apply(params, carry, obs, reset)
+    assert logits["movement"].shape == (T, B, 1, 3) and value.shape == (T, B, 1)
+    # one step at a time (as a rollout acts) gives the same outputs and carry
+    c, vs = carry, []
+    for t in range(T):
+        c, _, v = net.apply(params, c, jax.tree_util.tree_map(lambda o: o[t:t + 1], obs), reset[t:t + 1])
+        vs.append(v[0])
+    np.testing.assert_allclose(jnp.stack(vs), value, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c[1], c_seq[1], rtol=1e-6, atol=1e-6)
+    # the past matters within an episode, and not across its start
+    other = dict(obs, imu=obs["imu"].at[:3].add(5.0))
+    _, _, v2 = net.apply(params, carry, other, reset)
+    np.testing.assert_allclose(v2[3:, 0], value[3:, 0], rtol=1e-6, atol=1e-6)  # stream 0 restarted at 3
+    assert not np.allclose(v2[3:5, 1], value[3:5, 1])  # stream 1 still sees steps 1-2 at 3-4
+    np.testing.assert_allclose(v2[5:, 1], value[5:, 1], rtol=1e-6, atol=1e-6)  # 3 steps later: gone
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="stack"):
+            networks.ActorCritic.from_spaces(obs_space, act_space, width=8, stack=bad)

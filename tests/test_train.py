@@ -180,3 +180,20 @@ def test_a_run_stored_before_the_new_flags_resumes_with_what_it_ran_with(tmp_pat
                          "--no-video"])
     assert result["updates"] == 3
     assert json.load(open(path))["args"].get("prev_action_reward") is None  # config left as stored
+
+
+def test_convs_and_stack_flags_reach_the_config():
+    def config(*extra):
+        return train.config_of(train.parse_args(["--out", "x", "--updates", "1", *extra]))
+
+    c = config("--small-convs", "--convs", "8:8:8,16:2:2", "--stack", "3")
+    assert dict(c.image_kwargs) == dict(conv_features=(8, 16), conv_kernels=(8, 2), conv_strides=(8, 2))
+    assert c.stack == 3
+    assert dict(config("--convs", "none").image_kwargs) == dict(conv_features=(), conv_kernels=(),
+                                                                conv_strides=())
+    assert config("--small-convs").stack == 1
+    for bad in ("8:8", "8:8:0", "a:b:c", "", "8:8:4,"):
+        with pytest.raises(ValueError, match="--convs"):
+            config("--convs", bad)
+    with pytest.raises(ValueError, match="stack"):
+        config("--stack", "0")
