@@ -200,12 +200,17 @@ class StackedIntake(nn.Module):
     the features are concatenated and mixed by a ReLU layer. Images of different sizes
     form one group per (height, width), in key order.
 
+    With ``merge_vectors`` the vector observations (``MultiVector``) are likewise
+    concatenated into one vector read by one two-layer MLP (``intake_<key>+<key>...``),
+    where otherwise each has its own: fewer, larger matrix products.
+
     Call: ``obs`` dict of ``(..., C_k, H, W)`` images and other leaves -> ``(..., width)``.
     """
 
     space: Any
     width: int
     image_kwargs: tuple = ()
+    merge_vectors: bool = False
 
     @nn.compact
     def __call__(self, obs) -> jax.Array:
@@ -214,10 +219,22 @@ class StackedIntake(nn.Module):
         for k, s in self.space:
             if isinstance(s, spaces.MultiImage):
                 groups.setdefault((s.height, s.width), []).append(k)
+        vectors = [k for k, s in self.space if isinstance(s, spaces.MultiVector)]
         ys = []
         done = set()
         for k, s in self.space:
             if k in done:
+                continue
+            if self.merge_vectors and k in vectors:
+                parts = [self.space_of(j) for j in vectors]
+                for j, sj in zip(vectors, parts):
+                    if jnp.ndim(obs[j]) < 1 or jnp.shape(obs[j])[-1] != sj.dim:
+                        raise ValueError(f"obs: expected {j!r} ending in shape ({sj.dim},), "
+                                         f"got shape {tuple(jnp.shape(obs[j]))}")
+                merged = spaces.MultiVector(s.n_agents, sum(p.dim for p in parts))
+                x = jnp.concatenate([jnp.asarray(obs[j], jnp.float32) for j in vectors], axis=-1)
+                ys.append(heads.MultiVectorIntake(merged, self.width, name="intake_" + "+".join(vectors))(x))
+                done.update(vectors)
                 continue
             if isinstance(s, spaces.MultiImage):
                 keys = groups[(s.height, s.width)]
@@ -258,7 +275,7 @@ def _dense(features: int, gain: float = _RELU_GAIN, name: str | None = None) -> 
                     name=name)
 
 
-INTAKES = ("conv", "unfold", "stacked")
+INTAKES = ("conv", "unfold", "stacked", "merged")
 
 
 def intake(space, width: int, kind: str = "unfold", image_kwargs: tuple = (),
@@ -266,14 +283,16 @@ def intake(space, width: int, kind: str = "unfold", image_kwargs: tuple = (),
     """The intake for an observation space: ``heads.intake``'s, or with ``kind="unfold"``
     its image convolutions as matrix products (same parameters, faster on CPU), or with
     ``kind="stacked"`` a dict's same-sized images stacked into one strip
-    (:class:`StackedIntake`; other spaces as ``"unfold"``)."""
+    (:class:`StackedIntake`; other spaces as ``"unfold"``), or with ``kind="merged"`` that
+    and its vectors concatenated into one (``StackedIntake(merge_vectors=True)``)."""
     if kind not in INTAKES:
         raise ValueError(f"intake: expected one of {INTAKES}, got {kind!r}")
     space = heads.freeze_space(space)
-    if kind == "stacked" and isinstance(space, tuple) and space and all(
+    if kind in ("stacked", "merged") and isinstance(space, tuple) and space and all(
             isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in space):
-        return StackedIntake(space, width, tuple(image_kwargs), name=name)
-    if kind == "stacked":
+        return StackedIntake(space, width, tuple(image_kwargs), merge_vectors=kind == "merged",
+                             name=name)
+    if kind in ("stacked", "merged"):
         kind = "unfold"
     if kind == "unfold" and isinstance(space, spaces.MultiImage):
         return UnfoldImageIntake(space, width, **dict(image_kwargs), name=name)
@@ -371,7 +390,8 @@ class ActorCritic(nn.Module):
         image_kwargs: (name, value) pairs for the image intakes (see :func:`heads.intake`).
         intake: ``"unfold"`` (image convolutions as matrix products, fast on CPU) or
             ``"conv"`` (``nn.Conv``), the same parameters either way; or ``"stacked"``
-            (a dict's same-sized images through one strip, :class:`StackedIntake`).
+            (a dict's same-sized images through one strip, :class:`StackedIntake`), or
+            ``"merged"`` (that, and its vectors through one MLP).
         critic_keys: keys of a dict observation space that the critic alone sees
             (asymmetric actor-critic): they are left out of the intake, so the policy never
             depends on them, and join the core's output on the value's side only

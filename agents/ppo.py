@@ -79,7 +79,9 @@ class PPOConfig:
         width: features of the network's layers.
         core: ``"lstm"`` or ``"mlp"``.
         intake: ``"unfold"`` (image convolutions as matrix products, faster on CPU) or
-            ``"conv"``; same parameters and function (see :mod:`agents.networks`).
+            ``"conv"``; same parameters and function (see :mod:`agents.networks`); or
+            ``"stacked"`` / ``"merged"`` (same-sized images as one strip; and the vectors
+            as one vector).
         image_kwargs: (name, value) pairs for the image intakes, e.g. smaller convolutions.
         critic_keys: observation keys that only the critic sees (asymmetric actor-critic,
             :class:`agents.networks.ActorCritic`), e.g. ``("budget",)`` with
@@ -143,8 +145,9 @@ class PPOConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ValueError(f"{name}: expected a number >= 0, got {v!r}")
-        if self.intake not in ("unfold", "conv", "stacked"):
-            raise ValueError(f"intake: expected 'unfold', 'conv' or 'stacked', got {self.intake!r}")
+        if self.intake not in ("unfold", "conv", "stacked", "merged"):
+            raise ValueError(f"intake: expected 'unfold', 'conv', 'stacked' or 'merged', "
+                             f"got {self.intake!r}")
         if self.core not in ("lstm", "mlp"):
             raise ValueError(f"core: expected 'lstm' or 'mlp', got {self.core!r}")
         if not (isinstance(self.critic_keys, tuple) and all(isinstance(k, str) for k in self.critic_keys)):

@@ -225,9 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", type=int, default=1,
                    help="the core sees the intake's features of this many steps of the episode "
                         "(a frame stack inside the agent; 1: the current step alone)")
-    p.add_argument("--intake", default="stacked", choices=["unfold", "conv", "stacked"],
+    p.add_argument("--intake", default="stacked", choices=["unfold", "conv", "stacked", "merged"],
                    help="image convolutions as matrix products (faster on CPU), nn.Conv, or matrix "
-                        "products with a dict's same-sized images stacked into one strip (fastest)")
+                        "products with a dict's same-sized images stacked into one strip, or that "
+                        "and its vectors concatenated into one")
     p.add_argument("--ent-coef", type=float, default=0.03, help="weight of the entropy bonus")
     p.add_argument("--vf-coef", type=float, default=0.5, help="weight of the value loss")
     p.add_argument("--gamma", type=float, default=0.99, help="discount")

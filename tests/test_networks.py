@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents import networks
+from agents import heads, networks
 from megastep_jax import spaces
 from megastep_jax.arrdict import dotdict
 
@@ -230,3 +230,31 @@ def test_stacked_history_network_steps_like_its_sequence_and_masks_episode_start
     for bad in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match="stack"):
             networks.ActorCritic.from_spaces(obs_space, act_space, width=8, stack=bad)
+
+
+def test_merged_intake_reads_the_vectors_as_one():
+    A = 2
+    space = dotdict(rgb=spaces.MultiImage(A, 3, 1, 16), imu=spaces.MultiVector(A, 3),
+                    d=spaces.MultiImage(A, 1, 1, 16), prev=spaces.MultiVector(A, 5))
+    kw = (("conv_features", (4,)), ("conv_kernels", (4,)), ("conv_strides", (4,)))
+    net = networks.intake(space, 8, "merged", kw)
+    assert isinstance(net, networks.StackedIntake) and net.merge_vectors
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    obs = {k: jax.random.uniform(kk, (3, A, *s.shape[1:])) for (k, s), kk in zip(space.items(), keys)}
+    params = net.init(jax.random.PRNGKey(1), obs)["params"]
+    assert sorted(params) == ["Dense_0", "intake_imu+prev", "intake_rgb+d"]
+    assert params["intake_imu+prev"]["Dense_0"]["kernel"].shape == (8, 8)  # 3 + 5 inputs
+    out = net.apply({"params": params}, obs)
+    vec = heads.MultiVectorIntake(spaces.MultiVector(A, 8), 8).apply(
+        {"params": params["intake_imu+prev"]}, jnp.concatenate([obs["imu"], obs["prev"]], -1))
+    strip = networks.UnfoldImageIntake(spaces.MultiImage(A, 4, 1, 16), 8, **dict(kw)).apply(
+        {"params": params["intake_rgb+d"]}, jnp.concatenate([obs["rgb"], obs["d"]], -3))
+    want = nn.Dense(8).apply({"params": params["Dense_0"]}, jnp.concatenate([strip, vec], -1))
+    np.testing.assert_allclose(out, jax.nn.relu(want), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="'prev' ending in shape"):
+        net.apply({"params": params}, dict(obs, prev=obs["prev"][..., :4]))
+    net = networks.ActorCritic.from_spaces(space, dotdict(movement=spaces.MultiDiscrete(A, 3)), width=8,
+                                           core="mlp", intake="merged", image_kwargs=kw)
+    o = jax.tree_util.tree_map(lambda x: x[None], obs)
+    params = net.init(jax.random.PRNGKey(2), (), o, jnp.zeros((1, 3, A), bool))
+    assert net.apply(params, (), o, jnp.zeros((1, 3, A), bool))[2].shape == (1, 3, A)
