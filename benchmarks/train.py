@@ -3,6 +3,7 @@
     PYTHONPATH=. python benchmarks/train.py                      # everything (~25 min on CPU)
     PYTHONPATH=. python benchmarks/train.py --only split         # env vs learner time only
     PYTHONPATH=. python benchmarks/train.py --only levers        # learner levers side by side
+    PYTHONPATH=. python benchmarks/train.py --only levers3       # the third pass's levers
 
 1. ``split``: for the demo's Explorer settings, seconds per update spent stepping envs
    with random actions alone, acting (envs + policy forward passes, i.e. the rollout) and
@@ -119,12 +120,24 @@ LEVERS = [
     ("the demo's defaults", []),
 ]
 
+# The third pass (issue 11 part 5): intake designs and a frame stack against the defaults.
+THIRD = [
+    ("the demo's defaults", []),
+    ("merged intake (vectors as one)", ["--intake", "merged"]),
+    ("strided convs 8:8:8,16:2:2", ["--convs", "8:8:8,16:2:2"]),
+    ("merged + strided convs", ["--intake", "merged", "--convs", "8:8:8,16:2:2"]),
+    ("dense layers on the strip (no convs)", ["--convs", "none"]),
+    ("frame stack 4", ["--stack", "4"]),
+    ("frame stack 4, merged + strided convs", ["--stack", "4", "--intake", "merged", "--convs",
+                                               "8:8:8,16:2:2"]),
+]
 
-def levers(rounds: int = 7, run_updates: int = 2):
+
+def levers(rounds: int = 7, run_updates: int = 2, which=None):
     """Each lever's rollout and end-to-end time per update, interleaved over ``rounds``
     rounds, keeping each one's fastest round (the least disturbed by other load)."""
     built = []
-    for name, extra in LEVERS:
+    for name, extra in (LEVERS if which is None else which):
         args = train.parse_args(DEMO + extra + ["--out", "unused", "--updates", "1"])
         config = train.config_of(args)
         env, _ = train.make_envs("explorer", res=args.res, subsample=args.subsample,
@@ -191,7 +204,8 @@ def _report(name, result, minutes):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--only", choices=["split", "levers", "explorer", "minimal"], default=None)
+    p.add_argument("--only", choices=["split", "levers", "levers3", "explorer", "minimal"], default=None,
+                   help="one part; levers3: the third pass's intake and frame-stack levers")
     p.add_argument("--minutes", type=float, default=10.0, help="Explorer training budget")
     p.add_argument("--minimal-minutes", type=float, default=3.0)
     p.add_argument("--out", default="runs/benchmark")
@@ -200,6 +214,8 @@ def main():
         split()
     if a.only == "levers":
         levers()
+    if a.only == "levers3":
+        levers(which=THIRD)
     if a.only in (None, "explorer"):
         explorer(a.minutes, os.path.join(a.out, f"explorer-{time.strftime('%Y%m%d-%H%M%S')}"))
     if a.only in (None, "minimal"):
