@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--convs", default=None, metavar="F:K:S,...",
                    help="the image intake's 1D convolutions as features:kernel:stride per layer "
                         "(overrides --small-convs), or 'none' for dense layers straight on the strip")
-    p.add_argument("--stack", type=int, default=1,
+    p.add_argument("--stack", type=int, default=4,
                    help="the core sees the intake's features of this many steps of the episode "
                         "(a frame stack inside the agent; 1: the current step alone)")
     p.add_argument("--intake", default="stacked", choices=["unfold", "conv", "stacked", "merged"],

@@ -122,14 +122,13 @@ LEVERS = [
 
 # The third pass (issue 11 part 5): intake designs and a frame stack against the defaults.
 THIRD = [
-    ("the demo's defaults", []),
-    ("merged intake (vectors as one)", ["--intake", "merged"]),
-    ("strided convs 8:8:8,16:2:2", ["--convs", "8:8:8,16:2:2"]),
-    ("merged + strided convs", ["--intake", "merged", "--convs", "8:8:8,16:2:2"]),
-    ("dense layers on the strip (no convs)", ["--convs", "none"]),
-    ("frame stack 4", ["--stack", "4"]),
-    ("frame stack 4, merged + strided convs", ["--stack", "4", "--intake", "merged", "--convs",
-                                               "8:8:8,16:2:2"]),
+    ("second pass's defaults (no stack)", ["--stack", "1"]),
+    ("merged intake (vectors as one)", ["--stack", "1", "--intake", "merged"]),
+    ("strided convs 8:8:8,16:2:2", ["--stack", "1", "--convs", "8:8:8,16:2:2"]),
+    ("merged + strided convs", ["--stack", "1", "--intake", "merged", "--convs", "8:8:8,16:2:2"]),
+    ("dense layers on the strip (no convs)", ["--stack", "1", "--convs", "none"]),
+    ("frame stack 4 (the demo's defaults)", []),
+    ("frame stack 4, merged + strided convs", ["--intake", "merged", "--convs", "8:8:8,16:2:2"]),
 ]
 
 

@@ -170,7 +170,8 @@ def test_a_second_run_into_the_same_out_resumes_or_starts_anew(tmp_path, capsys,
 @pytest.mark.slow
 def test_a_run_stored_before_the_new_flags_resumes_with_what_it_ran_with(tmp_path):
     out = str(tmp_path / "old")
-    train.main(TINY_ARGS + ["--updates", "2", "--out", out, "--no-eval", "--no-prev-action-reward"])
+    train.main(TINY_ARGS + ["--updates", "2", "--out", out, "--no-eval", "--no-prev-action-reward",
+                            "--stack", "1"])
     path = os.path.join(out, "config.json")
     stored = json.load(open(path))
     for k in train.BEFORE_FLAG:  # as written before these flags existed
@@ -191,7 +192,8 @@ def test_convs_and_stack_flags_reach_the_config():
     assert c.stack == 3
     assert dict(config("--convs", "none").image_kwargs) == dict(conv_features=(), conv_kernels=(),
                                                                 conv_strides=())
-    assert config("--small-convs").stack == 1
+    assert config("--small-convs").stack == 4  # the default: a frame stack of 4 steps
+    assert config("--stack", "1").stack == 1
     for bad in ("8:8", "8:8:0", "a:b:c", "", "8:8:4,"):
         with pytest.raises(ValueError, match="--convs"):
             config("--convs", bad)
