@@ -105,14 +105,15 @@ struct Scratch {
 // under a mask behind a branch, and the next line's loads of a block are not forwarded from
 // a masked store.
 //
-// The sweep keeps each pixel's nearest s and line only; t is computed once, after every
-// line, from the winning line's terms (the same expression, so the same bits). Whether t =
-// fl(tnum / denom) is in [0, 1] is decided without dividing: with a = |denom| and tn = tnum
+// t's division is deferred: the sweep keeps the winner's tnum and denom, divided once after
+// every line (the same bits). Whether t = fl(tnum / denom) is in [0, 1] is decided without
+// dividing: with a = |denom| and tn = tnum
 // signed as denom (exact), t <= 1 exactly when tn <= a (no float lies in (a, a (1 + 2^-24)],
 // above which the quotient rounds above 1), and t >= 0 (-0 included) exactly when tn >= 0
 // or the quotient rounds to -0, |tn| <= 2^-150 a: both when -tn 2^150 <= a, computed by two
-// exact power-of-two scalings (an overflow to inf only where |tn| is far above 2^-150 a).
-// Exact for a >= 2^-76, which the kParallel test keeps.
+// power-of-two scalings, exact except where they overflow: to -inf for tn > 0 (the test is
+// true, as it should be) and to +inf for tn < -2^27 (false for every finite a, whose
+// 2^-150 a is below 2^-22, and true for a = inf, as it should be).
 typedef float FBlock __attribute__((vector_size(4 * kBlock)));
 typedef int32_t IBlock __attribute__((vector_size(4 * kBlock)));
 
