@@ -74,6 +74,7 @@ struct Scratch {
   std::vector<float> ux, uy, near_s, best_s, best_t;
   std::vector<int> best_i;
   std::vector<int> lo, hi;      // each line's pixel range (line_ranges)
+  std::vector<int> visible;     // the lines whose range is not empty
   // The pixel range of every line of env for the camera (megastep::pixel_range), SIMD over
   // lines: pointers to L entries each.
   void line_ranges(const Env& env, const Camera& cam, int*& plo, int*& phi) {
@@ -148,9 +149,17 @@ void cast_brute(const Env& env, const Camera& cam, Rays& rays, Scratch& scratch)
   const float *pux = rays.ux.data(), *puy = rays.uy.data(), *pn = rays.near_s.data();
   int *plo, *phi;
   scratch.line_ranges(env, cam, plo, phi);
+  // the lines in view, compacted without a branch (about half the lines are not, in no
+  // predictable pattern)
+  scratch.visible.resize(env.n_lines);
+  int* visible = scratch.visible.data();
+  int n_visible = 0;
   for (int j = 0; j < env.n_lines; ++j) {
-    const int lo = plo[j], hi = phi[j];
-    if (lo >= hi) continue;
+    visible[n_visible] = j;
+    n_visible += plo[j] < phi[j];
+  }
+  for (int q = 0; q < n_visible; ++q) {
+    const int j = visible[q], lo = plo[j], hi = phi[j];
     megastep::LineTerms lt = megastep::line_terms(megastep::env_line(env, j), cam.p);
     for (int r = lo / kBlock * kBlock; r < hi; r += kBlock)
       block_update(lt, j, pux + r, puy + r, pn + r, bs + r, bi + r, bt + r, bd + r);
