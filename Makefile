@@ -31,12 +31,17 @@ $(VENV)/.sb3: $(STAMP)
 	  | xargs $(PY) -m pip install --quiet
 	touch $@
 
+# Test processes side by side (pytest-xdist): most of a test's time is one thread compiling.
+# Whole files go to one process, so the jitted functions a file shares compile once.
+TEST_WORKERS ?= 2
+PYTEST := $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 # The whole suite, slow extras included.
 test: install $(VENV)/.sb3
-	$(VENV)/bin/pytest -q -ra
+	$(PYTEST) -ra
 
 test-fast: install
-	$(VENV)/bin/pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The main job: train an agent on Explorer with procedural floorplans, on the CPU.
 demo: install

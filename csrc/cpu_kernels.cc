@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -73,6 +74,7 @@ struct Scratch {
   std::vector<float> ux, uy, near_s, best_s, best_t;
   std::vector<int> best_i;
   std::vector<int> lo, hi;      // each line's pixel range (line_ranges)
+  std::vector<int> visible;     // the lines whose range is not empty
   // The pixel range of every line of env for the camera (megastep::pixel_range), SIMD over
   // lines: pointers to L entries each.
   void line_ranges(const Env& env, const Camera& cam, int*& plo, int*& phi) {
@@ -84,9 +86,10 @@ struct Scratch {
     ranges_of(env.lines, env.n_agent_lines, env.n_lines, cam, plo, phi);
   }
   static void ranges_of(const float* lines, int j0, int j1, const Camera& cam, int* plo, int* phi) {
+    const Camera c = cam;  // a copy: the stores to plo/phi could alias cam.R, reloaded otherwise
 #pragma omp simd
     for (int j = j0; j < j1; ++j)
-      megastep::pixel_range(megastep::load_line(lines, j), cam.p, cam.c, cam.s, cam.tan_half, cam.R, plo[j], phi[j]);
+      megastep::pixel_range(megastep::load_line(lines, j), c.p, c.c, c.s, c.tan_half, c.R, plo[j], phi[j]);
   }
   // A fresh stamp for a camera over L lines.
   uint32_t next(int64_t L) {
@@ -96,29 +99,48 @@ struct Scratch {
   }
 };
 
-// megastep::ray_update without t's division: t = fl(tnum / denom) is in [0, 1] exactly when,
-// with a = |denom| and tn = tnum signed as denom (exact), tn <= a (no float lies in
-// (a, a (1 + 2^-24)], above which the quotient rounds above 1) and tn >= 0 or |tn| <= 2^-150 a
-// (a quotient that rounds to -0), compared below scaled by powers of two, exactly. The
-// winner's tnum and denom are kept and divided once, after every line.
-inline void ray_update_deferred_t(const megastep::LineTerms& lt, float ux, float uy, float near_s,
-                                  int j, float& best_s, int& best_i, float& best_tnum,
-                                  float& best_denom) {
-  float denom, tnum;
-  megastep::ray_terms(lt, ux, uy, denom, tnum);
-  float s = lt.wd / denom;
-  float a = fabsf(denom), tn = denom < 0.f ? -tnum : tnum;
-  bool t_in = (tn <= a) & ((tn >= 0.f) | (fabsf(tn) * 0x1p100f <= a * 0x1p-50f));
-  bool hit = (a >= megastep::kParallel) & t_in & (s > near_s) & (s < best_s - megastep::kTieBreak);
-  best_s = hit ? s : best_s;
-  best_i = hit ? j : best_i;
-  best_tnum = hit ? tnum : best_tnum;
-  best_denom = hit ? denom : best_denom;
+// The line sweep without a grid: every line in index order against the pixels it can reach,
+// with cast()'s tie rule (the specification's loop). Whole blocks of kBlock pixels are
+// tested (pixels outside a line's range, and the padding, cannot hit it), in GCC vector
+// extensions (lowered to whatever the target has): written as a loop over pixels, GCC stores
+// under a mask behind a branch, and the next line's loads of a block are not forwarded from
+// a masked store.
+//
+// t's division is deferred: the sweep keeps the winner's tnum and denom, divided once after
+// every line (the same bits). Whether t = fl(tnum / denom) is in [0, 1] is decided without
+// dividing: with a = |denom| and tn = tnum
+// signed as denom (exact), t <= 1 exactly when tn <= a (no float lies in (a, a (1 + 2^-24)],
+// above which the quotient rounds above 1), and t >= 0 (-0 included) exactly when tn >= 0
+// or the quotient rounds to -0, |tn| <= 2^-150 a: both when -tn 2^150 <= a, computed by two
+// power-of-two scalings, exact except where they overflow: to -inf for tn > 0 (the test is
+// true, as it should be) and to +inf for tn < -2^27 (false for every finite a, whose
+// 2^-150 a is below 2^-22, and true for a = inf, as it should be).
+typedef float FBlock __attribute__((vector_size(4 * kBlock)));
+typedef int32_t IBlock __attribute__((vector_size(4 * kBlock)));
+
+inline FBlock load_block(const float* p) { FBlock v; memcpy(&v, p, sizeof v); return v; }
+inline IBlock load_block(const int32_t* p) { IBlock v; memcpy(&v, p, sizeof v); return v; }
+inline void store_block(float* p, FBlock v) { memcpy(p, &v, sizeof v); }
+inline void store_block(int32_t* p, IBlock v) { memcpy(p, &v, sizeof v); }
+
+inline void block_update(const megastep::LineTerms& lt, int j, const float* ux, const float* uy,
+                         const float* near_s, float* best_s, int32_t* best_i, float* best_tnum,
+                         float* best_denom) {
+  FBlock denom, tnum;
+  megastep::ray_terms(lt, load_block(ux), load_block(uy), denom, tnum);
+  FBlock s = lt.wd / denom;
+  const IBlock sign = IBlock{} + (int32_t)0x80000000;
+  FBlock a = (FBlock)((IBlock)denom & ~sign), tn = (FBlock)((IBlock)tnum ^ ((IBlock)denom & sign));
+  IBlock t_in = (tn <= a) & (tn * -0x1p100f * 0x1p50f <= a);
+  FBlock bs = load_block(best_s);
+  IBlock hit = (a >= megastep::kParallel) & t_in & (s > load_block(near_s)) &
+               (s < bs - megastep::kTieBreak);
+  store_block(best_s, hit ? s : bs);
+  store_block(best_i, hit ? IBlock{} + j : load_block(best_i));
+  store_block(best_tnum, hit ? tnum : load_block(best_tnum));
+  store_block(best_denom, hit ? denom : load_block(best_denom));
 }
 
-// Every line in index order against the pixels it can reach, with cast()'s tie rule:
-// the specification's loop, kept as the traversal without a grid. Whole blocks are tested
-// (pixels outside a line's range, and the padding, cannot hit it).
 void cast_brute(const Env& env, const Camera& cam, Rays& rays, Scratch& scratch) {
   float* bs = rays.s1.data();
   float* bt = rays.t1.data();  // the winner's tnum until the end, then t
@@ -127,17 +149,25 @@ void cast_brute(const Env& env, const Camera& cam, Rays& rays, Scratch& scratch)
   const float *pux = rays.ux.data(), *puy = rays.uy.data(), *pn = rays.near_s.data();
   int *plo, *phi;
   scratch.line_ranges(env, cam, plo, phi);
+  // the lines in view, compacted without a branch (about half the lines are not, in no
+  // predictable pattern)
+  scratch.visible.resize(env.n_lines);
+  int* visible = scratch.visible.data();
+  int n_visible = 0;
   for (int j = 0; j < env.n_lines; ++j) {
-    const int lo = plo[j], hi = phi[j];
-    if (lo >= hi) continue;
-    megastep::LineTerms lt = megastep::line_terms(megastep::env_line(env, j), cam.p);
-    const int r0 = lo / kBlock * kBlock, r1 = (hi + kBlock - 1) / kBlock * kBlock;
-#pragma omp simd
-    for (int r = r0; r < r1; ++r) ray_update_deferred_t(lt, pux[r], puy[r], pn[r], j, bs[r], bi[r], bt[r], bd[r]);
+    visible[n_visible] = j;
+    n_visible += plo[j] < phi[j];
   }
-  const int R = rays.n_blocks * kBlock;
-#pragma omp simd
-  for (int r = 0; r < R; ++r) bt[r] = bi[r] >= 0 ? bt[r] / bd[r] : 0.f;
+  for (int q = 0; q < n_visible; ++q) {
+    const int j = visible[q], lo = plo[j], hi = phi[j];
+    megastep::LineTerms lt = megastep::line_terms(megastep::env_line(env, j), cam.p);
+    for (int r = lo / kBlock * kBlock; r < hi; r += kBlock)
+      block_update(lt, j, pux + r, puy + r, pn + r, bs + r, bi + r, bt + r, bd + r);
+  }
+  for (int r = 0; r < rays.n_blocks * kBlock; r += kBlock) {
+    const IBlock i = load_block(bi + r);
+    store_block(bt + r, i >= 0 ? load_block(bt + r) / load_block(bd + r) : FBlock{});
+  }
 }
 
 // Squared distance from p to segment l (a lower bound on any of its hits' distances).

@@ -197,7 +197,10 @@ MS_FN LineTerms line_terms(Line l, Vec p) {
 // The ray-line solve, written once so every traversal computes bit-identical s and t.
 // The solve's denominator and t's numerator (s = lt.wd / denom, t = tnum / denom); the CPU
 // line sweep uses them to decide t without dividing (cpu_kernels.cc).
-MS_FN void ray_terms(const LineTerms& lt, float ux, float uy, float& denom, float& tnum) {
+// A template so the CPU sweep's vectors (GCC vector extensions) share the expression, and
+// with it the compiler's choice of fused multiply-adds.
+template <typename F>
+MS_FN void ray_terms(const LineTerms& lt, F ux, F uy, F& denom, F& tnum) {
   denom = ux * lt.d.y - uy * lt.d.x;
   tnum = lt.w.x * uy - lt.w.y * ux;
 }
@@ -577,7 +580,7 @@ MS_FN Pixel render_pixel(const Env& env, Vec p, Vec u, float radius) {
 // 0 for NaN, else 0.99*p clamped to [0, 1].
 MS_FN float sensibilise(float p) {
   if (p != p) return 0.f;
-  return fminf(fmaxf(kBackoff * p, 0.f), 1.f);
+  return minf(maxf(kBackoff * p, 0.f), 1.f);
 }
 
 // Progress fraction at which a point moving by m from p first comes within r of q,
@@ -619,10 +622,10 @@ MS_FN bool may_touch(Line l, Vec p, Vec m, float r) {
   float reach = 1.f / kBackoff + 1e-3f;
   Vec q = p + reach * m;
   float pad = r * 1.001f + 1e-4f;
-  float lox = fminf(p.x, q.x) - pad, hix = fmaxf(p.x, q.x) + pad;
-  float loy = fminf(p.y, q.y) - pad, hiy = fmaxf(p.y, q.y) + pad;
-  return !(fmaxf(l.a.x, l.b.x) < lox || fminf(l.a.x, l.b.x) > hix ||
-           fmaxf(l.a.y, l.b.y) < loy || fminf(l.a.y, l.b.y) > hiy);
+  float lox = minf(p.x, q.x) - pad, hix = maxf(p.x, q.x) + pad;
+  float loy = minf(p.y, q.y) - pad, hiy = maxf(p.y, q.y) + pad;
+  return !(maxf(l.a.x, l.b.x) < lox || minf(l.a.x, l.b.x) > hix ||
+           maxf(l.a.y, l.b.y) < loy || minf(l.a.y, l.b.y) > hiy);
 }
 
 // Earliest contact of a disc at p moving by m with the static lines (megastep's rules plus
@@ -651,16 +654,16 @@ MS_FN Contact wall_contact(const Env& env, Vec p, Vec m, float radius, bool appr
     float t = cross(l.a - p, m) / denom;
     if (s > 0.f && s < 1.f && t > 0.f && t < 1.f) {
       float xs = (1.f - r / dp) * s;
-      float ts = dot(p + fmaxf(xs, 0.f) * m - l.a, d) / dd;
+      float ts = dot(p + maxf(xs, 0.f) * m - l.a, d) / dd;
       if (ts >= 0.f && ts <= 1.f) consider(c, xs, n, m, approaching);
     }
 
     // touching an endpoint
     if (mlen > 0.f) {
       float ca = approach(p, m, l.a, r);
-      if (ca != INFINITY) consider(c, ca, unit(p + fminf(fmaxf(ca, 0.f), 1.f) * m - l.a), m, approaching);
+      if (ca != INFINITY) consider(c, ca, unit(p + minf(maxf(ca, 0.f), 1.f) * m - l.a), m, approaching);
       float cb = approach(p, m, l.b, r);
-      if (cb != INFINITY) consider(c, cb, unit(p + fminf(fmaxf(cb, 0.f), 1.f) * m - l.b), m, approaching);
+      if (cb != INFINITY) consider(c, cb, unit(p + minf(maxf(cb, 0.f), 1.f) * m - l.b), m, approaching);
     }
 
     // ending the step within r of the line's side, where the disc meets it alongside the
@@ -671,7 +674,7 @@ MS_FN Contact wall_contact(const Env& env, Vec p, Vec m, float radius, bool appr
       Vec foot = l.a + tq * d;
       float dq = norm(q - foot);
       float xq = (dp - r) / (dp - dq);
-      float tx = dot(p + fmaxf(xq, 0.f) * m - l.a, d) / dd;
+      float tx = dot(p + maxf(xq, 0.f) * m - l.a, d) / dd;
       if (dq < r && tx >= 0.f && tx <= 1.f) consider(c, xq, n, m, approaching);
     }
 
@@ -683,7 +686,7 @@ MS_FN Contact wall_contact(const Env& env, Vec p, Vec m, float radius, bool appr
     float sq = dot(q - l.a, n);  // signed distance of the end point, > 0 on p's side
     if (sq < r && sq < dp) {
       float xc = (dp - r) / (dp - sq);
-      float tc = dot(p + fmaxf(xc, 0.f) * m - l.a, d) / dd;
+      float tc = dot(p + maxf(xc, 0.f) * m - l.a, d) / dd;
       if (tc >= 0.f && tc <= 1.f) consider(c, xc, n, m, approaching);
     }
   }
@@ -735,14 +738,14 @@ MS_FN Event wall_event(const Env& env, const Bodies& b, int i, float radius, boo
 
 // The next contact event of agents i < j, from the later of their segments' starts.
 MS_FN Event pair_event(const Bodies& b, int i, int j, float radius) {
-  float tp = fmaxf(b.t0[i], b.t0[j]), rest = 1.f - tp;
+  float tp = maxf(b.t0[i], b.t0[j]), rest = 1.f - tp;
   Vec pi = position_at(b, i, tp), pj = position_at(b, j, tp);
   Vec rel = rest * (motion_of(b, i) - motion_of(b, j));
   float f = approach(pi, rel, pj, kContactScale * 2.f * radius);
   if (f == INFINITY) return {INFINITY, {0.f, 0.f}};
   float s = sensibilise(f);
   if (!(s < 1.f)) return {INFINITY, {0.f, 0.f}};
-  return {tp + s * rest, unit(pi + fminf(fmaxf(f, 0.f), 1.f) * rel - pj)};
+  return {tp + s * rest, unit(pi + minf(maxf(f, 0.f), 1.f) * rel - pj)};
 }
 
 // Starts agent i's new segment at time t (where it is then).
@@ -761,7 +764,7 @@ MS_FN void set_velocity(Bodies& b, int i, Vec v) {
 // Agent i's contact at time t with an obstacle it cannot move (a wall, a resting agent, or
 // under stop any agent): stop, or its velocity's normal component removed or reflected.
 MS_FN void resolve_one(Bodies& b, int i, Vec n, float t, int collision, float restitution) {
-  b.first[i] = fminf(b.first[i], t);
+  b.first[i] = minf(b.first[i], t);
   if (collision == kStop) {
     set_velocity(b, i, {0.f, 0.f});
     b.contacts[i] = (float)kMaxContacts;
@@ -788,7 +791,7 @@ MS_FN void resolve(Bodies& b, int i, int j, Event e, int collision, float restit
     // slide, bounce: meeting an agent at rest past its contact bound, the moving one rests
     // too, its velocity kept (no one-sided impulse: momentum and energy are kept)
     int k = li ? i : j;
-    b.first[k] = fminf(b.first[k], e.time);
+    b.first[k] = minf(b.first[k], e.time);
     b.contacts[k] = (float)kMaxContacts;
   } else if (collision == kStop) {
     // the one heading faster into the other stops; the other runs on, and meets the
@@ -807,8 +810,8 @@ MS_FN void resolve(Bodies& b, int i, int j, Event e, int collision, float restit
       set_velocity(b, i, vi - impulse);
       set_velocity(b, j, vj + impulse);
     }
-    b.first[i] = fminf(b.first[i], e.time);
-    b.first[j] = fminf(b.first[j], e.time);
+    b.first[i] = minf(b.first[i], e.time);
+    b.first[j] = minf(b.first[j], e.time);
     b.contacts[i] += 1.f;
     b.contacts[j] += 1.f;
   }
