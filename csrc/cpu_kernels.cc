@@ -108,10 +108,10 @@ struct Scratch {
 //
 // t's division is deferred: the sweep keeps the winner's tnum and denom, divided once after
 // every line (the same bits). Whether t = fl(tnum / denom) is in [0, 1] is decided without
-// dividing: with a = |denom| and tn = tnum
-// signed as denom (exact), t <= 1 exactly when tn <= a (no float lies in (a, a (1 + 2^-24)],
-// above which the quotient rounds above 1), and t >= 0 (-0 included) exactly when tn >= 0
-// or the quotient rounds to -0, |tn| <= 2^-150 a: both when -tn 2^150 <= a, computed by two
+// dividing: with a = |denom| and tn = tnum signed as denom (exact), t <= 1 exactly when
+// tn <= a (no float lies in (a, a (1 + 2^-24)], above which the quotient rounds above 1),
+// and t >= 0 (-0 included) exactly when tn >= 0 or the quotient rounds to -0,
+// |tn| <= 2^-150 a: both when -tn 2^150 <= a, computed by two
 // power-of-two scalings, exact except where they overflow: to -inf for tn > 0 (the test is
 // true, as it should be) and to +inf for tn < -2^27 (false for every finite a, whose
 // 2^-150 a is below 2^-22, and true for a = inf, as it should be).
