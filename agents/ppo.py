@@ -41,7 +41,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import heads
 from .initializers import one_at_a_time
-from .networks import ActorCritic, add_previous, previous_space
+from .networks import INTAKES, ActorCritic, add_previous, previous_space
 
 __all__ = ["PPOConfig", "RewardStats", "Runner", "Transition", "stream_ends", "act", "rollout", "gae",
            "ppo_loss", "minibatch_update", "epoch", "update", "EnvSharding", "Trainer",
@@ -145,9 +145,8 @@ class PPOConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ValueError(f"{name}: expected a number >= 0, got {v!r}")
-        if self.intake not in ("unfold", "conv", "stacked", "merged"):
-            raise ValueError(f"intake: expected 'unfold', 'conv', 'stacked' or 'merged', "
-                             f"got {self.intake!r}")
+        if self.intake not in INTAKES:
+            raise ValueError(f"intake: expected one of {INTAKES}, got {self.intake!r}")
         if self.core not in ("lstm", "mlp"):
             raise ValueError(f"core: expected 'lstm' or 'mlp', got {self.core!r}")
         if not (isinstance(self.critic_keys, tuple) and all(isinstance(k, str) for k in self.critic_keys)):

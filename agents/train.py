@@ -49,6 +49,7 @@ import numpy as np
 
 from . import ppo
 from .evaluate import make_evaluate, record_video
+from .networks import INTAKES
 
 __all__ = ["CollisionPenalty", "build_parser", "make_envs", "main", "parse_args", "parse_convs"]
 
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", type=int, default=4,
                    help="the core sees the intake's features of this many steps of the episode "
                         "(a frame stack inside the agent; 1: the current step alone)")
-    p.add_argument("--intake", default="stacked", choices=["unfold", "conv", "stacked", "merged"],
+    p.add_argument("--intake", default="stacked", choices=INTAKES,
                    help="image convolutions as matrix products (faster on CPU), nn.Conv, or matrix "
                         "products with a dict's same-sized images stacked into one strip, or that "
                         "and its vectors concatenated into one")
@@ -298,6 +299,10 @@ def critic_keys_of(args) -> tuple:
     return keys
 
 
+# --small-convs, as --convs would write it.
+SMALL_CONVS = "8:8:4,16:4:2"
+
+
 def parse_convs(spec: str) -> tuple:
     """``--convs``: ``"F:K:S,..."`` (features, kernel, stride per layer) or ``"none"`` ->
     the image intakes' ``image_kwargs``.
@@ -321,8 +326,7 @@ def parse_convs(spec: str) -> tuple:
 
 
 def config_of(args) -> ppo.PPOConfig:
-    image_kwargs = ((("conv_features", (8, 16)), ("conv_kernels", (8, 4)), ("conv_strides", (4, 2)))
-                    if args.small_convs else ())
+    image_kwargs = parse_convs(SMALL_CONVS) if args.small_convs else ()
     if args.convs is not None:
         image_kwargs = parse_convs(args.convs)
     return ppo.PPOConfig(
