@@ -44,7 +44,7 @@ from .initializers import one_at_a_time
 from .networks import INTAKES, ActorCritic, add_previous, previous_space
 
 __all__ = ["PPOConfig", "RewardStats", "Runner", "Transition", "stream_ends", "act", "rollout", "gae",
-           "ppo_loss", "minibatch_update", "epoch", "update", "EnvSharding", "Trainer",
+           "ent_coef_at", "ppo_loss", "minibatch_update", "epoch", "update", "EnvSharding", "Trainer",
            "make_trainer", "make_train", "print_progress", "to_host", "save", "load"]
 
 
@@ -67,7 +67,13 @@ class PPOConfig:
         clip_eps: PPO's ratio clip (also the value clip when ``clip_value``).
         clip_value: clip the value loss around the rollout's values, as PPO2 does.
         vf_coef: weight of the value loss.
-        ent_coef: weight of the entropy bonus.
+        ent_coef: weight of the entropy bonus (at the start, where ``ent_coef_final`` is set).
+        ent_coef_final: None for a constant entropy weight; else the weight moves linearly
+            from ``ent_coef`` to this value as the learning rate is annealed: the weight is
+            ``ent_coef_final + (ent_coef - ent_coef_final) * f`` where ``f`` is the lr's
+            fraction of ``lr`` (the schedule's, with ``anneal_lr``, times the runner's
+            ``lr_scale``, which the command line lowers over its time budget). With neither
+            annealing, ``f`` is 1 and the weight stays ``ent_coef``. See :func:`ent_coef_at`.
         normalize_advantages: standardise advantages per minibatch.
         normalize_rewards: divide the rewards the learner sees by the running standard
             deviation of each stream's discounted return (:class:`RewardStats`, kept in
@@ -114,6 +120,7 @@ class PPOConfig:
     clip_value: bool = True
     vf_coef: float = 0.5
     ent_coef: float = 0.01
+    ent_coef_final: float | None = None
     normalize_advantages: bool = True
     normalize_rewards: bool = False
     bootstrap_truncated: bool = False
@@ -145,6 +152,11 @@ class PPOConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ValueError(f"{name}: expected a number >= 0, got {v!r}")
+        if self.ent_coef_final is not None and not (
+                isinstance(self.ent_coef_final, (int, float)) and not isinstance(self.ent_coef_final, bool)
+                and 0 <= self.ent_coef_final < np.inf):
+            raise ValueError(f"ent_coef_final: expected None or a finite number >= 0, "
+                             f"got {self.ent_coef_final!r}")
         if self.intake not in INTAKES:
             raise ValueError(f"intake: expected one of {INTAKES}, got {self.intake!r}")
         if self.core not in ("lstm", "mlp"):
@@ -347,8 +359,28 @@ def gae(value, reward, done, next_value, last_value, gamma: float, lam: float):
     return adv, adv + value
 
 
-def ppo_loss(config: PPOConfig, network, params, carry0, batch: Transition, advantages, returns):
-    """PPO's loss on a minibatch of whole sequences: leaves (T, B, ...), carry0 (B, ...).
+def ent_coef_at(config: PPOConfig, lr_fraction):
+    """The entropy weight where the learning rate is ``lr_fraction`` of ``config.lr``.
+
+    Args:
+        config: the run's settings; ``ent_coef_final`` None means a constant weight.
+        lr_fraction: () float, the lr's fraction of its initial value (1 at the start, 0
+            at the end of an annealed run).
+
+    Returns:
+        () float32: ``ent_coef`` if ``ent_coef_final`` is None, else
+        ``ent_coef_final + (ent_coef - ent_coef_final) * lr_fraction``.
+    """
+    if config.ent_coef_final is None:
+        return jnp.float32(config.ent_coef)
+    return jnp.float32(config.ent_coef_final) + jnp.float32(
+        config.ent_coef - config.ent_coef_final) * jnp.asarray(lr_fraction, jnp.float32)
+
+
+def ppo_loss(config: PPOConfig, network, params, carry0, batch: Transition, advantages, returns,
+             ent_coef=None):
+    """PPO's loss on a minibatch of whole sequences: leaves (T, B, ...), carry0 (B, ...);
+    ``ent_coef`` (() float) the entropy weight, ``config.ent_coef`` if None.
 
     Returns:
         (loss, dict of its parts and diagnostics).
@@ -368,28 +400,33 @@ def ppo_loss(config: PPOConfig, network, params, carry0, batch: Transition, adva
     value_loss = 0.5 * jnp.mean(value_loss)
 
     entropy = jnp.mean(heads.entropy(logits))
-    loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+    ent_coef = config.ent_coef if ent_coef is None else ent_coef
+    loss = policy_loss + config.vf_coef * value_loss - ent_coef * entropy
     aux = dict(policy_loss=policy_loss, value_loss=value_loss, entropy=entropy,
                approx_kl=jnp.mean((ratio - 1.0) - jnp.log(ratio)),
                clip_frac=jnp.mean((jnp.abs(ratio - 1.0) > config.clip_eps).astype(jnp.float32)))
     return loss, aux
 
 
-def minibatch_update(config: PPOConfig, network, optimizer, lr_scale, state, minibatch):
+def minibatch_update(config: PPOConfig, network, optimizer, lr_scale, state, minibatch,
+                     ent_coef=None):
     """One gradient step: state (params, opt_state), minibatch ((batch, adv, ret), carry0);
-    the optimiser's step is multiplied by ``lr_scale`` (the runner's)."""
+    the optimiser's step is multiplied by ``lr_scale`` (the runner's); ``ent_coef`` as in
+    :func:`ppo_loss`."""
     params, opt_state = state
     (batch, adv, ret), carry0 = minibatch
-    grads, aux = jax.grad(functools.partial(ppo_loss, config, network), has_aux=True)(
-        params, carry0, batch, adv, ret)
+    grads, aux = jax.grad(functools.partial(ppo_loss, config, network, ent_coef=ent_coef),
+                          has_aux=True)(params, carry0, batch, adv, ret)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     updates = jax.tree_util.tree_map(lambda u: u * lr_scale, updates)
     aux["grad_norm"] = optax.tree.norm(grads)
     return (optax.apply_updates(params, updates), opt_state), aux
 
 
-def epoch(config: PPOConfig, network, optimizer, data, carry0, lr_scale, state, key):
-    """One pass over the rollout's streams in ``config.n_minibatches`` shuffled minibatches.
+def epoch(config: PPOConfig, network, optimizer, data, carry0, lr_scale, state, key,
+          ent_coef=None):
+    """One pass over the rollout's streams in ``config.n_minibatches`` shuffled minibatches
+    (``ent_coef`` as in :func:`ppo_loss`).
 
     ``data`` leaves are (T, S, ...) over S streams, ``carry0`` leaves (S, ...); the
     minibatches split the streams, each keeping its whole sequence.
@@ -401,7 +438,8 @@ def epoch(config: PPOConfig, network, optimizer, data, carry0, lr_scale, state, 
             (*x.shape[:axis], config.n_minibatches, -1, *x.shape[axis + 1:])), axis, 0)
     mb_data = jax.tree_util.tree_map(lambda x: split(x, 1), data)
     mb_carry = jax.tree_util.tree_map(lambda x: split(x, 0), carry0)
-    return jax.lax.scan(functools.partial(minibatch_update, config, network, optimizer, lr_scale),
+    return jax.lax.scan(functools.partial(minibatch_update, config, network, optimizer, lr_scale,
+                                          ent_coef=ent_coef),
                         state, (mb_data, mb_carry))
 
 
@@ -423,9 +461,14 @@ def update(config: PPOConfig, network, optimizer, env_step, constrain, lr, runne
     data = jax.tree_util.tree_map(flat_t, (traj, advantages, returns))
     carry0 = jax.tree_util.tree_map(flat, carry0)
 
+    # The lr of this update's first gradient step, as a fraction of config.lr: the entropy
+    # weight follows it (ent_coef_final).
+    lr_now = lr(runner.update * config.n_epochs * config.n_minibatches) * runner.lr_scale
+    ent_coef = ent_coef_at(config, lr_now / config.lr)
     key, k_epochs = jax.random.split(runner.key)
     (params, opt_state), aux = jax.lax.scan(
-        functools.partial(epoch, config, network, optimizer, data, carry0, runner.lr_scale),
+        functools.partial(epoch, config, network, optimizer, data, carry0, runner.lr_scale,
+                          ent_coef=ent_coef),
         (runner.params, runner.opt_state), jax.random.split(k_epochs, config.n_epochs))
     runner = runner.replace(params=params, opt_state=opt_state, key=key,
                             update=runner.update + 1)
@@ -440,7 +483,8 @@ def update(config: PPOConfig, network, optimizer, env_step, constrain, lr, runne
         episode_length=stats["length_sum"] / episodes,
         reward=raw_reward,
         reward_scale=1.0 / jnp.sqrt(runner.reward_stats.var + 1e-8),
-        lr=lr(runner.update * config.n_epochs * config.n_minibatches) * runner.lr_scale,
+        lr=lr_now,
+        ent_coef=ent_coef,
         explained_variance=1.0 - residual / (jnp.var(returns) + 1e-8),
         **jax.tree_util.tree_map(jnp.mean, aux),
         **{k: v / config.n_steps for k, v in stats["info"].items()})

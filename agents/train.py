@@ -162,11 +162,12 @@ RUN_ARGS = ("env", "seed", "res", "subsample", "plans", "test_plans", "backend",
             "n_steps", "epochs", "minibatches", "lr", "anneal", "width", "core", "ent_coef",
             "vf_coef", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "updates",
             "small_convs", "bootstrap_truncated", "reset_ratio", "intake", "normalize_rewards",
-            "anneal_time", "budget", "prev_action_reward", "critic_keys", "stack", "convs")
+            "anneal_time", "budget", "prev_action_reward", "critic_keys", "stack", "convs",
+            "ent_coef_final")
 
 # What a run stored before these flags existed ran with (their defaults may differ now).
 BEFORE_FLAG = {"budget": "off", "prev_action_reward": False, "critic_keys": "", "stack": 1,
-               "convs": None}
+               "convs": None, "ent_coef_final": None}
 
 # --budget: who sees Explorer's budget observation.
 BUDGET_MODES = ("off", "critic", "both")
@@ -231,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "products with a dict's same-sized images stacked into one strip, or that "
                         "and its vectors concatenated into one")
     p.add_argument("--ent-coef", type=float, default=0.03, help="weight of the entropy bonus")
+    p.add_argument("--ent-coef-final", type=float, default=None,
+                   help="move the entropy weight linearly from --ent-coef to this value as the lr "
+                        "is annealed (over --updates with --anneal, over the time with "
+                        "--anneal-time); constant --ent-coef if unset")
     p.add_argument("--vf-coef", type=float, default=0.5, help="weight of the value loss")
     p.add_argument("--gamma", type=float, default=0.99, help="discount")
     p.add_argument("--gae-lambda", type=float, default=0.95, help="GAE's lambda")
@@ -334,7 +339,7 @@ def config_of(args) -> ppo.PPOConfig:
         n_epochs=args.epochs, n_minibatches=args.minibatches, lr=args.lr,
         anneal_lr=bool(args.anneal and args.updates), gamma=args.gamma,
         gae_lambda=args.gae_lambda, clip_eps=args.clip_eps, vf_coef=args.vf_coef,
-        ent_coef=args.ent_coef, max_grad_norm=args.max_grad_norm,
+        ent_coef=args.ent_coef, ent_coef_final=args.ent_coef_final, max_grad_norm=args.max_grad_norm,
         bootstrap_truncated=args.bootstrap_truncated, width=args.width, core=args.core,
         image_kwargs=image_kwargs, reset_ratio=args.reset_ratio, intake=args.intake,
         normalize_rewards=bool(args.normalize_rewards),

@@ -253,6 +253,40 @@ def test_lr_scale_of_the_runner_scales_every_step():
         np.testing.assert_allclose(half, 0.5 * full, rtol=1e-3, atol=1e-6)
 
 
+def test_entropy_weight_follows_the_annealed_lr():
+    import dataclasses
+    sched = ppo.PPOConfig(ent_coef=0.03, ent_coef_final=0.01)
+    for fraction, want in ((1.0, 0.03), (0.5, 0.02), (0.25, 0.015), (0.0, 0.01)):
+        np.testing.assert_allclose(ppo.ent_coef_at(sched, fraction), want, rtol=1e-6)
+    np.testing.assert_allclose(ppo.ent_coef_at(ppo.PPOConfig(ent_coef=0.03), 0.0), 0.03, rtol=1e-6)
+
+    env = CueEnv()
+    params = env.default_params
+    base = dataclasses.replace(TINY, n_epochs=1, n_minibatches=1, n_updates=4, core="mlp")
+    after = {}
+    # the runner's lr_scale (the command line's time annealing) at 0.5: a schedule from
+    # 0.05 to 0.01 trains with 0.03, as a constant 0.03 does, and not as a constant 0.05
+    # (three updates: Adam's first step is near sign(gradient) whatever the weight)
+    for name, config in (("sched", dataclasses.replace(base, ent_coef=0.05, ent_coef_final=0.01)),
+                         ("same", dataclasses.replace(base, ent_coef=0.03)),
+                         ("start", dataclasses.replace(base, ent_coef=0.05))):
+        trainer = ppo.make_trainer(config, env)
+        runner = trainer.init(jax.random.PRNGKey(0), params).replace(lr_scale=jnp.float32(0.5))
+        runner, metrics = trainer.run(runner, params, 3)
+        after[name] = runner.params
+        np.testing.assert_allclose(metrics["ent_coef"], 0.05 if name == "start" else 0.03, rtol=1e-6)
+    leaves = lambda name: jax.tree_util.tree_leaves(after[name])
+    for a, b in zip(leaves("sched"), leaves("same")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(leaves("sched"), leaves("start")))
+
+    # annealed over the updates (anneal_lr): the weight of update u is that of lr fraction 1 - u/n
+    trainer = ppo.make_trainer(dataclasses.replace(base, anneal_lr=True, ent_coef=0.05,
+                                                   ent_coef_final=0.01), env)
+    _, metrics = trainer.run(trainer.init(jax.random.PRNGKey(0), params), params, 4)  # n_updates
+    np.testing.assert_allclose(metrics["ent_coef"], [0.05, 0.04, 0.03, 0.02], rtol=1e-5)
+
+
 def test_config_and_trainer_validate():
     with pytest.raises(ValueError, match="n_envs"):
         ppo.PPOConfig(n_envs=0)
@@ -260,6 +294,9 @@ def test_config_and_trainer_validate():
         ppo.PPOConfig(gamma=1.5)
     with pytest.raises(ValueError, match="core"):
         ppo.PPOConfig(core="gru")
+    for bad in (-0.01, float("inf"), "0.01", True):
+        with pytest.raises(ValueError, match="ent_coef_final"):
+            ppo.PPOConfig(ent_coef_final=bad)
     with pytest.raises(ValueError, match="n_minibatches: expected a divisor of the 6 streams"):
         ppo.make_trainer(ppo.PPOConfig(n_envs=3, n_minibatches=4), CueEnv(n_agents=2))
     with pytest.raises(ValueError, match="n: expected a positive int"):

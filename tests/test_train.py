@@ -199,3 +199,7 @@ def test_convs_and_stack_flags_reach_the_config():
             config("--convs", bad)
     with pytest.raises(ValueError, match="stack"):
         config("--stack", "0")
+    assert config().ent_coef_final is None
+    assert config("--ent-coef-final", "0.01").ent_coef_final == 0.01
+    with pytest.raises(ValueError, match="ent_coef_final"):
+        config("--ent-coef-final", "-1")
