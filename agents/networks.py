@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from megastep_jax import spaces
 
@@ -400,6 +401,9 @@ class ActorCritic(nn.Module):
             and those before it in the episode (:func:`stack_history`; zeros before the
             episode's first step); 1 for the current step alone. With ``stack > 1`` the
             carry is ``(core carry, history (..., stack - 1, width))``.
+        obs_norm: (key, shift, scale) triples: the network reads a dict observation's
+            ``key`` as ``(obs[key] - shift) / scale`` (fixed input normalisation, part of
+            the network, so evaluation and videos see the same inputs); () for none.
 
     Call: ``(carry, obs (T, B, ...), reset (T, B))`` -> ``(carry, logits, value (T, B))``,
     logits being a tree of ``(T, B, n_actions)`` log-probabilities shaped like the action
@@ -414,9 +418,14 @@ class ActorCritic(nn.Module):
     intake: str = "unfold"
     critic_keys: tuple = ()
     stack: int = 1
+    obs_norm: tuple = ()
 
     @nn.compact
     def __call__(self, carry, obs, reset: jax.Array):
+        if self.obs_norm:
+            obs = dict(obs)
+            for k, shift, scale in self.obs_norm:
+                obs[k] = (obs[k] - jnp.float32(shift)) / jnp.float32(scale)
         space, seen = self.obs_space, obs
         if self.critic_keys:
             space = tuple((k, s) for k, s in self.obs_space if k not in self.critic_keys)
@@ -460,8 +469,15 @@ class ActorCritic(nn.Module):
             raise ValueError(f"stack: expected a positive int, got {self.stack!r}")
         if self.core not in CORES:
             raise ValueError(f"core: expected one of {sorted(CORES)}, got {self.core!r}")
+        keys = [k for k, _ in self.obs_space] if heads._is_items(self.obs_space) else []
+        if not isinstance(self.obs_norm, tuple) or any(
+                not (isinstance(t, tuple) and len(t) == 3 and t[0] in keys
+                     and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                             for v in t[1:]) and t[2] > 0) for t in self.obs_norm):
+            raise ValueError(f"obs_norm: expected (key, shift, scale) triples with keys of the "
+                             f"observation space {keys}, finite shifts and positive finite scales, "
+                             f"got {self.obs_norm!r}")
         if self.critic_keys:
-            keys = [k for k, _ in self.obs_space] if heads._is_items(self.obs_space) else []
             if (not isinstance(self.critic_keys, tuple) or len(set(self.critic_keys)) != len(self.critic_keys)
                     or any(k not in keys for k in self.critic_keys) or len(self.critic_keys) >= len(keys)):
                 raise ValueError(f"critic_keys: expected a tuple of distinct keys of the observation "

@@ -98,6 +98,9 @@ class PPOConfig:
         stack: the core sees the intake's features of this many steps (the current one
             and those before it in the episode, :func:`agents.networks.stack_history`): a
             frame stack inside the agent, a cheap memory for the MLP core; 1 for none.
+        obs_norm: (key, shift, scale) triples: the network reads a dict observation's key
+            as ``(obs[key] - shift) / scale`` (:class:`agents.networks.ActorCritic`); keys
+            may include ``prev_action`` / ``prev_reward`` with ``prev_action_reward``.
         shard: shard the envs over ``jax.devices()`` (needs n_envs divisible by their count).
         reset_ratio: auto-reset through :class:`megastep_jax.envs.base.Batched`: 1 is
             exactly ``vmap(env.step)`` (under vmap every env renders a fresh episode every
@@ -131,6 +134,7 @@ class PPOConfig:
     prev_action_reward: bool = False
     critic_keys: tuple = ()
     stack: int = 1
+    obs_norm: tuple = ()
     shard: bool = True
     reset_ratio: int = 1
 
@@ -660,7 +664,7 @@ def make_trainer(config: PPOConfig, env, on_update: Callable | None = None) -> T
     network = ActorCritic.from_spaces(obs_space, action_space, width=config.width,
                                       core=config.core, image_kwargs=config.image_kwargs,
                                       intake=config.intake, critic_keys=config.critic_keys,
-                                      stack=config.stack)
+                                      stack=config.stack, obs_norm=config.obs_norm)
     grad_steps = config.n_updates * config.n_epochs * config.n_minibatches
     lr = (optax.linear_schedule(config.lr, 0.0, grad_steps) if config.anneal_lr
           else optax.constant_schedule(config.lr))

@@ -163,11 +163,12 @@ RUN_ARGS = ("env", "seed", "res", "subsample", "plans", "test_plans", "backend",
             "vf_coef", "gamma", "gae_lambda", "clip_eps", "max_grad_norm", "updates",
             "small_convs", "bootstrap_truncated", "reset_ratio", "intake", "normalize_rewards",
             "anneal_time", "budget", "prev_action_reward", "critic_keys", "stack", "convs",
-            "ent_coef_final")
+            "ent_coef_final", "obs_norm")
 
 # What a run stored before these flags existed ran with (their defaults may differ now).
 BEFORE_FLAG = {"budget": "off", "prev_action_reward": False, "critic_keys": "", "stack": 1,
-               "convs": None, "ent_coef_final": None}
+               "convs": None, "ent_coef_final": None,
+               "obs_norm": ""}
 
 # --budget: who sees Explorer's budget observation.
 BUDGET_MODES = ("off", "critic", "both")
@@ -232,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "products with a dict's same-sized images stacked into one strip, or that "
                         "and its vectors concatenated into one")
     p.add_argument("--ent-coef", type=float, default=0.03, help="weight of the entropy bonus")
+    p.add_argument("--obs-norm", default="", metavar="KEY:SHIFT:SCALE,...",
+                   help="the network reads observation KEY as (KEY - SHIFT) / SCALE "
+                        "(PPOConfig.obs_norm), e.g. imu:0:0.05,prev_reward:0:0.05")
     p.add_argument("--ent-coef-final", type=float, default=None,
                    help="move the entropy weight linearly from --ent-coef to this value as the lr "
                         "is annealed (over --updates with --anneal, over the time with "
@@ -330,6 +334,25 @@ def parse_convs(spec: str) -> tuple:
             ("conv_strides", tuple(l[2] for l in layers)))
 
 
+def parse_obs_norm(spec: str) -> tuple:
+    """``--obs-norm``'s ``KEY:SHIFT:SCALE,...`` as PPOConfig.obs_norm's triples ('' for none)."""
+    if not spec:
+        return ()
+    out = []
+    for part in spec.split(","):
+        bits = part.split(":")
+        try:
+            key, shift, scale = bits[0], float(bits[1]), float(bits[2])
+        except (IndexError, ValueError):
+            raise ValueError(f"--obs-norm: expected KEY:SHIFT:SCALE per key, comma-separated, "
+                             f"got {spec!r}") from None
+        if len(bits) != 3 or not key or not (scale > 0 and math.isfinite(scale) and math.isfinite(shift)):
+            raise ValueError(f"--obs-norm: expected KEY:SHIFT:SCALE per key (finite SHIFT, positive "
+                             f"finite SCALE), comma-separated, got {spec!r}")
+        out.append((key, shift, scale))
+    return tuple(out)
+
+
 def config_of(args) -> ppo.PPOConfig:
     image_kwargs = parse_convs(SMALL_CONVS) if args.small_convs else ()
     if args.convs is not None:
@@ -344,7 +367,7 @@ def config_of(args) -> ppo.PPOConfig:
         image_kwargs=image_kwargs, reset_ratio=args.reset_ratio, intake=args.intake,
         normalize_rewards=bool(args.normalize_rewards),
         prev_action_reward=bool(args.prev_action_reward),
-        critic_keys=critic_keys_of(args), stack=args.stack)
+        critic_keys=critic_keys_of(args), stack=args.stack, obs_norm=parse_obs_norm(args.obs_norm))
 
 
 def _read_rows(path: str) -> list[dict]:

@@ -258,3 +258,28 @@ def test_merged_intake_reads_the_vectors_as_one():
     o = jax.tree_util.tree_map(lambda x: x[None], obs)
     params = net.init(jax.random.PRNGKey(2), (), o, jnp.zeros((1, 3, A), bool))
     assert net.apply(params, (), o, jnp.zeros((1, 3, A), bool))[2].shape == (1, 3, A)
+
+
+def test_obs_norm_reads_each_key_shifted_and_scaled():
+    act_space = dotdict(movement=spaces.MultiDiscrete(1, 3))
+    obs_space = dotdict(d=spaces.MultiImage(1, 1, 1, 8), imu=spaces.MultiVector(1, 2))
+    norm = (("d", 0.5, 0.25), ("imu", -1.0, 4.0))
+    plain = networks.ActorCritic.from_spaces(obs_space, act_space, width=8, core="mlp", intake="stacked")
+    normed = networks.ActorCritic.from_spaces(obs_space, act_space, width=8, core="mlp", intake="stacked",
+                                              obs_norm=norm)
+    rng = np.random.default_rng(0)
+    obs = dict(d=jnp.asarray(rng.uniform(size=(2, 3, 1, 1, 1, 8)), jnp.float32),
+               imu=jnp.asarray(rng.normal(size=(2, 3, 1, 2)), jnp.float32))
+    reset = jnp.zeros((2, 3, 1), bool)
+    params = plain.init(jax.random.PRNGKey(0), (), obs, reset)
+    _, logits, value = normed.apply(params, (), obs, reset)  # the same parameters
+    by_hand = dict(d=(obs["d"] - 0.5) / 0.25, imu=(obs["imu"] + 1.0) / 4.0)
+    _, want_logits, want_value = plain.apply(params, (), by_hand, reset)
+    np.testing.assert_allclose(logits["movement"], want_logits["movement"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5, atol=1e-6)
+    _, raw_logits, _ = plain.apply(params, (), obs, reset)
+    assert not np.allclose(logits["movement"], raw_logits["movement"], atol=1e-4)
+    for bad in ((("rgb", 0.0, 1.0),), (("d", 0.0, 0.0),), (("d", 0.0, float("inf")),), (("d", 1.0),),
+                [("d", 0.0, 1.0)], (("d", "0", 1.0),)):
+        with pytest.raises(ValueError, match="obs_norm"):
+            networks.ActorCritic.from_spaces(obs_space, act_space, width=8, obs_norm=bad)

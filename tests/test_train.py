@@ -203,3 +203,8 @@ def test_convs_and_stack_flags_reach_the_config():
     assert config("--ent-coef-final", "0.01").ent_coef_final == 0.01
     with pytest.raises(ValueError, match="ent_coef_final"):
         config("--ent-coef-final", "-1")
+    assert config().obs_norm == ()
+    assert config("--obs-norm", "imu:0:0.05,rgb:0.1:0.2").obs_norm == (("imu", 0.0, 0.05), ("rgb", 0.1, 0.2))
+    for bad in ("imu", "imu:0", "imu:0:0", "imu:a:1", ":0:1", "imu:0:1:2", "imu:0:1,"):
+        with pytest.raises(ValueError, match="--obs-norm"):
+            config("--obs-norm", bad)
