@@ -91,6 +91,9 @@ print("DIGESTS " + json.dumps(out))
 def run(seeds: str, what: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                JAX_PLATFORMS="cpu")
+    # each process compiles for itself: a compilation shared through the test run's
+    # cache (conftest.py) would hide a difference in what the processes compile
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     proc = subprocess.run([sys.executable, "-c", SCRIPT, seeds, what], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
