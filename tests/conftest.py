@@ -32,6 +32,20 @@ def pytest_configure(config):
                       float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
+# The files that take longest, longest first (from `pytest --durations`): `make test` deals
+# whole files to its processes in collection order (pytest-xdist's loadfile with
+# --no-loadscope-reorder), and a long file dealt last would leave one process working alone.
+LONGEST_FIRST = ("test_ppo.py", "test_train.py", "test_networks.py", "test_physics_contacts.py",
+                 "test_determinism.py", "test_vmap_seeds.py", "test_envs.py", "test_heads.py",
+                 "test_distributed.py", "test_autoreset.py", "test_properties.py",
+                 "test_recording.py", "test_moving_symbols.py", "test_gymnax.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
 def pytest_unconfigure(config):
     owned = getattr(config, _CACHE_OWNER, None)
     if owned:
