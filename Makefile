@@ -32,9 +32,10 @@ $(VENV)/.sb3: $(STAMP)
 	touch $@
 
 # Test processes side by side (pytest-xdist): most of a test's time is one thread compiling.
-# Whole files go to one process, so the jitted functions a file shares compile once.
+# Whole files go to one process, so the jitted functions a file shares compile once; they are
+# dealt longest first (tests/conftest.py), not by their number of tests.
 TEST_WORKERS ?= 2
-PYTEST := $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The whole suite, slow extras included.
 test: install $(VENV)/.sb3

@@ -1,10 +1,11 @@
 """Evaluation and videos of a trained (or random) policy.
 
-:func:`make_evaluate` runs ``n_envs`` fresh episodes side by side in one jitted
-``lax.scan`` and scores each env's FIRST episode, so long and short episodes count once
-each (averaging every completed episode would favour short ones). Envs whose first
-episode is still running after ``n_steps`` count with their partial return, a lower bound,
-and are reported in ``unfinished``.
+:func:`make_evaluate` runs ``n_envs`` fresh episodes side by side in one jitted loop
+and scores each env's FIRST episode, so long and short episodes count once each
+(averaging every completed episode would favour short ones). The loop stops as soon as
+every first episode has ended, or after ``n_steps`` steps; envs whose first episode is
+still running then count with their partial return, a lower bound, and are reported in
+``unfinished``.
 
 :func:`record_video` keeps every state of one env under the policy (LSTM carry and all)
 and draws them with the env's ``state``/``plot_state`` into an mp4 or gif.
@@ -69,7 +70,8 @@ def make_evaluate(network: ActorCritic, env, n_envs: int = 32, n_steps: int = 10
         network: the trained network (``trainer.network``); unused for ``"random"``.
         env: the env to evaluate on, e.g. one built on held-out plans.
         n_envs: episodes scored (one per env).
-        n_steps: steps each env runs; make it longer than a typical episode.
+        n_steps: the most steps each env runs; the loop stops earlier, as soon as every
+            env's first episode has ended. Make it longer than the longest episode.
         policy: ``"sample"`` (the stochastic policy as trained), ``"greedy"`` (most
             likely action) or ``"random"`` (uniform over the action space).
         reset_ratio: as in :class:`~agents.ppo.PPOConfig`; resets after the first
@@ -79,8 +81,11 @@ def make_evaluate(network: ActorCritic, env, n_envs: int = 32, n_steps: int = 10
         A jitted function; its ``params`` are network parameters (any value for
         ``"random"``). ``metrics``: ``episode_return`` (mean over envs and agents of the
         first episode's return), ``episode_length``, ``unfinished`` (fraction of envs
-        still in their first episode at the end), ``reward`` (mean reward per step over
-        all n_steps), and ``info/<key>`` means of the env's numeric info.
+        still in their first episode at the end), ``steps`` (steps run), ``reward`` (mean
+        reward per step over the steps run), and ``info/<key>`` means of the env's
+        numeric info over the steps run. Step ``t`` uses the ``t``-th of
+        ``jax.random.split(key_after_reset, n_steps)``, so a run stopped early took the
+        same steps as the first ``steps`` of a longer one.
     """
     _check(policy, n_envs, n_steps)
     A = env.n_agents
@@ -95,6 +100,7 @@ def make_evaluate(network: ActorCritic, env, n_envs: int = 32, n_steps: int = 10
     def evaluate(key, params, env_params):
         key, k_reset = jax.random.split(key)
         obs, state = batched.reset(k_reset, env_params)
+        keys = jax.random.split(key, n_steps)
         carry = network.initial_carry((n_envs, A))
         first = jnp.ones((n_envs, A), bool)
         obs = previous(obs, None, jnp.zeros((n_envs, A)), first)
@@ -102,9 +108,9 @@ def make_evaluate(network: ActorCritic, env, n_envs: int = 32, n_steps: int = 10
         length = jnp.zeros((n_envs,), jnp.int32)
         running = jnp.ones((n_envs,), bool)  # still in the first episode
 
-        def body(c, key):
-            obs, state, carry, first, ret, length, running = c
-            k_act, k_env = jax.random.split(key)
+        def advance(c):
+            t, obs, state, carry, first, ret, length, running = c
+            k_act, k_env = jax.random.split(keys[t])
             carry, action = act(k_act, params, carry, obs, first)
             obs, state, reward, terminated, truncated, info = batched.step(
                 k_env, state, action, env_params)
@@ -114,14 +120,23 @@ def make_evaluate(network: ActorCritic, env, n_envs: int = 32, n_steps: int = 10
             running = running & ~done
             first = jnp.broadcast_to(done[:, None], (n_envs, A))
             obs = previous(obs, action, reward, first)
-            out = dict(reward=jnp.mean(reward), **_info_means(info))
-            return (obs, state, carry, first, ret, length, running), out
+            return (t + 1, obs, state, carry, first, ret, length, running), \
+                dict(reward=jnp.mean(reward), **_info_means(info))
 
-        (_, _, _, _, ret, length, running), out = jax.lax.scan(
-            body, (obs, state, carry, first, ret, length, running), jax.random.split(key, n_steps))
+        def step(c):
+            c, sums = c
+            c, out = advance(c)
+            return c, jax.tree_util.tree_map(jnp.add, sums, out)
+
+        c = (jnp.zeros((), jnp.int32), obs, state, carry, first, ret, length, running)
+        sums = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(advance, c)[1])
+        # until every first episode has ended: later steps cannot change the scores
+        (t, _, _, _, _, ret, length, running), sums = jax.lax.while_loop(
+            lambda c: (c[0][0] < n_steps) & jnp.any(c[0][7]), step, (c, sums))
+        steps = jnp.maximum(t, 1).astype(jnp.float32)
         return dict(episode_return=jnp.mean(ret), episode_length=jnp.mean(length.astype(jnp.float32)),
-                    unfinished=jnp.mean(running.astype(jnp.float32)),
-                    **jax.tree_util.tree_map(jnp.mean, out))
+                    unfinished=jnp.mean(running.astype(jnp.float32)), steps=t,
+                    **jax.tree_util.tree_map(lambda x: x / steps, sums))
 
     return evaluate
 

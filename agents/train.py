@@ -264,8 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="envs per fresh episode rendered each step (see PPOConfig.reset_ratio)")
     p.add_argument("--chunk", type=int, default=20, help="updates per compiled call (progress granularity)")
     p.add_argument("--eval-envs", type=int, default=32, help="held-out episodes scored per policy")
-    p.add_argument("--eval-steps", type=int, default=3000,
-                   help="steps per evaluation env; longer than an episode, so first episodes finish")
+    p.add_argument("--eval-steps", type=int, default=10_000,
+                   help="the most steps per evaluation env; it stops as soon as every env's first "
+                        "episode has ended (a trained Explorer agent's can last ~7,000 steps)")
     p.add_argument("--video-steps", type=int, default=300, help="steps in the video")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     p.add_argument("--no-video", action="store_true", help="skip the video")
@@ -615,7 +616,8 @@ def main(argv=None) -> dict:
         if name in evals:
             e = evals[name]
             print(f"held-out {name:>7}: episode return {e['episode_return']:.3f} "
-                  f"(reward/step {e['reward']:.4f}, unfinished {e['unfinished']:.0%})", file=sys.stderr)
+                  f"(reward/step {e['reward']:.4f}, {int(e['steps'])} steps, unfinished "
+                  f"{e['unfinished']:.0%})", file=sys.stderr)
     for k in ("metrics", "checkpoint", "curve", "video", "eval"):
         if k in result and os.path.exists(result[k]):
             print(f"{k:>10}: {result[k]}", file=sys.stderr)

@@ -1,12 +1,55 @@
 """Shared fixtures: small sceneries built once per session."""
 import os
 import pathlib
+import shutil
+import tempfile
 
 import jax
 import numpy as np
 import pytest
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+
+_CACHE_OWNER = "_megastep_compilation_cache"
+
+
+def pytest_configure(config):
+    """One JAX compilation cache for the whole run: its test processes (pytest-xdist
+    workers) and the subprocesses tests start, through ``JAX_COMPILATION_CACHE_DIR``.
+
+    Many tests build the same computation afresh (a trainer per run of the command line,
+    a new process per check); XLA then compiles it once. A run makes a fresh directory
+    and removes it at the end, so nothing outlives it; a ``JAX_COMPILATION_CACHE_DIR``
+    set beforehand is used as it is (and kept).
+    """
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # this process leads the run
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="megastep-jax-tests-")
+        setattr(config, _CACHE_OWNER, os.environ["JAX_COMPILATION_CACHE_DIR"])
+    # Compilations under 0.3 s are not worth writing; most of the suite's are longer.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+# The files that take longest, longest first (from `pytest --durations`): `make test` deals
+# whole files to its processes in collection order (pytest-xdist's loadfile with
+# --no-loadscope-reorder), and a long file dealt last would leave one process working alone.
+LONGEST_FIRST = ("test_ppo.py", "test_train.py", "test_networks.py", "test_physics_contacts.py",
+                 "test_determinism.py", "test_vmap_seeds.py", "test_envs.py", "test_heads.py",
+                 "test_distributed.py", "test_autoreset.py", "test_properties.py",
+                 "test_recording.py", "test_moving_symbols.py", "test_gymnax.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
+def pytest_unconfigure(config):
+    owned = getattr(config, _CACHE_OWNER, None)
+    if owned:
+        shutil.rmtree(owned, ignore_errors=True)
 
 
 def _backend_params(*backends):

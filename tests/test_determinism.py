@@ -88,18 +88,29 @@ print("DIGESTS " + json.dumps(out))
 '''
 
 
-def run(seeds: str, what: str) -> dict:
+def start(seeds: str, what: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, seeds, what], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("DIGESTS ")][-1]
-    return json.loads(line[len("DIGESTS "):])
+    # each process compiles for itself: a compilation shared through the test run's
+    # cache (conftest.py) would hide a difference in what the processes compile
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, seeds, what], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def digests(*procs) -> list:
+    """The digests each started process prints (they run side by side)."""
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=900)
+        assert proc.returncode == 0, stderr[-3000:]
+        line = [l for l in stdout.splitlines() if l.startswith("DIGESTS ")][-1]
+        out.append(json.loads(line[len("DIGESTS "):]))
+    return out
 
 
 def test_scenery_and_rollout_are_bit_identical_across_processes():
-    first, second = run("0,1", "scenery,rollout"), run("0,1", "scenery,rollout")
+    first, second = digests(start("0,1", "scenery,rollout"), start("0,1", "scenery,rollout"))
     assert set(first) == {f"{k}/{n}" for k in (0, 1) for n in ("floorplans", "scenery", "rollout")}
     assert first == second
     for name in ("floorplans", "scenery", "rollout"):
@@ -108,7 +119,7 @@ def test_scenery_and_rollout_are_bit_identical_across_processes():
 
 @pytest.mark.slow
 def test_training_metrics_are_bit_identical_across_processes():
-    first, second = run("0,1", "ppo"), run("0,1", "ppo")
+    first, second = digests(start("0,1", "ppo"), start("0,1", "ppo"))
     assert first == second
     assert first["0/ppo_params"] != first["1/ppo_params"]
     assert first["0/ppo_metrics"] != first["1/ppo_metrics"]

@@ -119,9 +119,16 @@ def padded_scenery(geoms, n_agents, key):
         x, [(0, 0)] * axis + [(0, n - x.shape[axis])] + [(0, 0)] * (x.ndim - axis - 1),
         constant_values=v)
     assert s.textures.shape[1] <= T and s.lines.shape[1] <= L
+    # The grid's sizes vary with the walls: padded to the next power of two, so the jitted
+    # kernels see a handful of shapes, not one per example. Cells past nx * ny repeat the
+    # last offset (empty) and entries past the last offset are never read.
+    bucket = lambda n: 1 << max(6, (n - 1).bit_length())
+    C, K = bucket(s.grid_cells.shape[1]), bucket(s.grid_lines.shape[1])
+    cells = jnp.concatenate([s.grid_cells, jnp.repeat(s.grid_cells[:, -1:], C - s.grid_cells.shape[1], 1)], 1)
     return s.replace(lines=pad(s.lines, L, 1), texel_starts=pad(s.texel_starts, L, 1),
                      texel_widths=pad(s.texel_widths, L, 1), lights=pad(s.lights, MAX_LIGHTS, 1),
-                     textures=pad(s.textures, T, 1), baked=pad(s.baked, T, 1, 1.0))
+                     textures=pad(s.textures, T, 1), baked=pad(s.baked, T, 1, 1.0),
+                     grid_cells=cells, grid_lines=pad(s.grid_lines, K, 1))
 
 
 coord = st.floats(1.2, 8.8, allow_nan=False)
