@@ -37,6 +37,44 @@ def digest(tree):
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
 
+# Each env and jitted function is built once, so a process compiles each once; the keys
+# differ from seed to seed.
+if "rollout" in what:
+    from megastep_jax.envs import Minimal
+
+    rollout_env = Minimal(n_agents=3, res=16, seed=0)
+    n_envs, n_steps = 3, 12
+    rollout_params = rollout_env.default_params
+    space = rollout_env.action_space(rollout_params).movement
+
+    @jax.jit
+    def rollout(key):
+        env, params = rollout_env, rollout_params
+        k_reset, k_run = jax.random.split(key)
+        obs, state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, n_envs), params)
+
+        def step(carry, k):
+            obs, state = carry
+            k_act, k_step = jax.random.split(k)
+            act = {"movement": jax.random.randint(k_act, (n_envs, 3), 0, space.n_actions)}
+            obs, state, reward, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(
+                jax.random.split(k_step, n_envs), state, arrdict(act), params)
+            return (obs, state), (obs, reward, term, trunc, state.agents)
+
+        _, trace = jax.lax.scan(step, (obs, state), jax.random.split(k_run, n_steps))
+        return trace
+
+if "ppo" in what:
+    sys.path.insert(0, ".")
+    from agents import ppo
+    from megastep_jax.envs import Minimal
+
+    ppo_env = Minimal(res=8, seed=0)
+    convs = (("conv_features", (4,)), ("conv_kernels", (3,)), ("conv_strides", (1,)))
+    config = ppo.PPOConfig(n_envs=4, n_steps=8, n_updates=2, n_epochs=2, n_minibatches=2,
+                           width=8, core="mlp", image_kwargs=convs)
+    train = jax.jit(ppo.make_train(config, ppo_env))
+
 for seed in map(int, sys.argv[1].split(",")):
     key = jax.random.PRNGKey(seed)
     if "scenery" in what:
@@ -44,43 +82,10 @@ for seed in map(int, sys.argv[1].split(",")):
         out[f"{seed}/floorplans"] = digest([(g.walls, g.lights, g.masks) for g in plans])
         s = scene.scenery(plans + [toys.box()], n_agents=2, key=key)
         out[f"{seed}/scenery"] = digest(s)
-
     if "rollout" in what:
-        from megastep_jax.envs import Minimal
-
-        env = Minimal(n_agents=3, res=16, seed=seed)
-        n_envs, n_steps = 3, 12
-        params = env.default_params
-        space = env.action_space(params).movement
-
-        @jax.jit
-        def rollout(key):
-            k_reset, k_run = jax.random.split(key)
-            obs, state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, n_envs), params)
-
-            def step(carry, k):
-                obs, state = carry
-                k_act, k_step = jax.random.split(k)
-                act = {"movement": jax.random.randint(k_act, (n_envs, 3), 0, space.n_actions)}
-                obs, state, reward, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(
-                    jax.random.split(k_step, n_envs), state, arrdict(act), params)
-                return (obs, state), (obs, reward, term, trunc, state.agents)
-
-            _, trace = jax.lax.scan(step, (obs, state), jax.random.split(k_run, n_steps))
-            return trace
-
         out[f"{seed}/rollout"] = digest(rollout(key))
-
     if "ppo" in what:
-        sys.path.insert(0, ".")
-        from agents import ppo
-        from megastep_jax.envs import Minimal
-
-        env = Minimal(res=8, seed=seed)
-        convs = (("conv_features", (4,)), ("conv_kernels", (3,)), ("conv_strides", (1,)))
-        config = ppo.PPOConfig(n_envs=4, n_steps=8, n_updates=2, n_epochs=2, n_minibatches=2,
-                               width=8, core="mlp", image_kwargs=convs)
-        runner, metrics = ppo.make_train(config, env)(key, env.default_params)
+        runner, metrics = train(key, ppo_env.default_params)
         out[f"{seed}/ppo_metrics"] = digest(metrics)
         out[f"{seed}/ppo_params"] = digest(runner.params)
 
