@@ -379,7 +379,7 @@ def test_bake_in_range_and_matches_reference(world):
 
 
 @pytest.mark.slow
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(worlds(n_envs=2, n_agents=3))
 def test_physics_never_crosses_walls_many_examples(world):
     test_physics_never_crosses_walls_and_matches_reference.hypothesis.inner_test(world)
