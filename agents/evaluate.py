@@ -84,8 +84,10 @@ def make_evaluate(network: ActorCritic, env, n_envs: int = 32, n_steps: int = 10
         still in their first episode at the end), ``steps`` (steps run), ``reward`` (mean
         reward per step over the steps run), and ``info/<key>`` means of the env's
         numeric info over the steps run. Step ``t`` uses the ``t``-th of
-        ``jax.random.split(key_after_reset, n_steps)``, so a run stopped early took the
-        same steps as the first ``steps`` of a longer one.
+        ``jax.random.split(key_after_reset, n_steps)``, as the fixed-length scan this
+        loop replaced did; with JAX's default (partitionable) threefry that key does not
+        depend on ``n_steps``, so caps that both outlast every first episode give the
+        same scores.
     """
     _check(policy, n_envs, n_steps)
     A = env.n_agents
