@@ -135,7 +135,7 @@ def make_evaluate(network: ActorCritic, env, n_envs: int = 32, n_steps: int = 10
         # until every first episode has ended: later steps cannot change the scores
         (t, _, _, _, _, ret, length, running), sums = jax.lax.while_loop(
             lambda c: (c[0][0] < n_steps) & jnp.any(c[0][7]), step, (c, sums))
-        steps = jnp.maximum(t, 1).astype(jnp.float32)
+        steps = t.astype(jnp.float32)  # >= 1: every env starts in its first episode
         return dict(episode_return=jnp.mean(ret), episode_length=jnp.mean(length.astype(jnp.float32)),
                     unfinished=jnp.mean(running.astype(jnp.float32)), steps=t,
                     **jax.tree_util.tree_map(lambda x: x / steps, sums))
