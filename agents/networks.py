@@ -1,9 +1,9 @@
-"""Actor-critic networks: an intake built from the observation space, an MLP or LSTM core,
+"""Actor-critic networks: an intake built from the observation space, an MLP, LSTM or GRU core,
 and policy and value heads built from the action space.
 
 The network runs on sequences: ``obs`` leaves are ``(T, B, *feature)``, ``reset`` is
 ``(T, B)`` and true where ``obs[t]`` is the first observation of an episode. The LSTM
-zeroes its carry at those steps, so one call can span several episodes of a stream. A
+and the GRU zero their carry at those steps, so one call can span several episodes of a stream. A
 rollout calls it with T = 1 each step; the PPO loss calls it on whole minibatch
 sequences, starting from the carry stored at the start of the rollout.
 """
@@ -23,7 +23,7 @@ from megastep_jax import spaces
 from . import heads
 from .initializers import orthogonal
 
-__all__ = ["ActorCritic", "LSTMCore", "MLPCore", "CORES", "INTAKES", "PREVIOUS_KEYS", "UnfoldConv1D",
+__all__ = ["ActorCritic", "GRUCore", "LSTMCore", "MLPCore", "CORES", "INTAKES", "PREVIOUS_KEYS", "UnfoldConv1D",
            "UnfoldImageIntake", "StackedIntake", "intake", "previous_space", "add_previous",
            "uses_previous", "stack_history"]
 
@@ -69,7 +69,48 @@ class LSTMCore(nn.Module):
         return (z, z)
 
 
-CORES = {"mlp": MLPCore, "lstm": LSTMCore}
+class GRUCore(nn.Module):
+    """A GRU scanned over time that starts afresh wherever ``reset`` is true.
+
+    The gates' input projections do not depend on the carry, so they are one matrix
+    product over the whole sequence, outside the scan; each step of the scan is one
+    ``(B, width) x (width, 3 width)`` product. With ``h`` the carry after the reset
+    (zeros where ``reset[t]``), ``xr, xz, xn`` the input projections (with their biases)
+    and ``hr, hz, hn`` the recurrent ones (``hn`` with its own bias):
+    ``r = sigmoid(xr + hr)``, ``z = sigmoid(xz + hz)``, ``n = tanh(xn + r * hn)``,
+    ``h' = (1 - z) * n + z * h``; the output is ``h'``.
+
+    Call: ``carry (B, width), x (T, B, F), reset (T, B)`` -> ``(carry, y (T, B, width))``
+    (``B`` may be several axes).
+    """
+
+    width: int
+
+    @nn.compact
+    def __call__(self, carry, x: jax.Array, reset: jax.Array):
+        w = self.width
+        xp = nn.Dense(3 * w, kernel_init=orthogonal(), name="input")(x)    # (T, *B, 3w)
+        kernel = self.param("recurrent_kernel", orthogonal(), (w, 3 * w))
+        bias = self.param("recurrent_bias", nn.initializers.zeros, (w,))   # the candidate's
+
+        def step(h, inputs):
+            xt, rt = inputs
+            h = jnp.where(rt[..., None], 0.0, h)
+            hp = h @ kernel
+            r = jax.nn.sigmoid(xt[..., :w] + hp[..., :w])
+            z = jax.nn.sigmoid(xt[..., w:2 * w] + hp[..., w:2 * w])
+            n = jnp.tanh(xt[..., 2 * w:] + r * (hp[..., 2 * w:] + bias))
+            h = (1.0 - z) * n + z * h
+            return h, h
+
+        return jax.lax.scan(step, carry, (xp, reset))
+
+    @staticmethod
+    def initial_carry(batch_shape: tuple[int, ...], width: int):
+        return jnp.zeros((*batch_shape, width), jnp.float32)
+
+
+CORES = {"mlp": MLPCore, "lstm": LSTMCore, "gru": GRUCore}
 
 
 def stack_history(x: jax.Array, history: jax.Array, reset: jax.Array):
@@ -387,7 +428,7 @@ class ActorCritic(nn.Module):
             of (key, space) pairs: build with :meth:`from_spaces` to convert.
         action_space: the env's action space, likewise.
         width: features of the intake, core and heads.
-        core: ``"lstm"`` or ``"mlp"``.
+        core: ``"lstm"``, ``"gru"`` or ``"mlp"``.
         image_kwargs: (name, value) pairs for the image intakes (see :func:`heads.intake`).
         intake: ``"unfold"`` (image convolutions as matrix products, fast on CPU) or
             ``"conv"`` (``nn.Conv``), the same parameters either way; or ``"stacked"``
@@ -450,7 +491,7 @@ class ActorCritic(nn.Module):
         return carry, logits, value
 
     def initial_carry(self, batch_shape: tuple[int, ...]):
-        """The carry of fresh streams: zeros for the LSTM, ``()`` for the MLP; with
+        """The carry of fresh streams: zeros for the LSTM and the GRU, ``()`` for the MLP; with
         ``stack > 1``, that and a zero history ``(*batch_shape, stack - 1, width)``."""
         carry = CORES[self.core].initial_carry(tuple(batch_shape), self.width)
         if self.stack > 1:

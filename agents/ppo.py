@@ -16,7 +16,7 @@ passed in, never stored::
 Streams: each (env, agent) pair is one stream of experience; agents of one env share the
 network's parameters. A stream's episode ends where ``info["agent_terminated"] |
 info["agent_truncated"]`` (a Deathmatch agent that dies ends its stream alone): GAE is
-cut and the LSTM carry reset for that (env, agent) only. Envs are sharded over ``jax.devices()`` along their leading axis
+cut and the recurrent carry reset for that (env, agent) only. Envs are sharded over ``jax.devices()`` along their leading axis
 (``jax.sharding``), so more devices, or hosts joined with ``jax.distributed``, add
 throughput with no new code.
 
@@ -83,7 +83,7 @@ class PPOConfig:
             ``info["final_observation"]`` (one more network call per step) instead of
             treating the truncation as the end of the return.
         width: features of the network's layers.
-        core: ``"lstm"`` or ``"mlp"``.
+        core: ``"lstm"``, ``"gru"`` or ``"mlp"``.
         intake: ``"unfold"`` (image convolutions as matrix products, faster on CPU) or
             ``"conv"``; same parameters and function (see :mod:`agents.networks`); or
             ``"stacked"`` / ``"merged"`` (same-sized images as one strip; and the vectors
@@ -163,8 +163,8 @@ class PPOConfig:
                              f"got {self.ent_coef_final!r}")
         if self.intake not in INTAKES:
             raise ValueError(f"intake: expected one of {INTAKES}, got {self.intake!r}")
-        if self.core not in ("lstm", "mlp"):
-            raise ValueError(f"core: expected 'lstm' or 'mlp', got {self.core!r}")
+        if self.core not in ("lstm", "gru", "mlp"):
+            raise ValueError(f"core: expected 'lstm', 'gru' or 'mlp', got {self.core!r}")
         if not (isinstance(self.critic_keys, tuple) and all(isinstance(k, str) for k in self.critic_keys)):
             raise ValueError(f"critic_keys: expected a tuple of observation keys, got {self.critic_keys!r}")
         if not isinstance(self.image_kwargs, tuple):

@@ -219,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "time (set before each chunk from the time used; not reproducible bit for "
                         "bit, as the time budget itself is not)")
     p.add_argument("--width", type=int, default=64, help="features of the network's layers")
-    p.add_argument("--core", default="mlp", choices=["lstm", "mlp"],
-                   help="mlp learns Explorer faster on CPU within minutes; lstm has memory")
+    p.add_argument("--core", default="mlp", choices=["lstm", "gru", "mlp"],
+                   help="mlp learns Explorer faster on CPU within minutes; lstm and gru have memory")
     p.add_argument("--small-convs", action="store_true", help="8- and 16-feature convolutions")
     p.add_argument("--convs", default=None, metavar="F:K:S,...",
                    help="the image intake's 1D convolutions as features:kernel:stride per layer "

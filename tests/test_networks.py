@@ -283,3 +283,62 @@ def test_obs_norm_reads_each_key_shifted_and_scaled():
                 [("d", 0.0, 1.0)], (("d", "0", 1.0),)):
         with pytest.raises(ValueError, match="obs_norm"):
             networks.ActorCritic.from_spaces(obs_space, act_space, width=8, obs_norm=bad)
+
+
+def _gru_reference(params, x, reset, h):
+    """The GRU's equations, one step at a time in numpy."""
+    p = {k: np.asarray(v, np.float64) for k, v in
+         dict(wi=params["input"]["kernel"], bi=params["input"]["bias"],
+              wh=params["recurrent_kernel"], bh=params["recurrent_bias"]).items()}
+    w = p["wh"].shape[0]
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    h, ys = np.asarray(h, np.float64), []
+    for t in range(x.shape[0]):
+        h = np.where(reset[t][..., None], 0.0, h)
+        xp, hp = np.asarray(x[t], np.float64) @ p["wi"] + p["bi"], h @ p["wh"]
+        r, z = sig(xp[..., :w] + hp[..., :w]), sig(xp[..., w:2 * w] + hp[..., w:2 * w])
+        n = np.tanh(xp[..., 2 * w:] + r * (hp[..., 2 * w:] + p["bh"]))
+        h = (1 - z) * n + z * h
+        ys.append(h)
+    return h, np.stack(ys)
+
+
+def test_gru_core_follows_its_equations_and_starts_afresh_where_reset():
+    T, B, A, F, W = 6, 3, 2, 5, 4
+    core = networks.GRUCore(W)
+    x = jax.random.normal(jax.random.PRNGKey(0), (T, B, A, F))
+    h0 = jax.random.normal(jax.random.PRNGKey(1), (B, A, W))
+    reset = jax.random.bernoulli(jax.random.PRNGKey(2), 0.3, (T, B, A))
+    params = core.init(jax.random.PRNGKey(3), h0, x, reset)["params"]
+    params = jax.tree_util.tree_map(lambda v: v + 0.1, params)  # nonzero biases too
+    h, y = core.apply({"params": params}, h0, x, reset)
+    assert h.shape == (B, A, W) and y.shape == (T, B, A, W)
+    assert networks.GRUCore.initial_carry((B, A), W).shape == (B, A, W)
+    h_ref, y_ref = _gru_reference(params, np.asarray(x), np.asarray(reset), np.asarray(h0))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(h, h_ref, rtol=1e-5, atol=1e-5)
+    # a reset at step k for one stream: from k on it computes what a fresh start would
+    k, none = 2, jnp.zeros((T, B, A), bool)
+    _, y_k = core.apply({"params": params}, h0, x, none.at[k, 1, 0].set(True))
+    _, y_fresh = core.apply({"params": params}, jnp.zeros_like(h0), x[k:], none[k:])
+    _, y_none = core.apply({"params": params}, h0, x, none)
+    np.testing.assert_allclose(y_k[k:, 1, 0], y_fresh[:, 1, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y_k[:, 0], y_none[:, 0], rtol=1e-6)      # other streams untouched
+    assert not np.allclose(y_none[k:, 1, 0], y_fresh[:, 1, 0], atol=1e-4)  # the past mattered
+
+
+def test_actor_critic_with_a_gru_core_and_a_stack_carries_both():
+    obs_space = dotdict(imu=spaces.MultiVector(2, 3))
+    act_space = dotdict(movement=spaces.MultiDiscrete(2, 7))
+    net = networks.ActorCritic.from_spaces(obs_space, act_space, width=8, core="gru", stack=3)
+    carry = net.initial_carry((4, 2))
+    assert carry[0].shape == (4, 2, 8) and carry[1].shape == (4, 2, 2, 8)
+    obs = dict(imu=jax.random.normal(jax.random.PRNGKey(0), (5, 4, 2, 3)))
+    reset = jnp.zeros((5, 4, 2), bool).at[0].set(True)
+    params = net.init(jax.random.PRNGKey(1), carry, obs, reset)
+    assert sorted(params["params"]["core"]) == ["input", "recurrent_bias", "recurrent_kernel"]
+    (h, history), logits, value = net.apply(params, carry, obs, reset)
+    assert h.shape == (4, 2, 8) and history.shape == (4, 2, 2, 8) and value.shape == (5, 4, 2)
+    assert logits.movement.shape == (5, 4, 2, 7)
+    with pytest.raises(ValueError, match="core"):
+        networks.ActorCritic.from_spaces(obs_space, act_space, core="rnn")
