@@ -219,13 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "time (set before each chunk from the time used; not reproducible bit for "
                         "bit, as the time budget itself is not)")
     p.add_argument("--width", type=int, default=64, help="features of the network's layers")
-    p.add_argument("--core", default="mlp", choices=["lstm", "gru", "mlp"],
-                   help="mlp learns Explorer faster on CPU within minutes; lstm and gru have memory")
+    p.add_argument("--core", default="gru", choices=["lstm", "gru", "mlp"],
+                   help="the core between the intake and the heads: gru (memory; learnt Explorer "
+                        "best at equal time on CPU), lstm (memory, slower) or mlp (none)")
     p.add_argument("--small-convs", action="store_true", help="8- and 16-feature convolutions")
     p.add_argument("--convs", default=None, metavar="F:K:S,...",
                    help="the image intake's 1D convolutions as features:kernel:stride per layer "
                         "(overrides --small-convs), or 'none' for dense layers straight on the strip")
-    p.add_argument("--stack", type=int, default=4,
+    p.add_argument("--stack", type=int, default=1,
                    help="the core sees the intake's features of this many steps of the episode "
                         "(a frame stack inside the agent; 1: the current step alone)")
     p.add_argument("--intake", default="stacked", choices=INTAKES,

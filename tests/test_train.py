@@ -192,8 +192,9 @@ def test_convs_and_stack_flags_reach_the_config():
     assert c.stack == 3
     assert dict(config("--convs", "none").image_kwargs) == dict(conv_features=(), conv_kernels=(),
                                                                 conv_strides=())
-    assert config("--small-convs").stack == 4  # the default: a frame stack of 4 steps
-    assert config("--stack", "1").stack == 1
+    assert config("--small-convs").stack == 1  # the default: a GRU core, no frame stack
+    assert config("--small-convs").core == "gru"
+    assert config("--stack", "4").stack == 4
     for bad in ("8:8", "8:8:0", "a:b:c", "", "8:8:4,"):
         with pytest.raises(ValueError, match="--convs"):
             config("--convs", bad)
