@@ -462,8 +462,14 @@ MS_FN int32_t seen_bit(int t) { return (int32_t)(1u << (t & 31)); }
 
 // Cosine between a ray u (of length ulen) and a line's direction d.
 // In scalars too: SIMD loops over pixels vectorise only without the Vec struct (GCC 12).
+// The length of a line's direction (dx, dy).
+MS_FN float line_norm(float dx, float dy) { return sqrtf(dx * dx + dy * dy); }
+// ray_line_cos given that length (the CPU shades from a table of each line's d and |d|).
+MS_FN float ray_line_cos(float ux, float uy, float ulen, float dx, float dy, float dnorm) {
+  return (ux * dx + uy * dy) / (ulen * dnorm + kDotEps);
+}
 MS_FN float ray_line_cos(float ux, float uy, float ulen, float dx, float dy) {
-  return (ux * dx + uy * dy) / (ulen * sqrtf(dx * dx + dy * dy) + kDotEps);
+  return ray_line_cos(ux, uy, ulen, dx, dy, line_norm(dx, dy));
 }
 MS_FN float ray_line_cos(Vec u, float ulen, Vec d) { return ray_line_cos(u.x, u.y, ulen, d.x, d.y); }
 
