@@ -399,14 +399,34 @@ struct AgentLight {
   }
 };
 
+// Each line's direction d = b - a and its length |d|, as env.lines has them (the agents'
+// placeholders included), for shade_camera: one table per env, shared by its cameras.
+struct LineShapes {
+  std::vector<float> dx, dy, norm;
+  void build(const Env& env) {
+    const int L = env.n_lines;
+    dx.resize(L), dy.resize(L), norm.resize(L);
+    const float* l = env.lines;
+    float *px = dx.data(), *py = dy.data(), *pn = norm.data();
+#pragma omp simd
+    for (int j = 0; j < L; ++j) {
+      float x = l[4 * j + 2] - l[4 * j], y = l[4 * j + 3] - l[4 * j + 1];
+      px[j] = x;
+      py[j] = y;
+      pn[j] = megastep::line_norm(x, y);
+    }
+  }
+};
+
 // Shades every pixel of one camera from its nearest hits, as shade() does, SIMD over the
 // pixels (gathers); hits on agent lines (their own lines, lit per hit) are then shaded one
 // by one.
-void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float* loc_o,
-                  float* dot_o, float* dist_o, float* scr_o, std::vector<int>& agent_hits,
-                  AgentShadows& shadows) {
+void shade_camera(const Env& env, const LineShapes& shapes, const Rays& rays, int R,
+                  int32_t* idx_o, float* loc_o, float* dot_o, float* dist_o, float* scr_o,
+                  std::vector<int>& agent_hits, AgentShadows& shadows) {
   const int nA = env.n_agent_lines, T = env.n_texel_capacity;
-  const float *lines = env.lines, *baked = env.baked, *tex = env.textures;
+  const float *baked = env.baked, *tex = env.textures;
+  const float *ldx = shapes.dx.data(), *ldy = shapes.dy.data(), *lnorm = shapes.norm.data();
   const int32_t *starts = env.texel_starts, *widths = env.texel_widths;
   const float *pux = rays.ux.data(), *puy = rays.uy.data(), *pl = rays.ulen.data();
   const float *ps = rays.s1.data(), *pt = rays.t1.data();
@@ -428,9 +448,8 @@ void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float
     bool hit = i >= 0;
     int j = hit ? i : 0;
     // One base for every gather (a select between two arrays' loads does not vectorise): a
-    // hit on an agent reads its placeholder in `lines` here and is shaded again below.
-    float ax = lines[4 * j], ay = lines[4 * j + 1], bx = lines[4 * j + 2], by = lines[4 * j + 3];
-    float cosine = megastep::ray_line_cos(pux[r], puy[r], pl[r], bx - ax, by - ay);
+    // hit on an agent reads its placeholder's shape here and is shaded again below.
+    float cosine = megastep::ray_line_cos(pux[r], puy[r], pl[r], ldx[j], ldy[j], lnorm[j]);
     int w = widths[j], start = starts[j];
     bool textured = hit & (w >= 1) & (start >= 0) & (start <= T - w);
     int wq = textured ? w : 1, sq = textured ? start : 0;
@@ -446,6 +465,10 @@ void shade_camera(const Env& env, const Rays& rays, int R, int32_t* idx_o, float
     scr_o[3 * r + 1] = k * (f.wl * tex[tl + 1] + f.wr * tex[tr + 1]);
     scr_o[3 * r + 2] = k * (f.wl * tex[tl + 2] + f.wr * tex[tr + 2]);
   }
+  int n_agent_hits = 0;  // none in most cameras: counted SIMD before a scalar pass
+#pragma omp simd reduction(+ : n_agent_hits)
+  for (int r = 0; r < R; ++r) n_agent_hits += (pi[r] >= 0) & (pi[r] < nA);
+  if (n_agent_hits == 0) return;
   agent_hits.clear();
   for (int r = 0; r < R; ++r)
     if (pi[r] >= 0 && pi[r] < nA) agent_hits.push_back(r);
@@ -489,12 +512,14 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
     thread_local Rays rays;
     thread_local Scratch scratch;
     thread_local AgentShadows shadows;
+    thread_local LineShapes shapes;
     drawn.resize(n_agent_lines * 4);
     rays.resize(R);
     megastep::draw_agents(model.typed_data() + b.block(megastep::kModel, flat) * megastep::kModelLines * 4,
                           pos, ang, (int)A, drawn.data());
     Env env = megastep::env_at(b, flat, e, s, ptrs, n_agent_lines, drawn.data());
     shadows.next_env((int)A);
+    shapes.build(env);
     const int32_t trav = megastep::env_traversal(traversal, env.n_lines, env.n_agent_lines);
     megastep::Grid grid;
     if (megastep::walks_grid(trav)) grid = megastep::grid_at(b, flat, e, s, ptrs);
@@ -556,7 +581,7 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
       } else {
         cast_grid_camera(env, grid, cam, rays, scratch);
       }
-      shade_camera(env, rays, (int)R, idx_o + base, loc_o + base, dot_o + base, dist_o + base,
+      shade_camera(env, shapes, rays, (int)R, idx_o + base, loc_o + base, dot_o + base, dist_o + base,
                    scr_o + 3 * base, scratch.ties, shadows);
     }
   });

@@ -462,8 +462,14 @@ MS_FN int32_t seen_bit(int t) { return (int32_t)(1u << (t & 31)); }
 
 // Cosine between a ray u (of length ulen) and a line's direction d.
 // In scalars too: SIMD loops over pixels vectorise only without the Vec struct (GCC 12).
+// The length of a line's direction (dx, dy).
+MS_FN float line_norm(float dx, float dy) { return sqrtf(dx * dx + dy * dy); }
+// ray_line_cos given that length (the CPU shades from a table of each line's d and |d|).
+MS_FN float ray_line_cos(float ux, float uy, float ulen, float dx, float dy, float dnorm) {
+  return (ux * dx + uy * dy) / (ulen * dnorm + kDotEps);
+}
 MS_FN float ray_line_cos(float ux, float uy, float ulen, float dx, float dy) {
-  return (ux * dx + uy * dy) / (ulen * sqrtf(dx * dx + dy * dy) + kDotEps);
+  return ray_line_cos(ux, uy, ulen, dx, dy, line_norm(dx, dy));
 }
 MS_FN float ray_line_cos(Vec u, float ulen, Vec d) { return ray_line_cos(u.x, u.y, ulen, d.x, d.y); }
 
@@ -614,19 +620,64 @@ MS_FN void consider(Contact& c, float candidate, Vec normal, Vec m, bool approac
   if (p < c.progress && (!approaching || dot(m, normal) < 0.f)) c = {p, normal};
 }
 
+// Index of the lowest set bit of x != 0.
+MS_FN int lowest_bit(uint32_t x) {
+#if defined(__CUDA_ARCH__)
+  return __ffs((int)x) - 1;
+#else
+  return __builtin_ctz(x);
+#endif
+}
+
 // Whether line l can give agent p moving by m a contact within this step: its bounding
 // box meets the swept disc's. Every candidate that can beat progress 1 (a raw value below
 // 1/kBackoff) places the disc within r of the line somewhere on p + [0, 1/kBackoff] * m, so
-// skipping the others changes nothing.
-MS_FN bool may_touch(Line l, Vec p, Vec m, float r) {
+// skipping the others changes nothing. touch_box is that box: [lox, hix] x [loy, hiy].
+struct TouchBox {
+  float lox, hix, loy, hiy;
+};
+MS_FN TouchBox touch_box(Vec p, Vec m, float r) {
   float reach = 1.f / kBackoff + 1e-3f;
   Vec q = p + reach * m;
   float pad = r * 1.001f + 1e-4f;
-  float lox = minf(p.x, q.x) - pad, hix = maxf(p.x, q.x) + pad;
-  float loy = minf(p.y, q.y) - pad, hiy = maxf(p.y, q.y) + pad;
-  return !(maxf(l.a.x, l.b.x) < lox || minf(l.a.x, l.b.x) > hix ||
-           maxf(l.a.y, l.b.y) < loy || minf(l.a.y, l.b.y) > hiy);
+  return {minf(p.x, q.x) - pad, maxf(p.x, q.x) + pad, minf(p.y, q.y) - pad, maxf(p.y, q.y) + pad};
 }
+MS_FN bool may_touch(Line l, const TouchBox& b) {
+  return !(maxf(l.a.x, l.b.x) < b.lox || minf(l.a.x, l.b.x) > b.hix ||
+           maxf(l.a.y, l.b.y) < b.loy || minf(l.a.y, l.b.y) > b.hiy);
+}
+MS_FN bool may_touch(Line l, Vec p, Vec m, float r) { return may_touch(l, touch_box(p, m, r)); }
+
+#if !defined(__CUDACC__)
+// may_touch of 16 consecutive lines (64 floats from l) as bits, in GCC vector extensions
+// (the scalar loop does not vectorise: its loads are strided): the same comparisons, with
+// minf/maxf's NaN rule, so the same bits.
+typedef float TouchF __attribute__((vector_size(64)));
+typedef int32_t TouchI __attribute__((vector_size(64)));
+inline TouchF vminf(TouchF a, TouchF b) { TouchF m = a < b ? a : b; return b != b ? a : m; }
+inline TouchF vmaxf(TouchF a, TouchF b) { TouchF m = a > b ? a : b; return b != b ? a : m; }
+inline uint32_t may_touch16(const TouchBox& b, const float* l) {
+  TouchF v0, v1, v2, v3;
+  __builtin_memcpy(&v0, l, 64);
+  __builtin_memcpy(&v1, l + 16, 64);
+  __builtin_memcpy(&v2, l + 32, 64);
+  __builtin_memcpy(&v3, l + 48, 64);
+  // (ax, ay, bx, by) of 16 lines to one vector per coordinate
+  const TouchI a_of = {0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29};
+  const TouchI b_of = {2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31};
+  const TouchI x_of = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+  const TouchI y_of = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+  TouchF a01 = __builtin_shuffle(v0, v1, a_of), b01 = __builtin_shuffle(v0, v1, b_of);
+  TouchF a23 = __builtin_shuffle(v2, v3, a_of), b23 = __builtin_shuffle(v2, v3, b_of);
+  TouchF ax = __builtin_shuffle(a01, a23, x_of), ay = __builtin_shuffle(a01, a23, y_of);
+  TouchF bx = __builtin_shuffle(b01, b23, x_of), by = __builtin_shuffle(b01, b23, y_of);
+  TouchI out = (vmaxf(ax, bx) < b.lox) | (vminf(ax, bx) > b.hix) | (vmaxf(ay, by) < b.loy) |
+               (vminf(ay, by) > b.hiy);
+  uint32_t bits = 0;
+  for (int k = 0; k < 16; ++k) bits |= (uint32_t)(out[k] == 0) << k;
+  return bits;
+}
+#endif
 
 // Earliest contact of a disc at p moving by m with the static lines (megastep's rules plus
 // the band). Candidates are considered in a fixed order (per line: crossing, the two
@@ -635,59 +686,71 @@ MS_FN Contact wall_contact(const Env& env, Vec p, Vec m, float radius, bool appr
   Contact c = {1.f, {0.f, 0.f}};
   float r = kContactScale * radius;
   float mlen = norm(m);
-  for (int j = env.n_agent_lines; j < env.n_lines; ++j) {
-    Line l = load_line(env.lines, j);
-    if (!may_touch(l, p, m, r)) continue;
-    Vec d = l.b - l.a;
-    float dd = dot(d, d);
-    float dlen = sqrtf(dd);
-    float dp = fabsf(cross(p - l.a, d)) / dlen;  // distance of p to the infinite line
-    // normal of the line, on the side of p
-    Vec n = unit(Vec{-d.y, d.x});
-    if (dot(p - l.a, n) < 0.f) n = -1.f * n;
+  const TouchBox box = touch_box(p, m, r);
+  // Lines in blocks of 16: the bounding-box test of a whole block first (in vector code on
+  // the CPU), then the few lines it keeps, in index order.
+  for (int j0 = env.n_agent_lines; j0 < env.n_lines; j0 += 16) {
+    const int nb = env.n_lines - j0 < 16 ? env.n_lines - j0 : 16;
+    uint32_t keep = 0;
+#if !defined(__CUDACC__)
+    if (nb == 16) keep = may_touch16(box, env.lines + 4 * j0);
+    else
+#endif
+      for (int k = 0; k < nb; ++k) keep |= (uint32_t)may_touch(load_line(env.lines, j0 + k), box) << k;
+    for (; keep != 0; keep &= keep - 1) {
+      const int j = j0 + lowest_bit(keep);
+      Line l = load_line(env.lines, j);
+      Vec d = l.b - l.a;
+      float dd = dot(d, d);
+      float dlen = sqrtf(dd);
+      float dp = fabsf(cross(p - l.a, d)) / dlen;  // distance of p to the infinite line
+      // normal of the line, on the side of p
+      Vec n = unit(Vec{-d.y, d.x});
+      if (dot(p - l.a, n) < 0.f) n = -1.f * n;
 
-    // crossing the line, where the disc meets it alongside the segment (megastep took any
-    // crossing, stopping early where the disc would meet the line beyond the segment's
-    // end: the endpoint rules below give the real contact there)
-    float denom = cross(m, d);
-    float s = cross(l.a - p, d) / denom;
-    float t = cross(l.a - p, m) / denom;
-    if (s > 0.f && s < 1.f && t > 0.f && t < 1.f) {
-      float xs = (1.f - r / dp) * s;
-      float ts = dot(p + maxf(xs, 0.f) * m - l.a, d) / dd;
-      if (ts >= 0.f && ts <= 1.f) consider(c, xs, n, m, approaching);
-    }
+      // crossing the line, where the disc meets it alongside the segment (megastep took any
+      // crossing, stopping early where the disc would meet the line beyond the segment's
+      // end: the endpoint rules below give the real contact there)
+      float denom = cross(m, d);
+      float s = cross(l.a - p, d) / denom;
+      float t = cross(l.a - p, m) / denom;
+      if (s > 0.f && s < 1.f && t > 0.f && t < 1.f) {
+        float xs = (1.f - r / dp) * s;
+        float ts = dot(p + maxf(xs, 0.f) * m - l.a, d) / dd;
+        if (ts >= 0.f && ts <= 1.f) consider(c, xs, n, m, approaching);
+      }
 
-    // touching an endpoint
-    if (mlen > 0.f) {
-      float ca = approach(p, m, l.a, r);
-      if (ca != INFINITY) consider(c, ca, unit(p + minf(maxf(ca, 0.f), 1.f) * m - l.a), m, approaching);
-      float cb = approach(p, m, l.b, r);
-      if (cb != INFINITY) consider(c, cb, unit(p + minf(maxf(cb, 0.f), 1.f) * m - l.b), m, approaching);
-    }
+      // touching an endpoint
+      if (mlen > 0.f) {
+        float ca = approach(p, m, l.a, r);
+        if (ca != INFINITY) consider(c, ca, unit(p + minf(maxf(ca, 0.f), 1.f) * m - l.a), m, approaching);
+        float cb = approach(p, m, l.b, r);
+        if (cb != INFINITY) consider(c, cb, unit(p + minf(maxf(cb, 0.f), 1.f) * m - l.b), m, approaching);
+      }
 
-    // ending the step within r of the line's side, where the disc meets it alongside the
-    // segment (as for the crossing)
-    Vec q = p + m;
-    float tq = dot(q - l.a, d) / dd;
-    if (tq > 0.f && tq < 1.f) {
-      Vec foot = l.a + tq * d;
-      float dq = norm(q - foot);
-      float xq = (dp - r) / (dp - dq);
-      float tx = dot(p + maxf(xq, 0.f) * m - l.a, d) / dd;
-      if (dq < r && tx >= 0.f && tx <= 1.f) consider(c, xq, n, m, approaching);
-    }
+      // ending the step within r of the line's side, where the disc meets it alongside the
+      // segment (as for the crossing)
+      Vec q = p + m;
+      float tq = dot(q - l.a, d) / dd;
+      if (tq > 0.f && tq < 1.f) {
+        Vec foot = l.a + tq * d;
+        float dq = norm(q - foot);
+        float xq = (dp - r) / (dp - dq);
+        float tx = dot(p + maxf(xq, 0.f) * m - l.a, d) / dd;
+        if (dq < r && tx >= 0.f && tx <= 1.f) consider(c, xq, n, m, approaching);
+      }
 
-    // entering the band within r of the line where it has the segment alongside: the
-    // crossing and side rules above test the foot of the crossing point and of the end
-    // point only, so a shallow motion past a wall's end could clip its interior unseen.
-    // Moving towards the line from within the band (a start in contact, or just inside it
-    // by rounding) gives a candidate <= 0: stay.
-    float sq = dot(q - l.a, n);  // signed distance of the end point, > 0 on p's side
-    if (sq < r && sq < dp) {
-      float xc = (dp - r) / (dp - sq);
-      float tc = dot(p + maxf(xc, 0.f) * m - l.a, d) / dd;
-      if (tc >= 0.f && tc <= 1.f) consider(c, xc, n, m, approaching);
+      // entering the band within r of the line where it has the segment alongside: the
+      // crossing and side rules above test the foot of the crossing point and of the end
+      // point only, so a shallow motion past a wall's end could clip its interior unseen.
+      // Moving towards the line from within the band (a start in contact, or just inside it
+      // by rounding) gives a candidate <= 0: stay.
+      float sq = dot(q - l.a, n);  // signed distance of the end point, > 0 on p's side
+      if (sq < r && sq < dp) {
+        float xc = (dp - r) / (dp - sq);
+        float tc = dot(p + maxf(xc, 0.f) * m - l.a, d) / dd;
+        if (tc >= 0.f && tc <= 1.f) consider(c, xc, n, m, approaching);
+      }
     }
   }
   return c;
