@@ -293,7 +293,7 @@ def test_config_and_trainer_validate():
     with pytest.raises(ValueError, match="gamma"):
         ppo.PPOConfig(gamma=1.5)
     with pytest.raises(ValueError, match="core"):
-        ppo.PPOConfig(core="gru")
+        ppo.PPOConfig(core="rnn")
     for bad in (-0.01, float("inf"), "0.01", True):
         with pytest.raises(ValueError, match="ent_coef_final"):
             ppo.PPOConfig(ent_coef_final=bad)
