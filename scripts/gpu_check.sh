@@ -46,18 +46,7 @@ START=$SECONDS
 
 say() { echo "gpu-check: $*"; }
 fail() { local code=$1; shift; echo "gpu-check: FAILED: $*" >&2; exit "$code"; }
-# Runs a step (or prints it under --dry-run), limited to the time left.
-step() {
-  local left=$((BUDGET - (SECONDS - START)))
-  if [[ $DRY_RUN -eq 1 ]]; then
-    echo "+ $(printf '%q ' "$@")"
-    return 0
-  fi
-  ((left > 0)) || fail 5 "out of time (${BUDGET} s) before: $*"
-  echo "+ $(printf '%q ' "$@") [${left} s left]"
-  timeout "$left" "$@" || fail 6 "exit $? from: $*"
-}
-# As step, but a command's failure is returned (and said), not fatal.
+# Runs a step (or prints it under --dry-run), limited to the time left; returns its exit code.
 try_step() {
   local left=$((BUDGET - (SECONDS - START)))
   if [[ $DRY_RUN -eq 1 ]]; then
@@ -66,10 +55,13 @@ try_step() {
   fi
   ((left > 0)) || fail 5 "out of time (${BUDGET} s) before: $*"
   echo "+ $(printf '%q ' "$@") [${left} s left]"
+  timeout "$left" "$@"
+}
+# As try_step, but a failure ends the check.
+step() {
   local code=0
-  timeout "$left" "$@" || code=$?
-  ((code == 0)) || echo "gpu-check: exit $code from: $*" >&2
-  return "$code"
+  try_step "$@" || code=$?
+  ((code == 0)) || fail 6 "exit $code from: $*"
 }
 
 # 1. What the check needs.
@@ -130,7 +122,7 @@ EMULATED_INSIDE+=" or agents_lit_per_hit or shallow_motion_ending_past or checks
 try_step "${RUN[@]}" pytest -q -p no:cacheprovider -m "not slow" \
   -k "(not cuda_emulated or gpu) and not ($EMULATED_INSIDE)" \
   tests/test_kernels.py tests/test_collisions.py tests/test_cuda_emulated.py tests/test_seen.py ||
-  TESTS_FAILED=1
+  { TESTS_FAILED=1; echo "gpu-check: the kernel tests failed; the benchmarks run on" >&2; }
 
 # 4. Benchmarks.
 step "${RUN[@]}" benchmarks/kernels.py --repeats 2
