@@ -400,12 +400,18 @@ struct AgentLight {
 };
 
 // Each line's direction d = b - a and its length |d|, as env.lines has them (the agents'
-// placeholders included), for shade_camera: one table per env, shared by its cameras.
+// placeholders included), for shade_camera: one table per env, shared by its cameras, built
+// where the env has fewer lines than its cameras have pixels (else the pixels read the
+// lines, so a scene of many walls seen by few cameras does not pay for all of them).
 struct LineShapes {
   std::vector<float> dx, dy, norm;
-  void build(const Env& env) {
+  bool built = false;
+  void build(const Env& env, int64_t n_pixels) {
     const int L = env.n_lines;
-    dx.resize(L), dy.resize(L), norm.resize(L);
+    built = L <= n_pixels;
+    if (!built) return;
+    const int n = std::max(L, 1);  // a miss reads entry 0
+    dx.assign(n, 0.f), dy.assign(n, 0.f), norm.assign(n, 0.f);
     const float* l = env.lines;
     float *px = dx.data(), *py = dy.data(), *pn = norm.data();
 #pragma omp simd
@@ -418,38 +424,40 @@ struct LineShapes {
   }
 };
 
-// Shades every pixel of one camera from its nearest hits, as shade() does, SIMD over the
-// pixels (gathers); hits on agent lines (their own lines, lit per hit) are then shaded one
-// by one.
-void shade_camera(const Env& env, const LineShapes& shapes, const Rays& rays, int R,
-                  int32_t* idx_o, float* loc_o, float* dot_o, float* dist_o, float* scr_o,
-                  std::vector<int>& agent_hits, AgentShadows& shadows) {
-  const int nA = env.n_agent_lines, T = env.n_texel_capacity;
+// The cosine between pixel rays and line j, from the table or from the line itself (the
+// same value: line_norm is the length ray_line_cos takes).
+struct ShapeTable {
+  const float *dx, *dy, *norm;
+  float cos(int j, float ux, float uy, float ulen) const {
+    return megastep::ray_line_cos(ux, uy, ulen, dx[j], dy[j], norm[j]);
+  }
+};
+struct ShapeLines {
+  const float* lines;
+  float cos(int j, float ux, float uy, float ulen) const {
+    const float* l = lines + 4 * j;
+    return megastep::ray_line_cos(ux, uy, ulen, l[2] - l[0], l[3] - l[1]);
+  }
+};
+
+// The SIMD pass of shade_camera over every pixel, with Shape giving the lines' cosines.
+template <typename Shape>
+void shade_pixels(const Env& env, const Shape& shape, const Rays& rays, int R, int32_t* idx_o,
+                  float* loc_o, float* dot_o, float* dist_o, float* scr_o) {
+  const int T = env.n_texel_capacity;
   const float *baked = env.baked, *tex = env.textures;
-  const float *ldx = shapes.dx.data(), *ldy = shapes.dy.data(), *lnorm = shapes.norm.data();
   const int32_t *starts = env.texel_starts, *widths = env.texel_widths;
   const float *pux = rays.ux.data(), *puy = rays.uy.data(), *pl = rays.ulen.data();
   const float *ps = rays.s1.data(), *pt = rays.t1.data();
   const int* pi = rays.i1.data();
-  if (T < 1) {  // no texel to read even for untextured lanes: shade one by one
-    for (int r = 0; r < R; ++r) {
-      megastep::Pixel px = megastep::shade(env, {pux[r], puy[r]}, {pi[r], ps[r], pt[r]});
-      idx_o[r] = px.index;
-      loc_o[r] = px.location;
-      dot_o[r] = px.dot;
-      dist_o[r] = px.distance;
-      for (int c = 0; c < 3; ++c) scr_o[3 * r + c] = px.rgb[c];
-    }
-    return;
-  }
 #pragma omp simd
   for (int r = 0; r < R; ++r) {
     int i = pi[r];
     bool hit = i >= 0;
     int j = hit ? i : 0;
     // One base for every gather (a select between two arrays' loads does not vectorise): a
-    // hit on an agent reads its placeholder's shape here and is shaded again below.
-    float cosine = megastep::ray_line_cos(pux[r], puy[r], pl[r], ldx[j], ldy[j], lnorm[j]);
+    // hit on an agent reads its placeholder's shape here and is shaded again later.
+    float cosine = shape.cos(j, pux[r], puy[r], pl[r]);
     int w = widths[j], start = starts[j];
     bool textured = hit & (w >= 1) & (start >= 0) & (start <= T - w);
     int wq = textured ? w : 1, sq = textured ? start : 0;
@@ -465,6 +473,34 @@ void shade_camera(const Env& env, const LineShapes& shapes, const Rays& rays, in
     scr_o[3 * r + 1] = k * (f.wl * tex[tl + 1] + f.wr * tex[tr + 1]);
     scr_o[3 * r + 2] = k * (f.wl * tex[tl + 2] + f.wr * tex[tr + 2]);
   }
+}
+
+// Shades every pixel of one camera from its nearest hits, as shade() does, SIMD over the
+// pixels (gathers); hits on agent lines (their own lines, lit per hit) are then shaded one
+// by one.
+void shade_camera(const Env& env, const LineShapes& shapes, const Rays& rays, int R,
+                  int32_t* idx_o, float* loc_o, float* dot_o, float* dist_o, float* scr_o,
+                  std::vector<int>& agent_hits, AgentShadows& shadows) {
+  const int nA = env.n_agent_lines;
+  const float *pux = rays.ux.data(), *puy = rays.uy.data();
+  const float *ps = rays.s1.data(), *pt = rays.t1.data();
+  const int* pi = rays.i1.data();
+  if (env.n_texel_capacity < 1) {  // no texel to read even for untextured lanes: shade one by one
+    for (int r = 0; r < R; ++r) {
+      megastep::Pixel px = megastep::shade(env, {pux[r], puy[r]}, {pi[r], ps[r], pt[r]});
+      idx_o[r] = px.index;
+      loc_o[r] = px.location;
+      dot_o[r] = px.dot;
+      dist_o[r] = px.distance;
+      for (int c = 0; c < 3; ++c) scr_o[3 * r + c] = px.rgb[c];
+    }
+    return;
+  }
+  if (shapes.built)
+    shade_pixels(env, ShapeTable{shapes.dx.data(), shapes.dy.data(), shapes.norm.data()}, rays, R,
+                 idx_o, loc_o, dot_o, dist_o, scr_o);
+  else
+    shade_pixels(env, ShapeLines{env.lines}, rays, R, idx_o, loc_o, dot_o, dist_o, scr_o);
   int n_agent_hits = 0;  // none in most cameras: counted SIMD before a scalar pass
 #pragma omp simd reduction(+ : n_agent_hits)
   for (int r = 0; r < R; ++r) n_agent_hits += (pi[r] >= 0) & (pi[r] < nA);
@@ -519,7 +555,7 @@ ffi::Error RenderImpl(ffi::ThreadPool pool MEGASTEP_RENDER_PARAMS) {
                           pos, ang, (int)A, drawn.data());
     Env env = megastep::env_at(b, flat, e, s, ptrs, n_agent_lines, drawn.data());
     shadows.next_env((int)A);
-    shapes.build(env);
+    shapes.build(env, A * R);
     const int32_t trav = megastep::env_traversal(traversal, env.n_lines, env.n_agent_lines);
     megastep::Grid grid;
     if (megastep::walks_grid(trav)) grid = megastep::grid_at(b, flat, e, s, ptrs);

@@ -32,6 +32,10 @@ constexpr float kDotEps = 1e-6f;
 constexpr float kFilterEps = 1e-3f;
 constexpr float kContactScale = 1.001f;  // discs collide slightly before they touch
 constexpr float kBackoff = 0.99f;        // stop a little short of the contact
+// Under slide and bounce a contact counts only where the motion heads into it by more than
+// this fraction of its length: after a slide the motion runs along the wall, and the sign
+// of what rounding leaves of its normal component must not decide whether it is stopped.
+constexpr float kApproach = 1e-5f;
 constexpr int kModelLines = 8;
 constexpr float kPi = 3.14159265358979323846f;
 
@@ -612,12 +616,13 @@ MS_FN Vec unit(Vec v) {
 }
 
 // Takes a raw candidate into c if it is earlier (strictly) than c so far. With
-// `approaching` set, only a contact the motion m heads into (m . normal < 0) counts: slide
-// and bounce skip a contact their resolved velocity already leaves or runs along.
+// `approaching` set, only a contact the motion m heads into counts (m . normal below
+// -kApproach |m|): slide and bounce skip a contact their resolved velocity already leaves
+// or runs along.
 MS_FN void consider(Contact& c, float candidate, Vec normal, Vec m, bool approaching) {
   if (candidate == INFINITY) return;
   float p = sensibilise(candidate);
-  if (p < c.progress && (!approaching || dot(m, normal) < 0.f)) c = {p, normal};
+  if (p < c.progress && (!approaching || dot(m, normal) < -kApproach * norm(m))) c = {p, normal};
 }
 
 // Index of the lowest set bit of x != 0.
@@ -799,13 +804,17 @@ MS_FN Event wall_event(const Env& env, const Bodies& b, int i, float radius, boo
   return {t0 + c.progress * rest, c.normal};
 }
 
-// The next contact event of agents i < j, from the later of their segments' starts.
-MS_FN Event pair_event(const Bodies& b, int i, int j, float radius) {
+// The next contact event of agents i < j, from the later of their segments' starts. With
+// `approaching` (slide, bounce), only where their relative motion heads into the other by
+// more than kApproach of its length: after an impulse it runs along their normal.
+MS_FN Event pair_event(const Bodies& b, int i, int j, float radius, bool approaching) {
   float tp = maxf(b.t0[i], b.t0[j]), rest = 1.f - tp;
   Vec pi = position_at(b, i, tp), pj = position_at(b, j, tp);
   Vec rel = rest * (motion_of(b, i) - motion_of(b, j));
   float f = approach(pi, rel, pj, kContactScale * 2.f * radius);
   if (f == INFINITY) return {INFINITY, {0.f, 0.f}};
+  Vec gap = pj - pi;
+  if (approaching && !(dot(gap, rel) > kApproach * norm(rel) * norm(gap))) return {INFINITY, {0.f, 0.f}};
   float s = sensibilise(f);
   if (!(s < 1.f)) return {INFINITY, {0.f, 0.f}};
   return {tp + s * rest, unit(pi + minf(maxf(f, 0.f), 1.f) * rel - pj)};
@@ -928,7 +937,7 @@ MS_FN void physics_env(const Env& env, const float* positions, const float* velo
       }
       for (int j = i + 1; j < n_agents; ++j) {
         if (!li && !live(b, j)) continue;
-        Event e = pair_event(b, i, j, radius);
+        Event e = pair_event(b, i, j, radius, approaching);
         if (e.time < best.time) { best = e; bi = i; bj = j; }
       }
     }

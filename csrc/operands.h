@@ -57,7 +57,7 @@
   X(AMBIENT, kAmbient) X(LUMINANCE, kLuminance) X(SHADOW_REACH, kShadowReach)            \
   X(SHADOW_PARALLEL, kShadowParallel) X(PARALLEL, kParallel) X(TIE_BREAK, kTieBreak)     \
   X(DOT_EPS, kDotEps) X(FILTER_EPS, kFilterEps) X(CONTACT_SCALE, kContactScale)          \
-  X(BACKOFF, kBackoff) X(MODEL_LINES, kModelLines) X(MAX_CONTACTS, kMaxContacts)         \
+  X(BACKOFF, kBackoff) X(APPROACH, kApproach) X(MODEL_LINES, kModelLines) X(MAX_CONTACTS, kMaxContacts)         \
   X(GRID_PAD, kGridPad) X(GRID_MIN_LINES, kGridMinLines)
 // Named int32 attribute values: X(attribute, Python name, C++ value).
 #define MEGASTEP_ENUMS(X)                                                                 \

@@ -249,7 +249,10 @@ def physics(scenery: Scenery, agents: Agents, fps=DEFAULT_FPS, radius=AGENT_RADI
       removed, and the agent goes on with the rest of the step; ``"bounce"``: it is
       reflected, times ``restitution``. Two moving agents get equal and opposite impulses
       from their relative velocity (equal masses): momentum is kept, and kinetic energy
-      too at ``restitution`` 1. Turning is not obstructed.
+      too at ``restitution`` 1. Turning is not obstructed. Under both, a contact (with a
+      wall or another agent) counts only where the motion heads into it by more than
+      ``reference.APPROACH`` (1e-5) of its length, so that an agent sliding along a wall or
+      another agent is not stopped by the rounding left of its normal velocity.
     - Bound: at most 8 contacts per agent per step (``reference.MAX_CONTACTS``). An agent
       past it rests for the rest of the step, keeping its velocity, and so does an agent
       that then meets it (no impulse); this happens to clusters pressed together and to

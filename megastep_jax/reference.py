@@ -29,6 +29,7 @@ DOT_EPS = 1e-6
 FILTER_EPS = 1e-3
 CONTACT_SCALE = 1.001
 BACKOFF = 0.99
+APPROACH = 1e-5  # slide, bounce: a contact counts where the motion heads into it by more than this x |m|
 MODEL_LINES = 8
 MAX_CONTACTS = 8  # contacts per agent per step under slide and bounce (csrc: kMaxContacts)
 GRID_PAD = 1e-3  # a wall is listed in every grid cell it comes within this many cells of
@@ -309,7 +310,8 @@ def _wall_contact(lines, static, p, m, radius, approaching):
     normals = jnp.stack([n, normal_a, normal_b, n, n], -2)  # (A, L, 5, 2)
     cand = jnp.where(raw == jnp.inf, 1.0, _sensibilise(raw))
     if approaching:
-        cand = jnp.where(_dot(M[:, :, None, :], normals) < 0, cand, 1.0)
+        into = -np.float32(APPROACH) * jnp.sqrt(_dot(M, M))[:, :, None]
+        cand = jnp.where(_dot(M[:, :, None, :], normals) < into, cand, 1.0)
     cand = jnp.concatenate([jnp.ones((A, 1)), cand.reshape(A, -1)], 1)
     normals = jnp.concatenate([jnp.zeros((A, 1, 2)), normals.reshape(A, -1, 2)], 1)
     first = jnp.argmin(cand, 1)
@@ -355,6 +357,10 @@ def _physics_env(lines, n_lines, positions, velocity, angles, angvelocity, fps, 
         f = _approach(pi, rel, pj, r2)
         sp = _sensibilise(f)
         ok = upper & (live[:, None] | live[None, :]) & (f != jnp.inf) & (sp < 1)
+        if approaching:  # heading into the other by more than APPROACH (as pair_event)
+            gap = pj - pi
+            ok = ok & (_dot(gap, rel) > np.float32(APPROACH) * jnp.sqrt(_dot(rel, rel))
+                       * jnp.sqrt(_dot(gap, gap)))
         ptime = jnp.where(ok, tp + sp * restp, jnp.inf)
         pn = _unit(pi + _clip01(f)[..., None] * rel - pj)
         times = jnp.concatenate([wtime[:, None], ptime], 1).reshape(-1)  # row i: wall, pairs

@@ -46,8 +46,8 @@ START=$SECONDS
 
 say() { echo "gpu-check: $*"; }
 fail() { local code=$1; shift; echo "gpu-check: FAILED: $*" >&2; exit "$code"; }
-# Runs a step (or prints it under --dry-run), limited to the time left.
-step() {
+# Runs a step (or prints it under --dry-run), limited to the time left; returns its exit code.
+try_step() {
   local left=$((BUDGET - (SECONDS - START)))
   if [[ $DRY_RUN -eq 1 ]]; then
     echo "+ $(printf '%q ' "$@")"
@@ -55,7 +55,13 @@ step() {
   fi
   ((left > 0)) || fail 5 "out of time (${BUDGET} s) before: $*"
   echo "+ $(printf '%q ' "$@") [${left} s left]"
-  timeout "$left" "$@" || fail 6 "exit $? from: $*"
+  timeout "$left" "$@"
+}
+# As try_step, but a failure ends the check.
+step() {
+  local code=0
+  try_step "$@" || code=$?
+  ((code == 0)) || fail 6 "exit $code from: $*"
 }
 
 # 1. What the check needs.
@@ -87,7 +93,7 @@ command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
 step cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DMEGASTEP_CUDA=ON \
   -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" -DPython_EXECUTABLE="$PYTHON" \
   -Dpybind11_DIR="$([[ $DRY_RUN -eq 1 ]] && echo "<$PYTHON -m pybind11 --cmakedir>" || "$PYTHON" -m pybind11 --cmakedir)"
-step cmake --build "$BUILD" --target _megastep_cpu _megastep_cuda
+step cmake --build "$BUILD" --target _megastep_cpu _megastep_cuda _megastep_cuda_emulated
 if [[ $DRY_RUN -eq 1 ]]; then
   echo "+ (shadow package $SHADOW: megastep_jax's sources linked, build/gpu's extensions copied)"
 else
@@ -97,16 +103,26 @@ else
     case "$f" in *.so) continue ;; esac
     ln -s "$f" "$SHADOW/megastep_jax/$(basename "$f")"
   done
-  cp "$BUILD"/_megastep_cpu*.so "$BUILD"/_megastep_cuda.*.so "$SHADOW/megastep_jax/"
+  # the emulated CUDA module too: tests compare the GPU kernels with it and with the CPU kernel
+  cp "$BUILD"/_megastep_cpu*.so "$BUILD"/_megastep_cuda.*.so "$BUILD"/_megastep_cuda_emulated*.so \
+    "$SHADOW/megastep_jax/"
   ln -s "$ROOT/agents" "$SHADOW/agents"
 fi
 RUN=("$PYTHON" "$ROOT/scripts/run_with_build.py" "$SHADOW" --require _megastep_cpu --require _megastep_cuda)
 
 # 3. The kernel tests on the GPU (the emulated backend is the CPU's: its cases are left out).
 # MEGASTEP_REQUIRE_GPU makes the GPU-vs-CPU test fail, not skip, if the GPU is not used.
+# A failure here is reported at the end: the benchmarks still run, within the budget.
 export MEGASTEP_REQUIRE_GPU=1
-step "${RUN[@]}" pytest -q -p no:cacheprovider -m "not slow" -k "not cuda_emulated or gpu" \
-  tests/test_kernels.py tests/test_collisions.py tests/test_cuda_emulated.py tests/test_seen.py
+TESTS_FAILED=0
+# The emulated backend's FFI targets are registered for the CPU platform only, so the tests
+# that call it inside (beside the GPU's kernel) are left out with it: NOT_FOUND on the GPU.
+EMULATED_INSIDE="agent_sees_another_agent or degenerate_scenes_stay_in_bounds or operands_swapped_behind"
+EMULATED_INSIDE+=" or agents_lit_per_hit or shallow_motion_ending_past or checks_shapes_behind_the_wrapper"
+try_step "${RUN[@]}" pytest -q -p no:cacheprovider -m "not slow" \
+  -k "(not cuda_emulated or gpu) and not ($EMULATED_INSIDE)" \
+  tests/test_kernels.py tests/test_collisions.py tests/test_cuda_emulated.py tests/test_seen.py ||
+  { TESTS_FAILED=1; echo "gpu-check: the kernel tests failed; the benchmarks run on" >&2; }
 
 # 4. Benchmarks.
 step "${RUN[@]}" benchmarks/kernels.py --repeats 2
@@ -115,6 +131,8 @@ step "${RUN[@]}" benchmarks/envs.py --envs deathmatch --n-agents 4 --backend ker
 
 if [[ $DRY_RUN -eq 1 ]]; then
   say "dry run: nothing was run"
+elif [[ $TESTS_FAILED -eq 1 ]]; then
+  fail 7 "the kernel tests on the GPU failed (above); the benchmarks ran ($((SECONDS - START)) s)"
 else
   say "passed in $((SECONDS - START)) s"
 fi

@@ -11,6 +11,7 @@ module (e.g. ``_megastep_cuda``) must import from SHADOW, or this exits non-zero
 from __future__ import annotations
 
 import importlib
+import os
 import runpy
 import sys
 
@@ -36,6 +37,7 @@ def main(argv: list[str]) -> int:
 
         return pytest.main(rest[1:])
     sys.argv = rest
+    sys.path.insert(0, os.path.dirname(os.path.abspath(rest[0])))  # as `python SCRIPT` does
     runpy.run_path(rest[0], run_name="__main__")
     return 0
 

@@ -299,3 +299,23 @@ def test_kernel_matches_reference_along_a_rollout(collision, compiled_backend):
         contacts += int((np.asarray(pk) < 1).sum())
         agents = mk
     assert contacts > 20
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_grazing_motion_in_contact_is_not_stopped_under_slide_and_bounce(backend):
+    """An agent in contact (within 1.001 R) moving along a wall, or past a resting agent,
+    with a normal component below APPROACH (1e-5) of its motion, as rounding leaves after a
+    slide, meets no contact (progress 1); one heading in by 1e-3 of its motion meets it at
+    once (progress 0). With no threshold (APPROACH 0, checked in a fresh process) the first
+    case gave progress 0: the sign of such a residue decided, and the GPU disagreed."""
+    y = LO + 1.0005 * R  # inside the contact distance, outside the radius
+    s1, s2 = box_scenery(1, 1), box_scenery(1, 2)
+    for mode in ("slide", "bounce"):
+        for into, moves_on in ((1e-6, True), (1e-3, False)):
+            wall = agents_at([[[3.0, y]]], [[[5.0, -5.0 * into]]])  # towards the bottom wall
+            _, progress = core.physics(s1, wall, fps=10.0, collision=mode, backend=backend)
+            assert (float(progress[0, 0]) == 1.0) == moves_on, (mode, into, progress)
+            # agent 0 passes agent 1 (at rest, just above it), heading up by `into`
+            pair = agents_at([[[3.0, 3.0], [3.0, 3.0 + 2.001 * R]]], [[[5.0, 5.0 * into], [0.0, 0.0]]])
+            _, progress = core.physics(s2, pair, fps=10.0, collision=mode, backend=backend)
+            assert (float(progress[0, 0]) == 1.0) == moves_on, (mode, into, progress)
