@@ -141,7 +141,7 @@ def test_lstm_starts_afresh_where_reset():
 
 def test_actor_critic_rejects_unknown_core():
     with pytest.raises(ValueError, match="core"):
-        networks.ActorCritic.from_spaces(OBS_SPACE, ACTION_SPACE, core="gru")
+        networks.ActorCritic.from_spaces(OBS_SPACE, ACTION_SPACE, core="rnn")
 
 
 def test_empty_and_constant_observations_get_a_learned_constant_intake():

@@ -467,16 +467,3 @@ def test_gru_core_resets_one_agents_carry_alone():
     assert np.all(np.abs(np.asarray(traj.value[3, :, 1] - fresh[0, :, 1])) > 1e-6)
     _, _, replay = net.apply(runner.params, carry0, traj.obs, traj.first)
     np.testing.assert_allclose(replay, traj.value, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.slow
-def test_gru_core_trains_and_its_carry_survives_a_checkpoint(tmp_path):
-    env = AgentEndsEnv()
-    params = CueParams(max_steps=jnp.int32(100))
-    trainer = ppo.make_trainer(GRU, env)
-    runner = trainer.init(jax.random.PRNGKey(0), params)
-    after, metrics = trainer.run(runner, params, 1)
-    assert np.all(np.isfinite(np.asarray(metrics["value_loss"])))
-    assert not _equal_trees(after.params, runner.params)
-    ppo.save(tmp_path / "ckpt", after)
-    assert _equal_trees(ppo.load(tmp_path / "ckpt", trainer.init(jax.random.PRNGKey(1), params)), after)
