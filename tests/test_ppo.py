@@ -345,14 +345,19 @@ def test_one_agents_stream_end_cuts_its_gae_and_resets_its_carry_alone():
             np.testing.assert_allclose(adv[:, e, a], ref, rtol=1e-4, atol=1e-5)
 
     # LSTM: at step 3 agent 0 acted from a fresh carry, agent 1 from its running one
-    net = trainer.network
+    _assert_agent_0_restarted_at_step_3_and_replay_agrees(trainer.network, runner.params, carry0, traj)
+
+
+def _assert_agent_0_restarted_at_step_3_and_replay_agrees(net, params, carry0, traj):
+    """At step 3 agent 0 acted from a fresh carry and agent 1 from its running one, and
+    the learner, replaying the sequences from the rollout's first carry, agrees."""
+    first = np.asarray(traj.first)
     zero = net.initial_carry(first.shape[1:])
     obs3 = jax.tree_util.tree_map(lambda x: x[3][None], traj.obs)
-    _, _, fresh = net.apply(runner.params, zero, obs3, jnp.ones((1, *first.shape[1:]), bool))
+    _, _, fresh = net.apply(params, zero, obs3, jnp.ones((1, *first.shape[1:]), bool))
     np.testing.assert_allclose(traj.value[3, :, 0], fresh[0, :, 0], rtol=1e-5, atol=1e-6)
     assert np.all(np.abs(np.asarray(traj.value[3, :, 1] - fresh[0, :, 1])) > 1e-6)
-    # and the learner, replaying the sequences from the rollout's first carry, agrees
-    _, _, replay = net.apply(runner.params, carry0, traj.obs, traj.first)
+    _, _, replay = net.apply(params, carry0, traj.obs, traj.first)
     np.testing.assert_allclose(replay, traj.value, rtol=1e-4, atol=1e-5)
 
 
@@ -459,11 +464,4 @@ def test_gru_core_resets_one_agents_carry_alone():
     _, traj, _ = jax.jit(trainer.rollout)(runner, params)
     first = np.asarray(traj.first)
     assert first[3, :, 0].all() and not first[3, :, 1].any()
-    net = trainer.network
-    zero = net.initial_carry(first.shape[1:])
-    obs3 = jax.tree_util.tree_map(lambda x: x[3][None], traj.obs)
-    _, _, fresh = net.apply(runner.params, zero, obs3, jnp.ones((1, *first.shape[1:]), bool))
-    np.testing.assert_allclose(traj.value[3, :, 0], fresh[0, :, 0], rtol=1e-5, atol=1e-6)
-    assert np.all(np.abs(np.asarray(traj.value[3, :, 1] - fresh[0, :, 1])) > 1e-6)
-    _, _, replay = net.apply(runner.params, carry0, traj.obs, traj.first)
-    np.testing.assert_allclose(replay, traj.value, rtol=1e-4, atol=1e-5)
+    _assert_agent_0_restarted_at_step_3_and_replay_agrees(trainer.network, runner.params, carry0, traj)
