@@ -651,7 +651,6 @@ MS_FN bool may_touch(Line l, const TouchBox& b) {
   return !(maxf(l.a.x, l.b.x) < b.lox || minf(l.a.x, l.b.x) > b.hix ||
            maxf(l.a.y, l.b.y) < b.loy || minf(l.a.y, l.b.y) > b.hiy);
 }
-MS_FN bool may_touch(Line l, Vec p, Vec m, float r) { return may_touch(l, touch_box(p, m, r)); }
 
 #if !defined(__CUDACC__)
 // may_touch of 16 consecutive lines (64 floats from l) as bits, in GCC vector extensions
