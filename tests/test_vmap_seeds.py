@@ -52,9 +52,9 @@ def test_orthogonal_is_haar_distributed():
     np.testing.assert_allclose(ours[:200], flax_, atol=3e-5)
 
 
-def test_householder_q_rejects_wide_matrices():
+def test_thin_q_rejects_wide_matrices():
     with pytest.raises(ValueError, match="a: expected a matrix with at least as many rows"):
-        initializers.householder_q(jnp.zeros((2, 3)))
+        initializers.thin_q(jnp.zeros((2, 3)))
     with pytest.raises(ValueError, match="shape"):
         initializers.orthogonal()(jax.random.PRNGKey(0), (3,))
 
