@@ -358,8 +358,8 @@ def test_bare_integer_actions_are_the_arrdict_actions():
     array = jitted(env1, "step")(jax.random.PRNGKey(1), state, arrdict(movement=jnp.array([3])), env1.default_params)
     assert np.array_equal(scalar[0].rgb, array[0].rgb)
     batched = Batched(env, 2)
-    obs, states = batched.reset(jax.random.PRNGKey(0), params)
-    out = batched.step(jax.random.PRNGKey(1), states, jnp.zeros((2, 3), jnp.int32), params)
+    obs, states = jax.jit(batched.reset)(jax.random.PRNGKey(0), params)
+    out = jax.jit(batched.step)(jax.random.PRNGKey(1), states, jnp.zeros((2, 3), jnp.int32), params)
     assert out[5]["agent_terminated"].shape == (2, 3)
 
 
