@@ -195,6 +195,7 @@ def test_convs_and_stack_flags_reach_the_config():
                                                                 conv_strides=())
     assert config("--small-convs").stack == 1  # the default: a GRU core, no frame stack
     assert config("--small-convs").core == "gru"
+    assert config("--small-convs").intake == "merged"  # vectors through one MLP
     assert config("--stack", "4").stack == 4
     for bad in ("8:8", "8:8:0", "a:b:c", "", "8:8:4,"):
         with pytest.raises(ValueError, match="--convs"):
