@@ -440,7 +440,7 @@ def test_previous_action_and_reward_reach_the_network_and_resume_bit_identically
                                np.where(first, 0.0, np.asarray(traj.reward[:-1])))
     assert np.any(first) and np.any(~first)
     # checkpoints carry them: 2 updates, a save, 2 more equal 2 + 2 without the save (one
-    # compiled run of 2; that 2 + 2 equal 4 is the slow resume test's)
+    # compiled run of 2)
     half, _ = trainer.run(runner, params, 2)
     whole, _ = trainer.run(half, params, 2)
     ppo.save(tmp_path / "ckpt", half)
