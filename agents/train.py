@@ -168,7 +168,7 @@ RUN_ARGS = ("env", "seed", "res", "subsample", "plans", "test_plans", "backend",
 # What a run stored before these flags existed ran with (their defaults may differ now).
 BEFORE_FLAG = {"budget": "off", "prev_action_reward": False, "critic_keys": "", "stack": 1,
                "convs": None, "ent_coef_final": None,
-               "obs_norm": ""}
+               "obs_norm": "", "intake": "conv"}  # before --intake: flax's nn.Conv
 
 # --budget: who sees Explorer's budget observation.
 BUDGET_MODES = ("off", "critic", "both")

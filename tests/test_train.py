@@ -171,7 +171,7 @@ def test_a_second_run_into_the_same_out_resumes_or_starts_anew(tmp_path, capsys,
 def test_a_run_stored_before_the_new_flags_resumes_with_what_it_ran_with(tmp_path):
     out = str(tmp_path / "old")
     train.main(TINY_ARGS + ["--updates", "2", "--out", out, "--no-eval", "--no-prev-action-reward",
-                            "--stack", "1"])
+                            "--stack", "1", "--intake", "conv"])
     path = os.path.join(out, "config.json")
     stored = json.load(open(path))
     for k in train.BEFORE_FLAG:  # as written before these flags existed
