@@ -29,6 +29,7 @@ import numpy as np
 
 from megastep_jax import spaces
 
+from . import matmul
 from .initializers import orthogonal
 from megastep_jax.arrdict import arrdict
 
@@ -46,7 +47,7 @@ _POLICY_GAIN = 0.01
 
 def _dense(features: int, gain: float = _RELU_GAIN, name: str | None = None) -> nn.Dense:
     return nn.Dense(features, kernel_init=orthogonal(gain),
-                    bias_init=nn.initializers.zeros, name=name)
+                    bias_init=nn.initializers.zeros, dot_general=matmul.dot_general, name=name)
 
 
 def freeze_space(space):
