@@ -423,7 +423,10 @@ def minibatch_update(config: PPOConfig, network, optimizer, lr_scale, state, min
                           has_aux=True)(params, carry0, batch, adv, ret)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     updates = jax.tree_util.tree_map(lambda u: u * lr_scale, updates)
-    aux["grad_norm"] = optax.tree.norm(grads)
+    # One norm of the concatenated gradients (the flattened optimiser forms the same
+    # concatenation, which XLA then computes once) rather than one reduction per array.
+    aux["grad_norm"] = jnp.linalg.norm(jnp.concatenate(
+        [jnp.reshape(g, -1) for g in jax.tree_util.tree_leaves(grads)]))
     return (optax.apply_updates(params, updates), opt_state), aux
 
 
