@@ -179,6 +179,32 @@ def test_a_checkpoint_of_the_per_array_optimiser_state_loads_and_continues(tiny,
     assert _equal_trees(trainer.run(loaded, params, 1), trainer.run(runner, params, 1))
 
 
+def test_a_gradient_step_equals_the_per_array_optimiser_and_reports_the_global_norm(tiny):
+    """The flattened optimiser takes the per-array optimiser's step, and grad_norm is the
+    gradients' global norm."""
+    import functools
+    import optax
+    trainer, params = tiny
+    config, network = trainer.config, trainer.network
+    runner = trainer.init(jax.random.PRNGKey(6), params)
+    _, traj, _ = jax.jit(trainer.rollout)(runner, params)
+    flat = lambda x: x.reshape((x.shape[0], -1, *x.shape[3:]))
+    adv = jax.random.normal(jax.random.PRNGKey(7), traj.reward.shape)
+    batch = jax.tree_util.tree_map(flat, (traj, adv, adv + traj.value))
+    carry0 = jax.tree_util.tree_map(lambda x: x.reshape((-1, *x.shape[2:])), runner.carry)
+    (new_params, _), aux = ppo.minibatch_update(config, network, trainer.optimizer, 1.0,
+                                                (runner.params, runner.opt_state), (batch, carry0))
+    grads = jax.grad(lambda p: ppo.ppo_loss(config, network, p, carry0, *batch)[0])(runner.params)
+    np.testing.assert_allclose(aux["grad_norm"], optax.tree.norm(grads), rtol=1e-5)
+    lr = optax.constant_schedule(config.lr)  # (an annealed lr's first step is config.lr too)
+    per_array = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=config.adam_eps))
+    updates, _ = per_array.update(grads, per_array.init(runner.params), runner.params)
+    expected = optax.apply_updates(runner.params, updates)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                           new_params, expected)
+    assert not _equal_trees(new_params, runner.params)
+
+
 def test_load_rejects_a_checkpoint_of_another_config(tiny, tmp_path):
     trainer, params = tiny
     ppo.save(tmp_path / "ckpt", trainer.init(jax.random.PRNGKey(0), params))
