@@ -197,7 +197,8 @@ def test_a_gradient_step_equals_the_per_array_optimiser_and_reports_the_global_n
     grads = jax.grad(lambda p: ppo.ppo_loss(config, network, p, carry0, *batch)[0])(runner.params)
     np.testing.assert_allclose(aux["grad_norm"], optax.tree.norm(grads), rtol=1e-5)
     lr = optax.constant_schedule(config.lr)  # (an annealed lr's first step is config.lr too)
-    per_array = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=config.adam_eps))
+    per_array = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
+                            optax.adam(lr, eps=config.adam_eps))
     updates, _ = per_array.update(grads, per_array.init(runner.params), runner.params)
     expected = optax.apply_updates(runner.params, updates)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
