@@ -7,8 +7,9 @@
 
 1. ``split``: for the demo's Explorer settings, seconds per update spent stepping envs
    with random actions alone, acting (envs + policy forward passes, i.e. the rollout) and
-   in a whole update; the learner's share is update - rollout. Also end-to-end env
-   steps/s through ``trainer.run`` (what the command line runs).
+   in a whole update, each the fastest of 10 calls; the learner's share is update -
+   rollout. Also end-to-end env steps/s through ``trainer.run`` (what the command line
+   runs; the fastest of 3 calls of 4 updates).
    ``levers``: the same for the learner's levers side by side.
 2. ``explorer``: the demo command (``python -m agents.train --env explorer ...``) for
    ``--minutes``; prints env steps/s and the held-out return of the trained policy
@@ -37,15 +38,19 @@ from agents import ppo, train  # noqa: E402
 DEMO = ["--env", "explorer", "--res", "128", "--subsample", "2", "--small-convs"]
 
 
-def _timed(f, *args, repeats=3):
+def _timed(f, *args, repeats=10):
+    """Seconds of the fastest of ``repeats`` calls after compiling (the least disturbed by
+    other work on the machine; the split's shares are differences of these)."""
     out = jax.block_until_ready(f(*args))  # compile
-    tic = time.perf_counter()
+    best = float("inf")
     for _ in range(repeats):
+        tic = time.perf_counter()
         out = jax.block_until_ready(f(*args))
-    return (time.perf_counter() - tic) / repeats, out
+        best = min(best, time.perf_counter() - tic)
+    return best, out
 
 
-def _measure(argv, repeats=3, run_updates=4):
+def _measure(argv, repeats=10, run_updates=4):
     """Seconds per update of the envs alone, the rollout, a whole update and a chunk of
     ``run_updates`` updates through ``trainer.run`` (the CLI's path), for DEMO + argv."""
     args = train.parse_args(DEMO + list(argv) + ["--out", "unused", "--updates", "1"])
@@ -75,9 +80,11 @@ def _measure(argv, repeats=3, run_updates=4):
     t_roll, _ = _timed(rollout, runner, repeats=repeats)
     t_update, _ = _timed(update, runner, repeats=repeats)
     runner, _ = jax.block_until_ready(trainer.run(runner, params, run_updates))  # compile
-    tic = time.perf_counter()
-    jax.block_until_ready(trainer.run(runner, params, run_updates))
-    t_run = (time.perf_counter() - tic) / run_updates
+    t_run = float("inf")
+    for _ in range(3):
+        tic = time.perf_counter()
+        jax.block_until_ready(trainer.run(runner, params, run_updates))
+        t_run = min(t_run, (time.perf_counter() - tic) / run_updates)
     return config, dict(env=t_env, rollout=t_roll, update=t_update, run=t_run)
 
 
