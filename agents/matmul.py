@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["matmul", "dot_general", "times_weight_tangent", "weight_grad"]
+__all__ = ["matmul", "dot_general", "weight_grad"]
 
 
 @jax.custom_jvp
@@ -33,10 +33,10 @@ def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
 def _matmul_jvp(primals, tangents):
     x, w = primals
     dx, dw = tangents
-    return x @ w, dx @ w + times_weight_tangent(x, dw)
+    return x @ w, dx @ w + _times_weight_tangent(x, dw)
 
 
-def times_weight_tangent(x, dw):
+def _times_weight_tangent(x, dw):
     """``x @ dw``, written so that reverse mode's transpose of it, ``x^T @ g``, is the fast
     form of :func:`weight_grad`.
 
