@@ -83,7 +83,6 @@ def _gru_gates(kernel, bias, xp, h):
     return r, z, n, hn
 
 
-@jax.custom_vjp
 def gru_scan(kernel: jax.Array, bias: jax.Array, h0: jax.Array, xp: jax.Array, reset: jax.Array):
     """A GRU over a sequence (see :class:`GRUCore`), differentiated by hand.
 
@@ -108,6 +107,11 @@ def gru_scan(kernel: jax.Array, bias: jax.Array, h0: jax.Array, xp: jax.Array, r
     transposes worked too, but its transposed loop was 1.5-2 ms slower per update, so
     networks that need forward mode should use the LSTM or MLP core.
     """
+    return _gru_scan(kernel, bias, h0, xp, jnp.asarray(reset, bool))
+
+
+@jax.custom_vjp
+def _gru_scan(kernel, bias, h0, xp, reset):
     # The three gates' inputs enter the scan as separate arrays: slicing them inside the
     # step's fused elementwise kernel kept XLA's CPU backend from vectorising it (2.7x
     # slower forward).
@@ -127,7 +131,7 @@ def gru_scan(kernel: jax.Array, bias: jax.Array, h0: jax.Array, xp: jax.Array, r
 
 
 def _gru_fwd(kernel, bias, h0, xp, reset):
-    carry, y = gru_scan(kernel, bias, h0, xp, reset)
+    carry, y = _gru_scan(kernel, bias, h0, xp, reset)
     return (carry, y), (kernel, bias, h0, xp, reset, y)
 
 
@@ -163,7 +167,7 @@ def _gru_bwd(residuals, cotangents):
     return g_kernel, g_bias, g_h0, jnp.concatenate([g_r, g_z, g_n], axis=-1), None
 
 
-gru_scan.defvjp(_gru_fwd, _gru_bwd)
+_gru_scan.defvjp(_gru_fwd, _gru_bwd)
 
 
 class GRUCore(nn.Module):
@@ -191,7 +195,7 @@ class GRUCore(nn.Module):
                       name="input")(x)    # (T, *B, 3w)
         kernel = self.param("recurrent_kernel", orthogonal(), (w, 3 * w))
         bias = self.param("recurrent_bias", nn.initializers.zeros, (w,))   # the candidate's
-        return gru_scan(kernel, bias, carry, xp, jnp.asarray(reset, bool))
+        return gru_scan(kernel, bias, carry, xp, reset)
 
     @staticmethod
     def initial_carry(batch_shape: tuple[int, ...], width: int):

@@ -379,6 +379,11 @@ def test_gru_scan_hand_written_gradients_equal_autodiff(T, batch, w, p_reset):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
     if p_reset == 1.0:  # every step starts afresh: nothing flows to the carry before it
         np.testing.assert_array_equal(ours[2], 0.0)
+    # reset as 0/1 integers means the same
+    as_int = jax.jit(jax.grad(loss(networks.gru_scan), argnums=(0, 1, 2, 3)))(
+        *args[:4], args[4].astype(jnp.int32))
+    for a, b in zip(as_int, ours):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_gru_scan_gradients_under_vmap_over_parameters():
