@@ -3,7 +3,7 @@
 A dense layer's weight gradient is ``x^T @ g``: a contraction over the batch, the first
 axis of both operands. XLA's CPU backend hands that shape to a generic dot routine rather
 than to its fast (YNNPACK) path, which wants the contracted axis last on the left and first
-on the right. For the learner's shapes (a few hundred rows, 7-192 features) it ran 1.4-4.7x
+on the right. For the learner's shapes (a few hundred rows, 7-192 features) it ran 1.4-4.9x
 slower than the forward product of the same size; it was the largest single cost of a PPO
 update on the demo's settings. Materialising the narrower operand's transpose first (behind
 an optimisation barrier, so XLA does not fold it back into the dot) gives the fast path a
