@@ -58,16 +58,10 @@ def _times_weight_tangent(x, dw):
 
 def weight_grad(x: jax.Array, g: jax.Array) -> jax.Array:
     """``x^T @ g`` summed over every leading axis: ``x (..., A)``, ``g (..., B)`` -> ``(A, B)``,
-    the gradient of ``x @ w`` with respect to ``w`` for the output's gradient ``g``."""
-    x2 = x.reshape(-1, x.shape[-1])
-    g2 = g.reshape(-1, g.shape[-1])
-    barrier = jax.lax.optimization_barrier
-    if min(x2.shape[1], g2.shape[1]) == 1:  # a matrix-vector product: XLA's own is faster
-        return x2.T @ g2
-    if _transpose_x(x2.shape[1], g2.shape[1]):
-        return barrier(x2.T) @ g2
-    # (the barrier on the transposed product keeps XLA from folding its transpose away)
-    return barrier(barrier(g2.T) @ x2).T
+    the gradient of ``x @ w`` with respect to ``w`` for the output's gradient ``g``: the
+    transpose of :func:`matmul`'s weight tangent, so the same product reverse mode runs."""
+    w = jax.ShapeDtypeStruct((x.shape[-1], g.shape[-1]), g.dtype)
+    return jax.linear_transpose(lambda dw: _times_weight_tangent(x, dw), w)(g)[0]
 
 
 def _transpose_x(a: int, b: int) -> bool:

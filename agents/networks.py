@@ -70,16 +70,22 @@ class LSTMCore(nn.Module):
         return (z, z)
 
 
+def _gates(xr, xz, xn, hr, hz, hn):
+    """The GRU's reset, update and candidate gates from the input projections ``x*`` and
+    the recurrent ones ``h*`` (``hn`` with its bias): ``(r, z, n)``."""
+    r = jax.nn.sigmoid(xr + hr)
+    z = jax.nn.sigmoid(xz + hz)
+    return r, z, jnp.tanh(xn + r * hn)
+
+
 def _gru_gates(kernel, bias, xp, h):
-    """The GRU's gates for input projections ``xp (..., 3w)`` and carries ``h (..., w)``
-    (already zeroed where an episode starts): ``(r, z, n, hn)``, ``hn`` being the candidate's
-    recurrent term with its bias."""
+    """The gates for input projections ``xp (..., 3w)`` and carries ``h (..., w)`` (already
+    zeroed where an episode starts), all steps at once: ``(r, z, n, hn)``, ``hn`` being the
+    candidate's recurrent term with its bias."""
     w = kernel.shape[0]
     hp = h @ kernel
-    r = jax.nn.sigmoid(xp[..., :w] + hp[..., :w])
-    z = jax.nn.sigmoid(xp[..., w:2 * w] + hp[..., w:2 * w])
     hn = hp[..., 2 * w:] + bias
-    n = jnp.tanh(xp[..., 2 * w:] + r * hn)
+    r, z, n = _gates(xp[..., :w], xp[..., w:2 * w], xp[..., 2 * w:], hp[..., :w], hp[..., w:2 * w], hn)
     return r, z, n, hn
 
 
@@ -121,9 +127,7 @@ def _gru_scan(kernel, bias, h0, xp, reset):
     def step(h, inputs):
         xr, xz, xn, rt = inputs
         h = jnp.where(rt[..., None], 0.0, h)
-        r = jax.nn.sigmoid(xr + h @ kr)
-        z = jax.nn.sigmoid(xz + h @ kz)
-        n = jnp.tanh(xn + r * (h @ kn + bias))
+        _, z, n = _gates(xr, xz, xn, h @ kr, h @ kz, h @ kn + bias)
         h = (1.0 - z) * n + z * h
         return h, h
 
