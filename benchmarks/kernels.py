@@ -131,8 +131,9 @@ def render_rate(s, agents, res: int, steps: int, repeats: int, cpu: bool,
 
 def wall_scaling(n_walls=(100, 500, 2000), n_envs: int = 64, res: int = 256, steps: int = 16,
                  repeats: int = 3, cpu: bool = False, key=None):
-    """Render frames/s with n walls in a 40 m hall, agents at random: through the grid, every
-    line, and the default ("auto": the grid from kGridMinLines static lines up)."""
+    """Render frames/s with n walls in a 40 m hall, agents at random: through the grid (the
+    camera sweep), every line, the default ("auto": the grid from kGridMinLines static lines
+    up), and the grid one ray at a time (the "rays" DDA)."""
     rows = []
     for n in n_walls:
         one = scene.scenery([hall(n)], n_agents=1, key=key)
@@ -145,7 +146,8 @@ def wall_scaling(n_walls=(100, 500, 2000), n_envs: int = 64, res: int = 256, ste
         grid = render_rate(s, agents, res, steps, repeats, cpu, traversal="grid")
         brute = render_rate(s.without_grid(), agents, res, steps, repeats, cpu)
         auto = render_rate(s, agents, res, steps, repeats, cpu)
-        rows.append((n, tuple(np.asarray(one.grid_dims[0]).tolist()), grid, brute, auto))
+        rays = render_rate(s, agents, res, steps, repeats, cpu, traversal="rays")
+        rows.append((n, tuple(np.asarray(one.grid_dims[0]).tolist()), grid, brute, auto, rays))
     return rows
 
 
@@ -200,12 +202,14 @@ def main(argv=None):
         n_envs = 16 if args.quick else 64
         print(f"\n# render only, random walls in a 40 m hall, {n_envs} envs, res 256 ({unit})")
         print(f"{'walls':>6}{'grid cells':>12}{'grid':>12}{'every line':>12}{'speed-up':>9}"
-              f"{'grid cost vs 100':>18}{'default':>12}{'default cost vs 100':>21}")
+              f"{'grid cost vs 100':>18}{'default':>12}{'default cost vs 100':>21}{'per ray':>12}"
+              f"{'per ray cost vs 100':>21}")
         rows = wall_scaling(n_envs=n_envs, steps=args.steps * 2, repeats=args.repeats,
                             cpu=args.cpu_time, key=key)
-        for n, dims, grid, brute, auto in rows:
+        for n, dims, grid, brute, auto, rays in rows:
             print(f"{n:>6}{dims[0]:>6}x{dims[1]:<5}{grid:>12,.0f}{brute:>12,.0f}{grid / brute:>8.2f}x"
-                  f"{rows[0][2] / grid:>17.2f}x{auto:>12,.0f}{rows[0][4] / auto:>20.2f}x", flush=True)
+                  f"{rows[0][2] / grid:>17.2f}x{auto:>12,.0f}{rows[0][4] / auto:>20.2f}x"
+                  f"{rays:>12,.0f}{rows[0][5] / rays:>20.2f}x", flush=True)
     if "envs" in only:
         print(f"\n# bare kernels (physics + render) on 8 procedural floorplans, as benchmarks/envs.py ({unit})")
         print(f"{'env':<11}{'envs':>6}{'agents':>7}{'res':>5}{'default':>12}{'every line':>12}{'speed-up':>9}")

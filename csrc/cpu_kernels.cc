@@ -55,10 +55,6 @@ struct Rays {
   }
 };
 
-// Distance beyond which no line can change pixel r's result (see megastep::resolved): the
-// nearest hit plus tie_gap, in metres; +inf before the first hit.
-inline float reach_of(float s1, float ulen) { return (s1 + megastep::tie_gap(s1)) * ulen; }
-
 struct Camera {
   Vec p;
   float c, s, tan_half;
@@ -170,16 +166,6 @@ void cast_brute(const Env& env, const Camera& cam, Rays& rays, Scratch& scratch)
   }
 }
 
-// Squared distance from p to segment l (a lower bound on any of its hits' distances).
-inline float segment_distance2(const megastep::Line& l, Vec p) {
-  Vec d = l.b - l.a, w = p - l.a;
-  float dd = megastep::dot(d, d);
-  float t = dd > 0.f ? megastep::dot(w, d) / dd : 0.f;
-  t = t < 0.f ? 0.f : (t > 1.f ? 1.f : t);
-  Vec q = l.a + t * d - p;
-  return megastep::dot(q, q);
-}
-
 // Line j against the blocks of pixels it can reach and may still change, order-independently
 // (nearest_update). Whole blocks are tested: pixels outside the line's range cannot hit it.
 inline void sweep_line(const megastep::Line& line, int j, const Camera& cam, Rays& rays) {
@@ -187,7 +173,7 @@ inline void sweep_line(const megastep::Line& line, int j, const Camera& cam, Ray
   megastep::pixel_range(line, cam.p, cam.c, cam.s, cam.tan_half, cam.R, lo, hi);
   if (lo >= hi) return;
   // a block whose reach is below the line's distance (with room for rounding) skips it
-  float dmin2 = segment_distance2(line, cam.p) * (1.f - 1e-4f);
+  float dmin2 = megastep::skip_bound2(line, cam.p);
   megastep::LineTerms lt = megastep::line_terms(line, cam.p);
   float *s1 = rays.s1.data(), *t1 = rays.t1.data(), *s2 = rays.s2.data(), *reach = rays.reach.data();
   int* i1 = rays.i1.data();
@@ -199,7 +185,7 @@ inline void sweep_line(const megastep::Line& line, int j, const Camera& cam, Ray
 #pragma omp simd
     for (int r = r0; r < r0 + kBlock; ++r) {
       megastep::nearest_update(lt, pux[r], puy[r], pn[r], j, s1[r], i1[r], t1[r], s2[r]);
-      reach[r] = reach_of(s1[r], ul[r]);
+      reach[r] = megastep::reach_of(s1[r], ul[r]);
     }
     float m = 0.f;
 #pragma omp simd reduction(max : m)
@@ -244,59 +230,41 @@ void recast_ties(const Env& env, const Camera& cam, Rays& rays, Scratch& scratch
   }
 }
 
-// Whether a grid cell can hold a point some pixel's ray reaches: its bounding disc meets
-// the camera's view wedge (|y| <= x tan_half in the camera frame). Conservative.
-inline bool cell_visible(const megastep::Grid& g, int ix, int iy, const Camera& cam, float sec_half) {
-  float hx = g.x0 + ((float)ix + 0.5f) * g.cs - cam.p.x, hy = g.y0 + ((float)iy + 0.5f) * g.cs - cam.p.y;
-  float fx = hx * cam.c + hy * cam.s, fy = hy * cam.c - hx * cam.s;
-  float rr = 0.7072f * g.cs * 1.01f + 1e-4f;
-  return fx > -rr && fabsf(fy) <= fx * cam.tan_half + rr * sec_half;
-}
-
 // The camera's nearest hits through the grid: agent lines first, then the grid's cells in
-// rings of growing Chebyshev distance around the camera's cell, each line once. A ring k
-// cells away holds no point nearer than k - 1 cells, so the sweep stops once every pixel's
-// reach is that near.
+// the camera's view, ring by ring (megastep::grid_rings, as the CUDA sweep), each line once.
+// The sweep stops before a ring that no pixel's reach gets to (megastep::ring_bound).
 void cast_grid_camera(const Env& env, const megastep::Grid& g, const Camera& cam, Rays& rays,
                       Scratch& scratch) {
   for (int j = 0; j < env.n_agent_lines; ++j) sweep_line(megastep::env_line(env, j), j, cam, rays);
   uint32_t stamp = scratch.next(env.n_lines);
   uint32_t* seen = scratch.stamps.data();
-  int cx = megastep::grid_coord(cam.p.x, g.x0, g.cs), cy = megastep::grid_coord(cam.p.y, g.y0, g.cs);
-  auto outside = [](int c, int n) { return c < 0 ? -c : (c >= n ? c - (n - 1) : 0); };
-  int k0 = std::max(outside(cx, g.nx), outside(cy, g.ny));
-  int kmax = std::max(std::max(std::abs(cx), std::abs(cx - (g.nx - 1))),
-                      std::max(std::abs(cy), std::abs(cy - (g.ny - 1))));
-  float sec_half = sqrtf(1.f + cam.tan_half * cam.tan_half);
+  const megastep::Rings rings = megastep::grid_rings(g, cam.p);
+  const megastep::Wedge wedge = megastep::pixels_wedge(cam.p, cam.c, cam.s, cam.tan_half, cam.R, 0, cam.R - 1);
   auto visit = [&](int ix, int iy) {
-    if (!cell_visible(g, ix, iy, cam, sec_half)) return;
+    if (!megastep::cell_in_wedge(g, ix, iy, wedge)) return;
     int lo, hi;
     megastep::grid_cell(g, ix, iy, lo, hi);
-    for (int k = lo; k < hi; ++k) {
-      int j = g.lines[k];
+    for (int e = lo; e < hi; ++e) {
+      int j = g.lines[e];
       if (!megastep::static_line(env, j) || seen[j] == stamp) continue;
       seen[j] = stamp;
       sweep_line(megastep::load_line(env.lines, j), j, cam, rays);
     }
   };
-  for (int k = k0; k <= kmax; ++k) {
+  for (int k = rings.k0; k <= rings.kmax; ++k) {
     if (k >= 1) {
-      float bound = ((float)(k - 1) * g.cs - 2.f * megastep::kGridPad * g.cs) * (1.f - 1e-5f) - 1e-5f;
       float m = 0.f;
       for (int blk = 0; blk < rays.n_blocks; ++blk) m = std::max(m, rays.block_reach[blk]);
-      if (m < bound) break;
+      if (m < megastep::ring_bound(k, g.cs)) break;
     }
-    // ring k: rows cy - k and cy + k, then columns cx - k and cx + k between them
-    int xlo = std::max(cx - k, 0), xhi = std::min(cx + k, g.nx - 1);
-    int ylo = std::max(cy - k + 1, 0), yhi = std::min(cy + k - 1, g.ny - 1);
-    if (cy - k >= 0 && cy - k < g.ny)
-      for (int ix = xlo; ix <= xhi; ++ix) visit(ix, cy - k);
-    if (k > 0 && cy + k >= 0 && cy + k < g.ny)
-      for (int ix = xlo; ix <= xhi; ++ix) visit(ix, cy + k);
-    if (cx - k >= 0 && cx - k < g.nx)
-      for (int iy = ylo; iy <= yhi; ++iy) visit(cx - k, iy);
-    if (k > 0 && cx + k >= 0 && cx + k < g.nx)
-      for (int iy = ylo; iy <= yhi; ++iy) visit(cx + k, iy);
+    // ring k's runs of cells, each in its own loop: with a single call site GCC inlines
+    // `visit` and the loop over a cell's lines spills its pointers (3-5% slower)
+    const megastep::Ring ring = megastep::grid_ring(g, rings, k);
+    const megastep::Ring::Run* run = ring.runs;
+    for (int i = 0; i < run[0].n; ++i) visit(run[0].x + i, run[0].y);
+    for (int i = 0; i < run[1].n; ++i) visit(run[1].x + i, run[1].y);
+    for (int i = 0; i < run[2].n; ++i) visit(run[2].x, run[2].y + i);
+    for (int i = 0; i < run[3].n; ++i) visit(run[3].x, run[3].y + i);
   }
   recast_ties(env, cam, rays, scratch);
 }

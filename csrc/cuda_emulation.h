@@ -9,7 +9,7 @@
 //                                handler's argument type (Allocate(bytes, alignment))
 //   megastep_cuda::kMaxDynamicShared, kMaxThreadsPerBlock, kMaxGridX   CUDA's launch limits
 // plus __global__, __device__, blockIdx, threadIdx, blockDim, gridDim, __syncthreads,
-// atomicOr and atomicAdd (int),
+// __syncthreads_or, atomicOr and atomicAdd (int),
 // cudaStream_t, cudaError_t, cudaGetLastError and cudaGetErrorString.
 //
 // The emulation (no __CUDACC__):
@@ -17,7 +17,9 @@
 //   run concurrently, one std::thread each (thread 0 is the launching thread), created once
 //   per launch and reused for every block. blockIdx, threadIdx, blockDim and gridDim are
 //   thread-local to each emulated thread.
-// - __syncthreads() is a real barrier across the threads of the block. A block whose threads
+// - __syncthreads() is a real barrier across the threads of the block; __syncthreads_or(p)
+//   the same barrier, returning to every thread whether any thread's p was non-zero. A
+//   block whose threads
 //   do not all reach the same barrier (some at __syncthreads, others at the end of the
 //   kernel) aborts the launch with cudaErrorLaunchFailure instead of hanging.
 // - Dynamic shared memory is one heap buffer of exactly `shared_bytes` (so AddressSanitizer
@@ -143,11 +145,16 @@ class BlockBarrier {
   BlockBarrier(int n, std::function<void()> on_block_end)
       : n_(n), on_block_end_(std::move(on_block_end)) {}
 
-  void arrive_and_wait(Kind kind) {
+  // Returns whether any thread of this phase arrived with a non-zero `predicate` (the
+  // result stays readable until every thread has left: the next phase needs them all).
+  bool arrive_and_wait(Kind kind, int predicate = 0) {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (aborted_) return;
+    if (aborted_) return false;
     ++arrived_[kind];
+    any_ |= predicate != 0;
     if (arrived_[kSync] + arrived_[kBlockEnd] == n_) {
+      result_ = any_;
+      any_ = false;
       if (arrived_[kSync] && arrived_[kBlockEnd]) {
         aborted_ = true;
         error_ = "__syncthreads() reached by " + std::to_string(arrived_[kSync]) + " of the " +
@@ -160,10 +167,11 @@ class BlockBarrier {
       arrived_[kSync] = arrived_[kBlockEnd] = 0;
       ++generation_;
       cv_.notify_all();
-      return;
+      return result_;
     }
     uint64_t generation = generation_;
     cv_.wait(lock, [&] { return generation_ != generation || aborted_; });
+    return aborted_ ? false : result_;
   }
 
   // Ends the launch early: every wait returns, block() says there is nothing left to run.
@@ -192,6 +200,7 @@ class BlockBarrier {
   uint64_t generation_ = 0;
   uint64_t block_ = 0;
   bool aborted_ = false;
+  bool any_ = false, result_ = false;
   std::string error_;
   std::function<void()> on_block_end_;
 };
@@ -338,6 +347,10 @@ inline thread_local const dim3& gridDim = megastep_cuda::emulation::tls.grid_dim
 inline void __syncthreads() {
   megastep_cuda::emulation::tls.barrier->arrive_and_wait(
       megastep_cuda::emulation::BlockBarrier::kSync);
+}
+inline int __syncthreads_or(int predicate) {
+  return megastep_cuda::emulation::tls.barrier->arrive_and_wait(
+      megastep_cuda::emulation::BlockBarrier::kSync, predicate);
 }
 
 // CUDA's int atomics on global or shared memory: the block's threads really run at once.

@@ -69,11 +69,36 @@ T* scratch_array(megastep_cuda::Scratch& scratch, int64_t n) {
 using megastep::SceneryPtrs;
 using megastep::Sizes;
 
+// Render blocks: one per (batch member, env, agent, span of kRenderThreads pixels), a thread
+// per pixel. A span is the unit of the camera sweep below: its threads share the staging of
+// each ring's lines, and stop when none of its own rays can reach the next ring.
+constexpr int kRenderThreads = 64;
+
+// The camera sweep's shared memory (after the drawn agents): per ring batch, each thread's
+// cell (first entry, and the inclusive scan of the entry counts), then up to kStage staged
+// lines at a time, as the terms every ray of the camera shares.
+constexpr int kStage = 128;
+struct SweepShared {
+  int* cell_lo;      // (kRenderThreads,)
+  int* cell_end;     // (kRenderThreads,) inclusive scan of the cells' entry counts
+  int* index;        // (kStage,) line index, -1 for an entry that is not a static line
+  float* terms;      // (6, kStage): d.x, d.y, w.x, w.y, wd, skip_bound2
+};
+constexpr size_t kSweepShared = (size_t)(2 * kRenderThreads + 7 * kStage) * 4;
+__device__ inline SweepShared sweep_shared(float* base) {
+  SweepShared sh;
+  sh.cell_lo = reinterpret_cast<int*>(base);
+  sh.cell_end = sh.cell_lo + kRenderThreads;
+  sh.index = sh.cell_end + kRenderThreads;
+  sh.terms = reinterpret_cast<float*>(sh.index + kStage);
+  return sh;
+}
+
 // The env's agent models as drawn this step: A x 8 lines x 4 floats. Up to this many agents
 // per env they are drawn by each render block into its dynamic shared memory; past it, once
 // per (batch member, env) into global memory by draw_kernel.
 constexpr int64_t kMaxSharedAgents =
-    (int64_t)(megastep_cuda::kMaxDynamicShared / (megastep::kModelLines * 4 * sizeof(float)));
+    (int64_t)((megastep_cuda::kMaxDynamicShared - kSweepShared) / (megastep::kModelLines * 4 * sizeof(float)));
 
 // One block per (batch member, env); threads stride over agents.
 __global__ void draw_kernel(Batching b, Sizes s, int64_t n_blocks, const float* model,
@@ -89,33 +114,117 @@ __global__ void draw_kernel(Batching b, Sizes s, int64_t n_blocks, const float* 
     draw_agents(mdl, pos + 2 * a, ang + a, 1, drawn + (fe * s.A + a) * kModelLines * 4);
 }
 
-// One block per (batch member, env, agent); threads stride over pixels. The env's agent
-// models are drawn once per block into shared memory, or were drawn into `drawn_global`.
-__global__ void render_kernel(Batching b, Sizes s, int64_t n_blocks, SceneryPtrs p,
+// The nearest hits of a span's rays through the grid, the block's threads together (the
+// CUDA twin of cpu_kernels.cc cast_grid_camera; megastep.h has the maths). Each thread
+// holds one ray (`active` false for the padding past R: it only helps stage). Ring by
+// ring: the ring's cells in the span's wedge are numbered by an inclusive scan of their
+// entry counts, the block stages kStage entries at a time as line terms in shared memory,
+// and every thread tests them all against its ray (a line met twice is harmless for
+// nearest_update). The sweep stops before a ring that no active ray can reach. Every
+// thread of the block must call it (it holds barriers).
+__device__ megastep::Hit sweep_span(const Env& env, const megastep::Grid& g, const megastep::Wedge& wedge,
+                                    Vec u, float near_s, bool active, SweepShared sh) {
+  using namespace megastep;
+  const Vec p = wedge.p;
+  const int t = (int)threadIdx.x, T = (int)blockDim.x;
+  const float ulen = norm(u);
+  float s1 = INFINITY, t1 = 0.f, s2 = INFINITY;
+  int i1 = -1;
+  if (active)
+    for (int j = 0; j < env.n_agent_lines; ++j)
+      nearest_update(line_terms(env_line(env, j), p), u.x, u.y, near_s, j, s1, i1, t1, s2);
+  const Rings rings = grid_rings(g, p);
+  for (int k = rings.k0; k <= rings.kmax; ++k) {
+    if (k >= 1 && !__syncthreads_or(active && !(reach_of(s1, ulen) < ring_bound(k, g.cs)))) break;
+    const Ring ring = grid_ring(g, rings, k);
+    for (int q0 = 0; q0 < ring.n; q0 += T) {
+      int lo = 0, hi = 0;
+      if (q0 + t < ring.n) {
+        int ix, iy;
+        ring_cell(ring, q0 + t, ix, iy);
+        if (cell_in_wedge(g, ix, iy, wedge)) grid_cell(g, ix, iy, lo, hi);
+      }
+      sh.cell_lo[t] = lo;
+      sh.cell_end[t] = hi - lo;
+      __syncthreads();
+      for (int off = 1; off < T; off *= 2) {  // inclusive scan (Hillis-Steele)
+        int v = t >= off ? sh.cell_end[t - off] : 0;
+        __syncthreads();
+        sh.cell_end[t] += v;
+        __syncthreads();
+      }
+      const int total = sh.cell_end[T - 1];
+      for (int e0 = 0; e0 < total; e0 += kStage) {
+        const int n = total - e0 < kStage ? total - e0 : kStage;
+        for (int slot = t; slot < n; slot += T) {
+          int e = e0 + slot, c = 0, top = T - 1;  // the cell holding entry e
+          while (c < top) {
+            int mid = (c + top) / 2;
+            if (sh.cell_end[mid] > e) top = mid; else c = mid + 1;
+          }
+          int j = g.lines[sh.cell_lo[c] + e - (c > 0 ? sh.cell_end[c - 1] : 0)];
+          if (static_line(env, j)) {
+            Line l = load_line(env.lines, j);
+            LineTerms lt = line_terms(l, p);
+            float* f = sh.terms + slot;
+            f[0] = lt.d.x, f[kStage] = lt.d.y, f[2 * kStage] = lt.w.x, f[3 * kStage] = lt.w.y;
+            f[4 * kStage] = lt.wd, f[5 * kStage] = skip_bound2(l, p);
+          } else {
+            j = -1;
+          }
+          sh.index[slot] = j;
+        }
+        __syncthreads();
+        if (active) {
+          for (int slot = 0; slot < n; ++slot) {
+            const float* f = sh.terms + slot;
+            float reach = reach_of(s1, ulen);
+            int j = sh.index[slot];
+            if (j < 0 || reach * reach < f[5 * kStage]) continue;
+            LineTerms lt = {{f[0], f[kStage]}, {f[2 * kStage], f[3 * kStage]}, f[4 * kStage]};
+            nearest_update(lt, u.x, u.y, near_s, j, s1, i1, t1, s2);
+          }
+        }
+        __syncthreads();
+      }
+      __syncthreads();  // every thread has read the scan before the next batch writes it
+    }
+  }
+  if (active && !resolved(s1, i1, s2)) return cast(env, p, u, near_s);
+  return {i1, s1, t1};
+}
+
+// One block per (batch member, env, agent, span of pixels); a thread per pixel. The env's
+// agent models are drawn once per block into shared memory, or were drawn into
+// `drawn_global`. The traversal is the env's: the camera sweep through its grid (`grid`),
+// the per-ray DDA (`rays`, cast_grid), or every line.
+__global__ void render_kernel(Batching b, Sizes s, int64_t n_blocks, int64_t spans, SceneryPtrs p,
                               const float* model, const float* angles, const float* positions,
                               const float* fov, const float* radius, const float* drawn_global,
                               int traversal, int32_t* indices, float* locations, float* dots,
                               float* distances, float* screen) {
   using namespace megastep;
-  MS_DYNAMIC_SHARED(float, shared_lines);
+  MS_DYNAMIC_SHARED(float, shared);
   int64_t block = block_index();
   if (block >= n_blocks) return;
-  int64_t a = block % s.A, fe = block / s.A;
+  int64_t span = block % spans, cam = block / spans;
+  int64_t a = cam % s.A, fe = cam / s.A;
   int64_t e = fe % s.E, flat = fe / s.E;
   const float* ang = angles + (b.block(kAngles, flat) * s.E + e) * s.A;
   const float* pos = positions + (b.block(kPositions, flat) * s.E + e) * s.A * 2;
   const float* mdl = model + b.block(kModel, flat) * kModelLines * 4;
-  const float* drawn = shared_lines;
+  const float* drawn = shared;
   if (drawn_global) {
     drawn = drawn_global + fe * s.A * kModelLines * 4;
   } else {  // the same branch for the whole block
-    if (threadIdx.x == 0) draw_agents(mdl, pos, ang, (int)s.A, shared_lines);
+    if (threadIdx.x == 0) draw_agents(mdl, pos, ang, (int)s.A, shared);
     __syncthreads();
   }
+  const SweepShared sh = sweep_shared(shared + (drawn_global ? 0 : s.A * kModelLines * 4));
   Env env = env_at(b, flat, e, s, p, (int)(s.A * kModelLines), drawn);
-  // the grid walked per ray (cast_grid); without one, or when asked, every line in order
+  int trav = env_traversal(traversal, env.n_lines, env.n_agent_lines);
   Grid grid;
-  if (walks_grid(env_traversal(traversal, env.n_lines, env.n_agent_lines))) grid = grid_at(b, flat, e, s, p);
+  if (walks_grid(trav)) grid = grid_at(b, flat, e, s, p);
   float fv = fov[b.block(kFov, flat)];
   float rad = radius[b.block(kRadius, flat)];
   bool valid = fv > 0.f && fv < 180.f && rad >= 0.f;
@@ -123,23 +232,34 @@ __global__ void render_kernel(Batching b, Sizes s, int64_t n_blocks, SceneryPtrs
   float rd = ang[a] * (kPi / 180.f);
   float c = cosf(rd), sn = sinf(rd);
   Vec pt = {pos[2 * a], pos[2 * a + 1]};
-  int64_t base = ((flat * s.E + e) * s.A + a) * s.R;
-  for (int64_t r = threadIdx.x; r < s.R; r += blockDim.x) {
-    int64_t o = base + r;
-    if (!valid) {
+  int64_t r0 = span * blockDim.x, r = r0 + threadIdx.x;
+  bool active = r < s.R;
+  int64_t o = ((flat * s.E + e) * s.A + a) * s.R + r;
+  if (!valid) {  // an fov outside (0, 180) has no camera: NaN rather than clipped
+    if (active) {
       indices[o] = -1;
       locations[o] = dots[o] = distances[o] = NAN;
       screen[3 * o] = screen[3 * o + 1] = screen[3 * o + 2] = NAN;
-      continue;
     }
-    Vec u = pixel_ray((int)r, (int)s.R, tan_half, c, sn);
-    Pixel px = shade(env, u, cast_grid(env, grid, pt, u, near_plane(u, rad)));
-    indices[o] = px.index;
-    locations[o] = px.location;
-    dots[o] = px.dot;
-    distances[o] = px.distance;
-    for (int k = 0; k < 3; ++k) screen[3 * o + k] = px.rgb[k];
+    return;
   }
+  Vec u = pixel_ray((int)(active ? r : r0), (int)s.R, tan_half, c, sn);
+  float near_s = near_plane(u, rad);
+  Hit h = {-1, INFINITY, 0.f};
+  if (trav == kTraverseGrid && grid_valid(grid)) {  // the same branch for the whole block
+    int r1 = (int)(r0 + blockDim.x < s.R ? r0 + blockDim.x : s.R) - 1;
+    h = sweep_span(env, grid, pixels_wedge(pt, c, sn, tan_half, (int)s.R, (int)r0, r1), u, near_s, active,
+                   sh);
+  } else if (active) {
+    h = cast_grid(env, grid, pt, u, near_s);
+  }
+  if (!active) return;
+  Pixel px = shade(env, u, h);
+  indices[o] = px.index;
+  locations[o] = px.location;
+  dots[o] = px.dot;
+  distances[o] = px.distance;
+  for (int k = 0; k < 3; ++k) screen[3 * o + k] = px.rgb[k];
 }
 
 ffi::Error RenderImpl(cudaStream_t stream MEGASTEP_RENDER_PARAMS, megastep_cuda::Scratch scratch) {
@@ -150,8 +270,12 @@ ffi::Error RenderImpl(cudaStream_t stream MEGASTEP_RENDER_PARAMS, megastep_cuda:
       dims_of(*indices_out), b, s);
   if (!err.empty()) return invalid(err);
   if (!megastep::traversal_known(traversal)) return invalid(MEGASTEP_TRAVERSAL_ERROR);
-  int64_t blocks = b.size * s.E * s.A;
-  if (blocks == 0 || s.R == 0) return ffi::Error::Success();
+  if (b.size * s.E * s.A == 0 || s.R == 0) return ffi::Error::Success();
+  int threads = (int)std::min<int64_t>(kRenderThreads, (s.R + 31) / 32 * 32);
+  int64_t spans = (s.R + threads - 1) / threads;
+  int64_t cameras = b.size * s.E * s.A;
+  if (cameras > kMaxBlocks / spans) return too_many_blocks("render", cameras * spans);
+  int64_t blocks = cameras * spans;
   SceneryPtrs p;
   p.lines = lines.typed_data(); p.n_lines = n_lines.typed_data();
   p.lights = lights.typed_data(); p.n_lights = n_lights.typed_data();
@@ -159,11 +283,10 @@ ffi::Error RenderImpl(cudaStream_t stream MEGASTEP_RENDER_PARAMS, megastep_cuda:
   p.widths = texel_widths.typed_data(); p.baked = baked.typed_data();
   p.grid_cells = grid_cells.typed_data(); p.grid_lines = grid_lines.typed_data();
   p.grid_origin = grid_origin.typed_data(); p.grid_dims = grid_dims.typed_data();
-  if (blocks > kMaxBlocks) return too_many_blocks("render", blocks);
-  size_t shared = 0;
+  size_t shared = kSweepShared;
   float* drawn = nullptr;
   if (s.A <= kMaxSharedAgents) {
-    shared = (size_t)s.A * megastep::kModelLines * 4 * sizeof(float);
+    shared += (size_t)s.A * megastep::kModelLines * 4 * sizeof(float);
   } else {
     int64_t envs = b.size * s.E;
     drawn = scratch_array<float>(scratch, envs * s.A * megastep::kModelLines * 4);
@@ -173,7 +296,7 @@ ffi::Error RenderImpl(cudaStream_t stream MEGASTEP_RENDER_PARAMS, megastep_cuda:
               model.typed_data(), angles.typed_data(), positions.typed_data(), drawn);
     if (ffi::Error e = launched("render (drawing the agents)"); e.failure()) return e;
   }
-  MS_LAUNCH(render_kernel, grid_for(blocks), threads_for(s.R), shared, stream, b, s, blocks, p,
+  MS_LAUNCH(render_kernel, grid_for(blocks), threads, shared, stream, b, s, blocks, spans, p,
             model.typed_data(), angles.typed_data(), positions.typed_data(), fov.typed_data(),
             radius.typed_data(), drawn, traversal, indices_out->typed_data(), locations_out->typed_data(),
             dots_out->typed_data(), distances_out->typed_data(), screen_out->typed_data());

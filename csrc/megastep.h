@@ -63,6 +63,8 @@ MS_FN void store_line(float* lines, int j, Line l) {
   p[0] = l.a.x; p[1] = l.a.y; p[2] = l.b.x; p[3] = l.b.y;
 }
 MS_FN int clampi(int x, int lo, int hi) { return x < lo ? lo : (x > hi ? hi : x); }
+MS_FN int maxi(int a, int b) { return a > b ? a : b; }
+MS_FN int absi(int x) { return x < 0 ? -x : x; }
 // fminf and fmaxf (a NaN operand yields the other), as selects: with -O3 but without
 // -ffinite-math-only the libm calls are not inlined, and they keep loops from vectorising.
 // Only the sign of a zero result may differ from libm's.
@@ -281,9 +283,10 @@ constexpr float kGridPad = 1e-3f;
 
 // How the render kernels find each ray's nearest line (the `traversal` attribute).
 enum Traversal : int32_t {
-  kTraverseGrid = 0,   // the grid where the env has one (per camera on CPU, per ray on CUDA)
+  kTraverseGrid = 0,   // the grid where the env has one, swept per camera (CPU) or per span
+                       // of a camera's pixels (CUDA block): the camera sweep below
   kTraverseBrute = 1,  // every line, in index order (the specification's loop)
-  kTraverseRays = 2,   // the grid, one ray at a time (cast_grid: the CUDA kernel's maths)
+  kTraverseRays = 2,   // the grid, one ray at a time (cast_grid, a 2D DDA)
   kTraverseAuto = 3,   // the grid, except in an env with fewer than kGridMinLines static lines
 };
 
@@ -367,6 +370,109 @@ MS_FN void nearest_update(const LineTerms& lt, float ux, float uy, float near_s,
 
 // Whether line j of env is a static line a grid entry may name.
 MS_FN bool static_line(const Env& env, int j) { return j >= env.n_agent_lines && j < env.n_lines; }
+
+// ---------------------------------------------------------------------------------------
+// The camera sweep: a whole camera's (or a span of its pixels') rays through the grid at
+// once, cell by cell in rings of growing Chebyshev distance around the camera's cell, every
+// line of a ring against every ray (nearest_update, order-independent). The CPU sweeps each
+// camera with SIMD over pixels (cpu_kernels.cc), the CUDA kernel each span of a block's
+// pixels with a thread per pixel (cuda_kernels.cu); both walk the rings below.
+
+// Squared distance from p to segment l: a lower bound on the squared distance of any hit.
+MS_FN float segment_distance2(Line l, Vec p) {
+  Vec d = l.b - l.a, w = p - l.a;
+  float dd = dot(d, d);
+  float t = dd > 0.f ? dot(w, d) / dd : 0.f;
+  t = t < 0.f ? 0.f : (t > 1.f ? 1.f : t);
+  Vec q = l.a + t * d - p;
+  return dot(q, q);
+}
+
+// The squared segment distance below which a line may still change a ray whose reach
+// (reach_of) is r: skipping it when r * r < this bound cannot change the ray's result (the
+// hit is no nearer than the segment; the factor covers rounding).
+MS_FN float skip_bound2(Line l, Vec p) { return segment_distance2(l, p) * (1.f - 1e-4f); }
+
+// Distance in metres beyond which no line can change a ray's result (see resolved): its
+// nearest hit s1 plus tie_gap, times the ray's length; +inf before the first hit.
+MS_FN float reach_of(float s1, float ulen) { return (s1 + tie_gap(s1)) * ulen; }
+
+// The wedge of rays from p between slopes vlo <= vhi in the frame of a camera facing (c, s)
+// (the ray of slope v is (1, v) there; a camera's pixels have slopes pixel_slope(r)).
+struct Wedge {
+  Vec p;
+  float c, s, vlo, vhi, sec_lo, sec_hi;  // sec_* = sqrt(1 + v^2)
+};
+MS_FN Wedge make_wedge(Vec p, float c, float s, float vlo, float vhi) {
+  return {p, c, s, vlo, vhi, sqrtf(1.f + vlo * vlo), sqrtf(1.f + vhi * vhi)};
+}
+// The wedge of pixels [r0, r1] of R, widened so the rotated rays (rounded) stay inside.
+MS_FN Wedge pixels_wedge(Vec p, float c, float s, float tan_half_fov, int R, int r0, int r1) {
+  float vhi = pixel_slope(r0, R, tan_half_fov), vlo = pixel_slope(r1, R, tan_half_fov);
+  return make_wedge(p, c, s, vlo - 1e-5f * (1.f + fabsf(vlo)), vhi + 1e-5f * (1.f + fabsf(vhi)));
+}
+
+// Whether grid cell (ix, iy) can hold a point some ray of the wedge reaches: its bounding
+// disc (radius widened by 1% and 1e-4) is ahead of the apex and meets both of the wedge's
+// half-planes. Conservative.
+MS_FN bool cell_in_wedge(const Grid& g, int ix, int iy, const Wedge& w) {
+  float hx = g.x0 + ((float)ix + 0.5f) * g.cs - w.p.x, hy = g.y0 + ((float)iy + 0.5f) * g.cs - w.p.y;
+  float fx = hx * w.c + hy * w.s, fy = hy * w.c - hx * w.s;
+  float rr = 0.7072f * g.cs * 1.01f + 1e-4f;
+  return fx > -rr && fy - w.vhi * fx <= rr * w.sec_hi && w.vlo * fx - fy <= rr * w.sec_lo;
+}
+
+// The rings a sweep from p walks: k0 (the first that meets the grid) to kmax (the last),
+// around the camera's cell (cx, cy), which may lie outside the grid.
+struct Rings {
+  int cx, cy, k0, kmax;
+};
+MS_FN Rings grid_rings(const Grid& g, Vec p) {
+  Rings r;
+  r.cx = grid_coord(p.x, g.x0, g.cs);
+  r.cy = grid_coord(p.y, g.y0, g.cs);
+  int ox = r.cx < 0 ? -r.cx : (r.cx >= g.nx ? r.cx - (g.nx - 1) : 0);
+  int oy = r.cy < 0 ? -r.cy : (r.cy >= g.ny ? r.cy - (g.ny - 1) : 0);
+  r.k0 = maxi(ox, oy);
+  int ax = maxi(absi(r.cx), absi(r.cx - (g.nx - 1))), ay = maxi(absi(r.cy), absi(r.cy - (g.ny - 1)));
+  r.kmax = maxi(ax, ay);
+  return r;
+}
+
+// Ring k's cells inside the grid, as up to four runs: row cy - k, row cy + k (k > 0), then
+// columns cx - k and cx + k (k > 0) between those rows. n cells in all; ring_cell numbers them.
+struct Ring {
+  struct Run {
+    int x, y, dx, dy, n;  // cells (x + i dx, y + i dy) for i < n
+  } runs[4];
+  int n;
+};
+MS_FN Ring grid_ring(const Grid& g, const Rings& rs, int k) {
+  int xlo = maxi(rs.cx - k, 0), xhi = rs.cx + k < g.nx - 1 ? rs.cx + k : g.nx - 1;
+  int ylo = maxi(rs.cy - k + 1, 0), yhi = rs.cy + k - 1 < g.ny - 1 ? rs.cy + k - 1 : g.ny - 1;
+  int row = maxi(xhi - xlo + 1, 0), col = maxi(yhi - ylo + 1, 0);
+  int top = rs.cy - k, bottom = rs.cy + k, left = rs.cx - k, right = rs.cx + k;
+  Ring r;
+  r.runs[0] = {xlo, top, 1, 0, top >= 0 && top < g.ny ? row : 0};
+  r.runs[1] = {xlo, bottom, 1, 0, k > 0 && bottom >= 0 && bottom < g.ny ? row : 0};
+  r.runs[2] = {left, ylo, 0, 1, left >= 0 && left < g.nx ? col : 0};
+  r.runs[3] = {right, ylo, 0, 1, k > 0 && right >= 0 && right < g.nx ? col : 0};
+  r.n = r.runs[0].n + r.runs[1].n + r.runs[2].n + r.runs[3].n;
+  return r;
+}
+// The q-th cell of ring r (0 <= q < r.n).
+MS_FN void ring_cell(const Ring& r, int q, int& ix, int& iy) {
+  int i = 0;
+  while (i < 3 && q >= r.runs[i].n) q -= r.runs[i++].n;
+  ix = r.runs[i].x + q * r.runs[i].dx;
+  iy = r.runs[i].y + q * r.runs[i].dy;
+}
+
+// Ring k >= 1 holds no point nearer the camera than k - 1 cells (less the grid's padding and
+// rounding): a sweep whose rays all have a smaller reach can stop before it.
+MS_FN float ring_bound(int k, float cs) {
+  return ((float)(k - 1) * cs - 2.f * kGridPad * cs) * (1.f - 1e-5f) - 1e-5f;
+}
 
 // Casts one ray through the grid front to back (a 2D DDA), stopping once no unvisited
 // cell can hold a line nearer than s1 + tie_gap(s1); agent lines are tested brute force.

@@ -71,9 +71,10 @@ COLLISIONS = dict(INTERFACE["enums"]["collision"]) if INTERFACE else {"stop": 0,
 TRAVERSALS = (dict(INTERFACE["enums"]["traversal"]) if INTERFACE
               else {"grid": 0, "brute": 1, "rays": 2, "auto": 3})
 """How the render kernel finds each ray's nearest line (all give the same result): "grid"
-walks the scenery's acceleration grid where it has one (per camera on CPU, per ray on
-CUDA), "brute" casts every line in index order (the specification's loop), "rays" walks
-the grid one ray at a time as the CUDA kernel does, "auto" (the default) takes the grid
+sweeps the scenery's acceleration grid where it has one, ring by ring around the camera
+(a whole camera at a time on the CPU, a block's span of 64 pixels on CUDA), "brute" casts
+every line in index order (the specification's loop), "rays" walks the grid one ray at a
+time (a 2D DDA per pixel), "auto" (the default) takes the grid
 for an env with at least ``GRID_MIN_LINES`` static lines and every line below that,
 where casting them all is faster (csrc/megastep.h, kGridMinLines)."""
 GRID_MIN_LINES = INTERFACE["constants"]["GRID_MIN_LINES"] if INTERFACE else 256

@@ -123,6 +123,9 @@ try_step "${RUN[@]}" pytest -q -p no:cacheprovider -m "not slow" \
   -k "(not cuda_emulated or gpu) and not ($EMULATED_INSIDE)" \
   tests/test_kernels.py tests/test_collisions.py tests/test_cuda_emulated.py tests/test_seen.py ||
   { TESTS_FAILED=1; echo "gpu-check: the kernel tests failed; the benchmarks run on" >&2; }
+# The grid's traversals on the GPU (test_grid.py's other cases call the emulated backend).
+try_step "${RUN[@]}" pytest -q -p no:cacheprovider tests/test_grid.py -k on_the_gpu ||
+  { TESTS_FAILED=1; echo "gpu-check: the grid tests failed; the benchmarks run on" >&2; }
 
 # 4. Benchmarks.
 step "${RUN[@]}" benchmarks/kernels.py --repeats 2

@@ -1,9 +1,10 @@
 """The acceleration grid: its construction, and renders through it equal to casting every line.
 
-The grid traversals ("grid": per camera on CPU, "rays": per ray as the CUDA kernel) must
-give exactly the index-order cast's result ("brute"), bit for bit, including the tie rule
-between coincident lines; the brute-force kernel is checked against the jnp reference in
-test_kernels.py, and here again on a few of these scenes.
+The grid traversals ("grid": the camera sweep, per camera on CPU and per block's span of
+pixels in the CUDA kernel; "rays": a DDA per pixel) must give exactly the index-order cast's
+result ("brute"), bit for bit, including the tie rule between coincident lines; the
+brute-force kernel is checked against the jnp reference in test_kernels.py, and here again
+on a few of these scenes. The CUDA kernel's traversals run on the CPU through its emulation.
 """
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ import pytest
 from megastep_jax import core, geometry, kernels, scene, toys
 from megastep_jax.state import Scenery
 
-from conftest import random_geometry
+from conftest import gpus, random_geometry, requires_gpu
 
 RADIUS = np.float32(core.AGENT_RADIUS)
 
@@ -21,8 +22,8 @@ RADIUS = np.float32(core.AGENT_RADIUS)
 @jax.jit
 def _all_traversals(s, agents, fov):
     out = {t: kernels.render(s, agents, 64, fov, RADIUS, traversal=t) for t in kernels.TRAVERSALS}
-    # the CUDA kernel's own code, compiled for the CPU: its per-ray DDA, and its brute force
-    for t in ("grid", "brute"):
+    # the CUDA kernel's own code, compiled for the CPU: its sweep, per-ray DDA and brute force
+    for t in ("grid", "rays", "brute"):
         out[f"cuda-emulated {t}"] = kernels.render(s, agents, 64, fov, RADIUS,
                                                    backend="cuda-emulated", traversal=t)
     return out
@@ -36,15 +37,31 @@ def assert_traversals_agree(s, agents, fov=100.0):
         for field in ("indices", "locations", "dots", "distances", "screen"):
             np.testing.assert_array_equal(getattr(out[name], field), getattr(brute, field),
                                           err_msg=f"{name}: {field}")
-    # the CUDA kernel's DDA equals its own brute force exactly; the CPU's to rounding (scalar
-    # code, contracted differently from the CPU kernel's SIMD loops)
-    emulated = out["cuda-emulated grid"]
+    # the CUDA kernel's DDA equals its own brute force exactly (the same function computes
+    # both); its sweep hits the same lines, while its ray solve may round otherwise, being
+    # compiled in another function that the compiler contracts into FMAs its own way (an 8 cm
+    # agent line seen from 29 m: t 1.5e-5 apart). The CPU's agree with all to rounding.
+    assert_cuda_sweep_agrees(out["cuda-emulated grid"], out["cuda-emulated brute"])
+    emulated = out["cuda-emulated rays"]
     for field in ("indices", "locations", "dots", "distances", "screen"):
         np.testing.assert_array_equal(getattr(emulated, field), getattr(out["cuda-emulated brute"], field),
-                                      err_msg=f"cuda-emulated: {field}")
-    assert np.mean(np.asarray(emulated.indices) == np.asarray(brute.indices)) > 0.99
-    np.testing.assert_allclose(emulated.locations, brute.locations, atol=1e-3)
+                                      err_msg=f"cuda-emulated rays: {field}")
+    for name in ("grid", "rays"):
+        emulated = out[f"cuda-emulated {name}"]
+        assert np.mean(np.asarray(emulated.indices) == np.asarray(brute.indices)) > 0.99
+        np.testing.assert_allclose(emulated.locations, brute.locations, atol=1e-3)
     return brute
+
+
+def assert_cuda_sweep_agrees(sweep, brute):
+    """The CUDA sweep's render against its brute force: the same line at every pixel, values
+    to the rounding of the ray solve (about 1e-5 of t at worst, on short far lines)."""
+    np.testing.assert_array_equal(sweep.indices, brute.indices, err_msg="cuda-emulated grid: indices")
+    hit = np.asarray(brute.indices) >= 0
+    np.testing.assert_array_equal(np.isfinite(np.asarray(sweep.distances)), hit)
+    for field, tol in (("distances", 1e-5), ("locations", 1e-4), ("dots", 1e-5), ("screen", 1e-4)):
+        np.testing.assert_allclose(np.asarray(getattr(sweep, field))[hit], np.asarray(getattr(brute, field))[hit],
+                                   rtol=tol, atol=tol, err_msg=f"cuda-emulated grid: {field}")
 
 
 def hall(n_walls, size=40.0, seed=0, extra=()):
@@ -261,6 +278,47 @@ def test_one_wall_and_five_thousand_walls():
     assert int(many.grid_dims[0].prod()) > 1000
     for _ in range(2):
         assert_traversals_agree(many, random_agents(rng, 1, 2, 1.5, 39.5), 130.0)
+
+
+@pytest.mark.parametrize("res", [65, 150])
+def test_cuda_sweep_over_several_blocks_of_one_camera(res):
+    # The CUDA kernel sweeps each 64-pixel span of a camera in its own block, with its own
+    # wedge and stopping ring; a partial last span has idle threads that only help stage.
+    # Agents near the hall's sides facing in, and one in its middle: near and far rays.
+    s = scene.scenery([hall(700, seed=3)], n_agents=3, key=jax.random.key(8))
+    a = core.init_agents(1, 3).replace(
+        positions=jnp.array([[[2.0, 20.0], [20.0, 20.0], [38.5, 3.0]]], jnp.float32),
+        angles=jnp.array([[0.0, 33.0, 120.0]], jnp.float32))
+    fov = jnp.float32(150.0)
+    emulated = {t: kernels.render(s, a, res, fov, RADIUS, backend="cuda-emulated", traversal=t)
+                for t in ("grid", "brute")}
+    cpu = kernels.render(s, a, res, fov, RADIUS, traversal="brute")
+    assert_cuda_sweep_agrees(emulated["grid"], emulated["brute"])
+    assert np.mean(np.asarray(emulated["grid"].indices) == np.asarray(cpu.indices)) > 0.99
+    assert len(np.unique(np.asarray(cpu.indices))) > 20  # many walls seen
+
+
+@requires_gpu
+def test_traversals_on_the_gpu_agree():
+    # The CUDA kernel on a GPU: its sweep (several blocks per camera at res 150) and its DDA
+    # against its brute force, and against the CPU kernel, on halls of 700 and 5,000 walls.
+    assert kernels.CUDA_REGISTERED and gpus(), "JAX sees no GPU, or the CUDA kernels are not built"
+    rng = np.random.default_rng(11)
+    for n_walls in (700, 5000):
+        s = scene.scenery([hall(n_walls, seed=n_walls)], n_agents=4, key=jax.random.key(n_walls))
+        a = random_agents(rng, 1, 4, 1.5, 39.5)
+
+        @jax.jit
+        def every(sc, ag):
+            return {t: kernels.render(sc, ag, 150, jnp.float32(130.0), RADIUS, traversal=t)
+                    for t in ("grid", "rays", "brute")}
+
+        gpu = jax.device_get(every(*jax.device_put((s, a), gpus()[0])))
+        cpu = jax.device_get(every(*jax.device_put((s, a), jax.devices("cpu")[0])))
+        assert_cuda_sweep_agrees(gpu["grid"], gpu["brute"])
+        np.testing.assert_array_equal(gpu["rays"].indices, gpu["brute"].indices)
+        np.testing.assert_allclose(gpu["rays"].distances, gpu["brute"].distances, rtol=1e-5)
+        assert np.mean(np.asarray(gpu["grid"].indices) == np.asarray(cpu["brute"].indices)) > 0.99
 
 
 def test_vmap_over_fov_with_an_unbatched_gridded_scenery():
