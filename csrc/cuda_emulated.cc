@@ -43,6 +43,22 @@ std::vector<float> reduce_sum(const std::vector<float>& x, unsigned blocks, unsi
   return out;
 }
 
+// Every thread t of one block calls __syncthreads_or(flags[round][t]) for each round and
+// records what it got: out[round][t].
+__global__ void any_kernel(const int* flags, int rounds, int* out) {
+  int n = (int)blockDim.x, t = (int)threadIdx.x;
+  for (int r = 0; r < rounds; ++r) out[r * n + t] = __syncthreads_or(flags[r * n + t]);
+}
+
+std::vector<int> syncthreads_or(const std::vector<int>& flags, unsigned threads) {
+  int rounds = (int)(flags.size() / threads);
+  std::vector<int> out(flags.size(), -1);
+  MS_LAUNCH(any_kernel, dim3(1), dim3(threads), 0, nullptr, flags.data(), rounds, out.data());
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw std::runtime_error(cudaGetErrorString(e));
+  return out;
+}
+
 using Dim = std::tuple<unsigned, unsigned, unsigned>;
 
 std::string check_launch(Dim grid, Dim block, size_t shared) {
@@ -67,6 +83,8 @@ PYBIND11_MODULE(_megastep_cuda_emulated, m) {
   }, "The handlers' grid for n blocks");
   m.def("max_blocks", []() { return kMaxBlocks; });
   m.def("max_shared_agents", []() { return kMaxSharedAgents; });
+  m.def("syncthreads_or", &syncthreads_or, "What each thread of one block got from __syncthreads_or, per round",
+        pybind11::arg("flags"), pybind11::arg("threads"));
   m.def("reduce_sum", &reduce_sum, "Per-block sums of x by an emulated kernel",
         pybind11::arg("x"), pybind11::arg("blocks"), pybind11::arg("threads"),
         pybind11::arg("shared"), pybind11::arg("diverge") = false);

@@ -32,6 +32,16 @@ def test_block_reduction_through_shared_memory_and_barriers(blocks, threads):
     assert emu.reduce_sum(x.tolist(), blocks, threads, threads * 4) == [float(x.sum())] * blocks
 
 
+def test_syncthreads_or_gives_every_thread_whether_any_thread_asked():
+    # rounds: none set, the last thread only, all, the first only, none again (the result
+    # of one barrier must not leak into the next)
+    threads = 64
+    rounds = [np.zeros(threads, int), np.eye(threads, dtype=int)[-1], np.ones(threads, int),
+              np.eye(threads, dtype=int)[0] * 7, np.zeros(threads, int)]
+    got = np.array(emu.syncthreads_or(np.concatenate(rounds).tolist(), threads)).reshape(len(rounds), threads)
+    np.testing.assert_array_equal(got != 0, np.array([[r.any()] * threads for r in rounds]))
+
+
 def test_a_divergent_barrier_fails_the_launch_instead_of_hanging():
     with pytest.raises(RuntimeError, match="divergent barrier"):
         emu.reduce_sum([1.0] * 10, 2, 32, 128, diverge=True)
