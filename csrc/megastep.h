@@ -64,6 +64,7 @@ MS_FN void store_line(float* lines, int j, Line l) {
 }
 MS_FN int clampi(int x, int lo, int hi) { return x < lo ? lo : (x > hi ? hi : x); }
 MS_FN int maxi(int a, int b) { return a > b ? a : b; }
+MS_FN int mini(int a, int b) { return a < b ? a : b; }
 MS_FN int absi(int x) { return x < 0 ? -x : x; }
 // fminf and fmaxf (a NaN operand yields the other), as selects: with -O3 but without
 // -ffinite-math-only the libm calls are not inlined, and they keep loops from vectorising.
@@ -431,11 +432,11 @@ MS_FN Rings grid_rings(const Grid& g, Vec p) {
   Rings r;
   r.cx = grid_coord(p.x, g.x0, g.cs);
   r.cy = grid_coord(p.y, g.y0, g.cs);
-  int ox = r.cx < 0 ? -r.cx : (r.cx >= g.nx ? r.cx - (g.nx - 1) : 0);
-  int oy = r.cy < 0 ? -r.cy : (r.cy >= g.ny ? r.cy - (g.ny - 1) : 0);
-  r.k0 = maxi(ox, oy);
-  int ax = maxi(absi(r.cx), absi(r.cx - (g.nx - 1))), ay = maxi(absi(r.cy), absi(r.cy - (g.ny - 1)));
-  r.kmax = maxi(ax, ay);
+  // how many cells coordinate c lies outside [0, n - 1], and how far its farthest cell is
+  auto outside = [](int c, int n) { return c < 0 ? -c : (c >= n ? c - (n - 1) : 0); };
+  auto farthest = [](int c, int n) { return maxi(absi(c), absi(c - (n - 1))); };
+  r.k0 = maxi(outside(r.cx, g.nx), outside(r.cy, g.ny));
+  r.kmax = maxi(farthest(r.cx, g.nx), farthest(r.cy, g.ny));
   return r;
 }
 
@@ -448,8 +449,8 @@ struct Ring {
   int n;
 };
 MS_FN Ring grid_ring(const Grid& g, const Rings& rs, int k) {
-  int xlo = maxi(rs.cx - k, 0), xhi = rs.cx + k < g.nx - 1 ? rs.cx + k : g.nx - 1;
-  int ylo = maxi(rs.cy - k + 1, 0), yhi = rs.cy + k - 1 < g.ny - 1 ? rs.cy + k - 1 : g.ny - 1;
+  int xlo = maxi(rs.cx - k, 0), xhi = mini(rs.cx + k, g.nx - 1);
+  int ylo = maxi(rs.cy - k + 1, 0), yhi = mini(rs.cy + k - 1, g.ny - 1);
   int row = maxi(xhi - xlo + 1, 0), col = maxi(yhi - ylo + 1, 0);
   int top = rs.cy - k, bottom = rs.cy + k, left = rs.cx - k, right = rs.cx + k;
   Ring r;
